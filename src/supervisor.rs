@@ -1,0 +1,3 @@
+//! Supervision of external worker processes by OTP's rules.
+//!
+//! (Being built: see the supervisor issue.)
