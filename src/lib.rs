@@ -1,4 +1,60 @@
-//! herd: gossip membership and OTP-style supervision of external workers.
+//! # herd
+//!
+//! Clusters of peers that find each other by gossip, and keep external worker programs alive.
+//!
+//! A program implements [`ClusterMember`], starts a [`Node`] with the address of any seed, and is
+//! told, in order and exactly once, when it has joined, when another member joins, and when one
+//! leaves: gracefully (it said goodbye, and everyone hears at once) or by failure (the failure
+//! detector). Membership spreads by gossip on the `chitchat` crate (scuttlebutt anti-entropy,
+//! phi-accrual failure detection, UDP).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use herd::{async_trait, ClusterMember, Context, LeaveReason, Member, Node};
+//!
+//! struct Printer;
+//!
+//! #[async_trait]
+//! impl ClusterMember for Printer {
+//!     async fn on_join(&mut self, cx: &Context, members: &[Member]) {
+//!         println!("{} joined; members: {}", cx.node_id(), members.len());
+//!     }
+//!     async fn on_node_left(&mut self, _cx: &Context, member: &Member, reason: LeaveReason) {
+//!         println!("{} left ({reason})", member.id());
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = Node::builder("a")
+//!     .listen("127.0.0.1:0".parse()?)
+//!     .seed("127.0.0.1:7000")
+//!     .cluster_id("demo")
+//!     .tag("group", "media")
+//!     .gossip_interval(Duration::from_millis(100))
+//!     .start(Printer)
+//!     .await?;
+//! println!("listening on {}", node.addr());
+//! node.leave().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Layout
+//! - [`member`]: the [`ClusterMember`] trait, [`Member`], [`LeaveReason`], [`Context`].
+//! - [`node`]: [`Node`] (start, queries, leave, shutdown) and [`NodeBuilder`].
+//! - [`membership`]: gossip snapshots turned into [`MembershipEvent`]s by a pure diff.
+//! - [`supervisor`]: OTP-style supervision of external worker processes.
+//! - [`Error`]: what can go wrong, naming the value that was wrong.
 #![warn(missing_docs)]
 
+mod error;
+pub mod member;
+pub mod membership;
+pub mod node;
 pub mod supervisor;
+
+pub use async_trait::async_trait;
+pub use error::Error;
+pub use member::{ClusterMember, Context, LeaveReason, Member};
+pub use membership::{EventStream, GossipStats, MembershipEvent};
+pub use node::{Node, NodeBuilder};

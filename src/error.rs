@@ -1,0 +1,69 @@
+//! The library's error type: everything that can go wrong starting a node, changing its state, or
+//! talking to it after it stopped. Each variant carries the value that was wrong, so the message
+//! alone tells a user what to fix.
+
+use std::net::SocketAddr;
+
+/// An error from herd's membership layer.
+///
+/// Errors are returned before anything changed: a node that fails to start has bound nothing and
+/// spawned nothing; a rejected tag leaves the node's tags as they were.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The node id given to [`Node::builder`](crate::Node::builder) is empty or blank.
+    #[error("node id must not be empty")]
+    EmptyNodeId,
+
+    /// A seed is neither `ip:port` nor `host:port`, or its host name did not resolve.
+    #[error("invalid seed {seed:?}: {reason}")]
+    InvalidSeed {
+        /// The seed exactly as it was given.
+        seed: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The gossip socket could not be bound (most often: the address is already in use).
+    #[error("cannot bind the gossip socket to {addr}: {source}")]
+    Bind {
+        /// The address that was asked for.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The listen address is unspecified (`0.0.0.0` or `::`) and no advertise address was given,
+    /// so peers would not know where to reach this node.
+    #[error("listen address {listen} is unspecified: set an advertise address peers can reach")]
+    NoAdvertiseAddr {
+        /// The unspecified listen address.
+        listen: SocketAddr,
+    },
+
+    /// A tag key is empty, or a tag is otherwise unusable.
+    #[error("invalid tag {key:?}: {reason}")]
+    InvalidTag {
+        /// The tag key as it was given.
+        key: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The node has left the cluster or was shut down; the operation needs a running node.
+    #[error("node {node:?} has stopped")]
+    Stopped {
+        /// The id of the stopped node.
+        node: String,
+    },
+
+    /// The gossip server failed to start for another reason.
+    #[error("gossip on {addr} failed to start: {reason}")]
+    Gossip {
+        /// The gossip listen address.
+        addr: SocketAddr,
+        /// What went wrong, as the gossip layer reported it.
+        reason: String,
+    },
+}

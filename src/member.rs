@@ -1,0 +1,154 @@
+//! What a program sees of the cluster: the [`ClusterMember`] trait it implements, the [`Member`]
+//! values that describe its peers, the [`LeaveReason`] of a departure, and the [`Context`] every
+//! callback receives.
+//!
+//! Callbacks are made by one dispatcher task per node (see [`crate::node`]), one at a time and in
+//! the order the events happened, so an implementation can keep plain state in `&mut self`, as a
+//! `gen_server` does.
+
+mod context;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use context::Context;
+
+/// One incarnation of a cluster member, as gossip last described it.
+///
+/// A member is identified by its id; each start of a node with that id is a new incarnation with a
+/// higher [`generation`](Member::generation). Two `Member` values compare equal when every field,
+/// tags included, is equal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub(crate) id: String,
+    pub(crate) addr: SocketAddr,
+    pub(crate) generation: u64,
+    pub(crate) tags: BTreeMap<String, String>,
+}
+
+impl Member {
+    /// The member's node id, unique in the cluster.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The address the member gossips on (its advertise address).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The incarnation number: it grows each time a node with this id starts.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// All of the member's tags, sorted by key.
+    pub fn tags(&self) -> &BTreeMap<String, String> {
+        &self.tags
+    }
+
+    /// One tag's value, if the member has it.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
+    }
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id, self.addr)
+    }
+}
+
+/// Why a member left the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LeaveReason {
+    /// It said goodbye ([`Node::leave`](crate::Node::leave)); peers hear within a few gossip
+    /// intervals.
+    Graceful,
+    /// It stopped answering and the failure detector declared it dead.
+    Failed,
+    /// A newer incarnation with the same id appeared before this one was declared dead: the old
+    /// incarnation is reported as left with this reason, and a `Joined` for the new one follows.
+    Restarted,
+}
+
+impl fmt::Display for LeaveReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LeaveReason::Graceful => "graceful",
+            LeaveReason::Failed => "failed",
+            LeaveReason::Restarted => "restarted",
+        })
+    }
+}
+
+/// The behaviour a program implements to take part in a cluster.
+///
+/// Every method has a default that does nothing, so an implementation overrides only what it
+/// needs. The node calls them from a single task, one at a time, in the order events happened:
+///
+/// - [`on_join`](ClusterMember::on_join) comes first and exactly once: when this node has exchanged
+///   state with a peer, or at once when it was started with no seeds (it founds the cluster).
+/// - After it, each change is delivered exactly once: one `on_node_joined` per incarnation, then
+///   at most one `on_node_left` for it, never before its `on_node_joined`. A member that left
+///   gracefully is not reported again as failed.
+/// - `on_member_updated` comes between a member's join and its leave, when its tags change.
+///
+/// A callback that panics is caught and logged; the node keeps running and delivers the next
+/// event. A slow callback delays only later callbacks: gossip and failure detection go on.
+#[async_trait]
+pub trait ClusterMember: Send + 'static {
+    /// This node is now part of the cluster; `members` are the live members, itself included,
+    /// sorted by id.
+    async fn on_join(&mut self, cx: &Context, members: &[Member]) {
+        let _ = (cx, members);
+    }
+
+    /// Another member appeared.
+    async fn on_node_joined(&mut self, cx: &Context, member: &Member) {
+        let _ = (cx, member);
+    }
+
+    /// A member left; `reason` says whether it said goodbye, failed, or restarted.
+    async fn on_node_left(&mut self, cx: &Context, member: &Member, reason: LeaveReason) {
+        let _ = (cx, member, reason);
+    }
+
+    /// A member's tags changed; `member` carries the new tags.
+    async fn on_member_updated(&mut self, cx: &Context, member: &Member) {
+        let _ = (cx, member);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_accessors_return_what_gossip_described() {
+        let member = Member {
+            id: "a".into(),
+            addr: "127.0.0.1:7001".parse().unwrap(),
+            generation: 7,
+            tags: [("group".to_string(), "media".to_string())].into(),
+        };
+        assert_eq!(member.id(), "a");
+        assert_eq!(member.generation(), 7);
+        assert_eq!(member.tag("group"), Some("media"));
+        assert_eq!(member.tag("missing"), None);
+        assert_eq!(member.to_string(), "a@127.0.0.1:7001");
+    }
+
+    #[test]
+    fn leave_reasons_print_in_lower_case() {
+        assert_eq!(LeaveReason::Graceful.to_string(), "graceful");
+        assert_eq!(LeaveReason::Failed.to_string(), "failed");
+        assert_eq!(LeaveReason::Restarted.to_string(), "restarted");
+    }
+}

@@ -1,0 +1,24 @@
+//! Turning gossip into membership events.
+//!
+//! herd gossips with [`chitchat`] (scuttlebutt anti-entropy and a phi-accrual failure detector
+//! over UDP). This module is the only reader of chitchat's view of the cluster:
+//!
+//! - [`keys`] names every node-state key herd publishes (tags, the leaving flag, ...);
+//! - `snapshot` reads chitchat's live nodes into a plain [`Snapshot`](snapshot::Snapshot);
+//! - `diff` is a pure function from two snapshots to the [`MembershipEvent`]s between them;
+//! - `watcher` is the task that takes a snapshot whenever chitchat reports a change (or a peer
+//!   announces that it is leaving), diffs it against the previous one and hands the events on,
+//!   in order, to the node's dispatcher and to every [`EventStream`];
+//! - `transport` is chitchat's UDP transport with byte and message counters.
+//!
+//! The watcher runs until the node's cancellation token fires; see [`crate::node`].
+
+mod diff;
+mod event;
+pub(crate) mod keys;
+pub(crate) mod snapshot;
+pub(crate) mod transport;
+pub(crate) mod watcher;
+
+pub use event::{EventStream, MembershipEvent};
+pub use transport::GossipStats;

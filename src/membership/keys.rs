@@ -1,0 +1,55 @@
+//! Every node-state key herd publishes in gossip, with typed accessors. No other file spells a key.
+//!
+//! Keys are short because each one travels in deltas to every peer.
+
+use std::collections::BTreeMap;
+
+use chitchat::NodeState;
+
+/// Set last among a node's initial keys: once a peer sees it, it has every initial key too
+/// (deltas carry a node's keys in version order), so the node is reported with its full tags.
+pub(crate) const READY: &str = "herd.ready";
+
+/// Set when a node leaves gracefully. Peers report the incarnation as `Left(Graceful)`.
+pub(crate) const LEAVING: &str = "herd.leaving";
+
+/// Prefix of user tags: tag `group=media` is the key `tag.group` with the value `media`.
+pub(crate) const TAG_PREFIX: &str = "tag.";
+
+/// The gossip key holding the tag `name`.
+pub(crate) fn tag_key(name: &str) -> String {
+    format!("{TAG_PREFIX}{name}")
+}
+
+/// The tags a node state carries.
+pub(crate) fn tags(state: &NodeState) -> BTreeMap<String, String> {
+    state
+        .key_values()
+        .filter_map(|(key, value)| {
+            key.strip_prefix(TAG_PREFIX)
+                .map(|name| (name.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+/// Whether the node has published all its initial keys.
+pub(crate) fn is_ready(state: &NodeState) -> bool {
+    state.contains_key(READY)
+}
+
+/// Whether the node has announced a graceful leave.
+pub(crate) fn is_leaving(state: &NodeState) -> bool {
+    state.get(LEAVING).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_keys_round_trip_through_the_prefix() {
+        let key = tag_key("group");
+        assert_eq!(key, "tag.group");
+        assert_eq!(key.strip_prefix(TAG_PREFIX), Some("group"));
+    }
+}

@@ -1,0 +1,240 @@
+//! A running member of the cluster: [`Node`], the handle that owns it, and [`NodeBuilder`].
+//!
+//! Starting a node spawns, besides chitchat's gossip server, two tasks of herd's own:
+//! the membership watcher (gossip snapshots -> events) and the dispatcher (events -> the
+//! [`ClusterMember`](crate::ClusterMember)'s callbacks). Both are tracked and stop on the node's
+//! cancellation token.
+//!
+//! Stopping follows one order. [`Node::leave`]: announce the leave, push it to every live peer
+//! and repeat it for the leave-propagation time, then stop the tasks, then stop gossip.
+//! [`Node::shutdown`]: stop the tasks and gossip without a word, so peers see a failure. Both are
+//! idempotent; whichever runs first decides.
+
+mod builder;
+mod dispatch;
+mod seeds;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chitchat::{Chitchat, ChitchatHandle, ListenerHandle};
+use tokio::sync::{broadcast, watch, Mutex};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info};
+
+pub use builder::{
+    NodeBuilder, DEFAULT_CLUSTER_ID, DEFAULT_DEAD_NODE_GRACE_PERIOD, DEFAULT_GOSSIP_INTERVAL,
+    DEFAULT_LISTEN, DEFAULT_PHI_THRESHOLD,
+};
+
+use crate::membership::keys;
+use crate::membership::transport::Counters;
+use crate::{Error, EventStream, GossipStats, Member, MembershipEvent};
+
+/// A running cluster member. Cheap to clone: every clone is a handle to the same node.
+///
+/// Dropping the last handle stops the node abruptly, as [`shutdown`](Node::shutdown) does but
+/// without waiting: peers see a failure. Call [`leave`](Node::leave) to say goodbye first.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: Arc<str>,
+    addr: SocketAddr,
+    generation: u64,
+    gossip_interval: Duration,
+    leave_propagation: Duration,
+    chitchat: Arc<Mutex<Chitchat>>,
+    handle: std::sync::Mutex<Option<ChitchatHandle>>,
+    listener: std::sync::Mutex<Option<ListenerHandle>>,
+    members: watch::Receiver<Arc<[Member]>>,
+    /// Taken when the node stops, so that every [`EventStream`] ends.
+    events: std::sync::Mutex<Option<broadcast::Sender<MembershipEvent>>>,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    stopped: tokio::sync::OnceCell<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The tasks stop on the token; chitchat's server stops when its handle is dropped.
+        self.cancel.cancel();
+    }
+}
+
+impl Node {
+    /// Starts building a node whose id is `id` (unique in the cluster).
+    pub fn builder(id: impl Into<String>) -> NodeBuilder {
+        NodeBuilder::new(id)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The address this node gossips on, as peers reach it (the advertise address).
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// This incarnation's generation.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation
+    }
+
+    /// The live members, this node included, sorted by id.
+    pub fn members(&self) -> Vec<Member> {
+        self.inner.members.borrow().to_vec()
+    }
+
+    /// A watch that changes whenever the member list does; useful to wait for a condition.
+    pub fn members_watch(&self) -> watch::Receiver<Arc<[Member]>> {
+        self.inner.members.clone()
+    }
+
+    /// The membership events this node reports from now on. See [`MembershipEvent`] for the
+    /// ordering promises. After the node stopped, the stream is empty.
+    pub fn events(&self) -> EventStream {
+        let sender = self.inner.events.lock().expect("events lock");
+        match sender.as_ref() {
+            Some(sender) => EventStream::new(sender.subscribe()),
+            None => {
+                let (closed, receiver) = broadcast::channel(1);
+                drop(closed);
+                EventStream::new(receiver)
+            }
+        }
+    }
+
+    /// Gossip traffic counters since the node started.
+    pub fn gossip_stats(&self) -> GossipStats {
+        self.inner.counters.stats()
+    }
+
+    /// Sets (or changes) one of this node's tags. Peers report it as `Updated` within a few
+    /// gossip rounds.
+    ///
+    /// # Errors
+    /// An empty key, or a node that has stopped.
+    pub async fn set_tag(&self, key: &str, value: &str) -> Result<(), Error> {
+        builder::check_tag_key(key)?;
+        self.running()?;
+        let mut chitchat = self.inner.chitchat.lock().await;
+        chitchat.self_node_state().set(keys::tag_key(key), value);
+        Ok(())
+    }
+
+    /// Removes one of this node's tags, if it has it.
+    ///
+    /// # Errors
+    /// A node that has stopped.
+    pub async fn remove_tag(&self, key: &str) -> Result<(), Error> {
+        self.running()?;
+        let mut chitchat = self.inner.chitchat.lock().await;
+        let state = chitchat.self_node_state();
+        let key = keys::tag_key(key);
+        if state.get(&key).is_some() {
+            state.delete(&key);
+        }
+        Ok(())
+    }
+
+    /// Leaves the cluster gracefully: announces the leave, pushes it to every live peer at once,
+    /// repeats it for the leave-propagation time, then stops. Every peer reports this node as
+    /// `Left(Graceful)`, usually within one round trip. Calling it again, or after
+    /// [`shutdown`](Node::shutdown), does nothing.
+    ///
+    /// # Errors
+    /// None today; the `Result` leaves room for transports that can fail to announce.
+    pub async fn leave(&self) -> Result<(), Error> {
+        self.inner.stop(true).await;
+        Ok(())
+    }
+
+    /// Stops the node without announcing it: peers detect a failure. Waits until the tasks and
+    /// the gossip server have stopped. Idempotent.
+    pub async fn shutdown(&self) {
+        self.inner.stop(false).await;
+    }
+
+    fn running(&self) -> Result<(), Error> {
+        if self.inner.stopped.initialized() || self.inner.cancel.is_cancelled() {
+            return Err(Error::Stopped {
+                node: self.inner.id.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.inner.id)
+            .field("addr", &self.inner.addr)
+            .field("generation", &self.inner.generation)
+            .finish()
+    }
+}
+
+impl Inner {
+    async fn stop(&self, graceful: bool) {
+        self.stopped
+            .get_or_init(|| async {
+                if graceful {
+                    self.announce_leave().await;
+                }
+                self.cancel.cancel();
+                self.tracker.wait().await;
+                self.listener.lock().expect("listener lock").take();
+                self.events.lock().expect("events lock").take();
+                let handle = self.handle.lock().expect("handle lock").take();
+                if let Some(handle) = handle {
+                    if let Err(err) = handle.shutdown().await {
+                        debug!(node = %self.id, error = %err, "gossip server stopped with an error");
+                    }
+                }
+                info!(node = %self.id, graceful, "node stopped");
+            })
+            .await;
+    }
+
+    /// Sets the leaving flag and pushes it to every live peer, repeatedly, for the
+    /// leave-propagation time.
+    async fn announce_leave(&self) {
+        {
+            let mut chitchat = self.chitchat.lock().await;
+            chitchat.self_node_state().set(keys::LEAVING, "1");
+        }
+        info!(node = %self.id, "leaving the cluster");
+        let deadline = Instant::now() + self.leave_propagation;
+        let pause = (self.gossip_interval / 2).max(Duration::from_millis(10));
+        loop {
+            let peers: Vec<SocketAddr> = {
+                let chitchat = self.chitchat.lock().await;
+                let me = chitchat.self_chitchat_id().clone();
+                chitchat
+                    .live_nodes()
+                    .filter(|id| **id != me)
+                    .map(|id| id.gossip_advertise_addr)
+                    .collect()
+            };
+            if let Some(handle) = self.handle.lock().expect("handle lock").as_ref() {
+                for peer in peers {
+                    let _ = handle.gossip(peer);
+                }
+            }
+            if Instant::now() + pause > deadline {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+}

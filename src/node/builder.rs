@@ -1,0 +1,351 @@
+//! [`NodeBuilder`]: the settings of a node, their defaults in one place, and the start sequence.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chitchat::transport::Transport;
+use chitchat::{
+    spawn_chitchat, ChitchatConfig, ChitchatId, FailureDetectorConfig, ProtocolVersion,
+};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use super::{dispatch, seeds, Inner, Node};
+use crate::membership::keys;
+use crate::membership::transport::{Counters, CountingUdp};
+use crate::membership::watcher::Watcher;
+use crate::{ClusterMember, Context, Error, Member};
+
+/// Default gossip listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7946";
+/// Default cluster id: nodes of different clusters never merge.
+pub const DEFAULT_CLUSTER_ID: &str = "herd";
+/// Default time between gossip rounds. Each round a node sends its digest to three peers; a
+/// change reaches every node of a 50-node cluster in about three rounds.
+pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(100);
+/// Default phi threshold of the failure detector. chitchat's phi is the time since a peer's last
+/// heartbeat divided by the mean interval between its heartbeats, so a peer is declared dead
+/// after about `phi_threshold` mean intervals of silence (see the README for the measurements
+/// behind this value).
+pub const DEFAULT_PHI_THRESHOLD: f64 = 8.0;
+/// Default time a dead member's state is kept before it is forgotten.
+pub const DEFAULT_DEAD_NODE_GRACE_PERIOD: Duration = Duration::from_secs(60 * 60);
+/// Capacity of each [`EventStream`](crate::EventStream)'s buffer.
+const EVENT_BUFFER: usize = 4096;
+/// Heartbeat intervals observed for each peer, for the failure detector's mean.
+const SAMPLING_WINDOW: usize = 200;
+
+/// Settings for a [`Node`], built with [`Node::builder`] and consumed by [`NodeBuilder::start`].
+#[derive(Clone, Debug)]
+pub struct NodeBuilder {
+    id: String,
+    listen: SocketAddr,
+    advertise: Option<SocketAddr>,
+    seeds: Vec<String>,
+    cluster_id: String,
+    tags: BTreeMap<String, String>,
+    gossip_interval: Duration,
+    phi_threshold: f64,
+    leave_propagation: Option<Duration>,
+    dead_node_grace_period: Duration,
+}
+
+impl NodeBuilder {
+    pub(super) fn new(id: impl Into<String>) -> Self {
+        NodeBuilder {
+            id: id.into(),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("the default listen address parses"),
+            advertise: None,
+            seeds: Vec::new(),
+            cluster_id: DEFAULT_CLUSTER_ID.into(),
+            tags: BTreeMap::new(),
+            gossip_interval: DEFAULT_GOSSIP_INTERVAL,
+            phi_threshold: DEFAULT_PHI_THRESHOLD,
+            leave_propagation: None,
+            dead_node_grace_period: DEFAULT_DEAD_NODE_GRACE_PERIOD,
+        }
+    }
+
+    /// The UDP address to gossip on (default [`DEFAULT_LISTEN`]). Port 0 picks a free port;
+    /// [`Node::addr`] tells which.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// The address peers should gossip to, when it differs from the listen address (behind NAT,
+    /// or listening on `0.0.0.0`). Default: the bound listen address.
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        self.advertise = Some(addr);
+        self
+    }
+
+    /// Adds a seed: `ip:port` or `host:port` of any member. Host names are resolved at start
+    /// (an unresolvable one is an error) and again every minute. A node whose seeds are all
+    /// unreachable keeps trying them and joins when one answers.
+    pub fn seed(mut self, seed: impl Into<String>) -> Self {
+        self.seeds.push(seed.into());
+        self
+    }
+
+    /// Adds several seeds; see [`seed`](Self::seed).
+    pub fn seeds<I, S>(mut self, seeds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.seeds.extend(seeds.into_iter().map(Into::into));
+        self
+    }
+
+    /// The cluster's name (default [`DEFAULT_CLUSTER_ID`]). Nodes with different cluster ids
+    /// reject each other's gossip and never merge.
+    pub fn cluster_id(mut self, cluster_id: impl Into<String>) -> Self {
+        self.cluster_id = cluster_id.into();
+        self
+    }
+
+    /// Sets a tag peers see on this member. Change tags later with [`Node::set_tag`].
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+
+    /// Time between gossip rounds (default [`DEFAULT_GOSSIP_INTERVAL`]). Shorter spreads news
+    /// and detects failures sooner, for more bandwidth and CPU.
+    pub fn gossip_interval(mut self, interval: Duration) -> Self {
+        self.gossip_interval = interval;
+        self
+    }
+
+    /// The failure detector's threshold (default [`DEFAULT_PHI_THRESHOLD`]): a peer silent for
+    /// about this many of its mean heartbeat intervals is declared failed. Higher tolerates
+    /// longer pauses (a loaded machine, a long GC) and detects real crashes later.
+    pub fn phi_threshold(mut self, phi: f64) -> Self {
+        self.phi_threshold = phi;
+        self
+    }
+
+    /// How long [`Node::leave`] keeps repeating its goodbye to peers before it stops gossip
+    /// (default: three gossip intervals). Peers usually hear it within a round trip.
+    pub fn leave_propagation(mut self, duration: Duration) -> Self {
+        self.leave_propagation = Some(duration);
+        self
+    }
+
+    /// How long the state of a dead member is kept before it is forgotten (default
+    /// [`DEFAULT_DEAD_NODE_GRACE_PERIOD`]).
+    pub fn dead_node_grace_period(mut self, period: Duration) -> Self {
+        self.dead_node_grace_period = period;
+        self
+    }
+
+    /// Starts the node: binds the gossip socket, starts gossiping with the seeds, and spawns the
+    /// tasks that watch membership and call `member`.
+    ///
+    /// # Errors
+    /// An empty node id, an empty tag key, a seed that does not parse or resolve, a listen
+    /// address that cannot be bound (or is unspecified without an advertise address).
+    pub async fn start<M: ClusterMember>(self, member: M) -> Result<Node, Error> {
+        let id = self.id.trim();
+        if id.is_empty() {
+            return Err(Error::EmptyNodeId);
+        }
+        let id: Arc<str> = id.into();
+        for key in self.tags.keys() {
+            check_tag_key(key)?;
+        }
+        let seeds = seeds::resolve(&self.seeds).await?;
+        let bound = probe_bind(self.listen)?;
+        let advertise = match self.advertise {
+            Some(addr) => addr,
+            None if bound.ip().is_unspecified() => {
+                return Err(Error::NoAdvertiseAddr { listen: bound })
+            }
+            None => bound,
+        };
+        let founder = seeds
+            .iter()
+            .flat_map(|seed| seed.addrs.iter())
+            .all(|addr| *addr == advertise || *addr == bound);
+        let generation = next_generation();
+        let leave_propagation = self.leave_propagation.unwrap_or(self.gossip_interval * 3);
+
+        let config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(id.clone(), generation, advertise),
+            cluster_id: self.cluster_id.clone(),
+            gossip_interval: self.gossip_interval,
+            listen_addr: bound,
+            seed_nodes: seeds.iter().map(|seed| seed.given.clone()).collect(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: self.phi_threshold,
+                sampling_window_size: SAMPLING_WINDOW,
+                max_interval: Duration::from_secs(10),
+                initial_interval: self.gossip_interval,
+                dead_node_grace_period: self.dead_node_grace_period,
+            },
+            marked_for_deletion_grace_period: self.dead_node_grace_period,
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: ProtocolVersion::V1,
+        };
+        let mut initial: Vec<(String, String)> = self
+            .tags
+            .iter()
+            .map(|(key, value)| (keys::tag_key(key), value.clone()))
+            .collect();
+        initial.push((keys::READY.to_string(), "1".to_string()));
+
+        let counters = Arc::new(Counters::default());
+        let transport = CountingUdp {
+            counters: counters.clone(),
+        };
+        let handle = spawn_chitchat(config, initial, &transport as &dyn Transport)
+            .await
+            .map_err(|err| gossip_start_error(bound, err))?;
+        let chitchat = handle.chitchat();
+        let nudge = Arc::new(Notify::new());
+        let (live, listener) = {
+            let chitchat = chitchat.lock().await;
+            let nudge = nudge.clone();
+            let listener = chitchat.subscribe_event(keys::LEAVING, move |_| nudge.notify_one());
+            (chitchat.live_nodes_watcher(), listener)
+        };
+
+        let me = Member {
+            id: id.to_string(),
+            addr: advertise,
+            generation,
+            tags: self.tags.clone(),
+        };
+        let (members_tx, members_rx) = watch::channel(Arc::from(vec![me]));
+        let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
+        let (deliveries_tx, deliveries_rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        tracker.spawn(
+            Watcher {
+                self_id: id.clone(),
+                chitchat: chitchat.clone(),
+                live,
+                nudge,
+                founder,
+                members: members_tx,
+                events: events_tx.clone(),
+                deliveries: deliveries_tx,
+            }
+            .run(cancel.child_token()),
+        );
+        let cx = Context::new(id.clone(), members_rx.clone());
+        tracker.spawn(dispatch::run(
+            member,
+            cx,
+            deliveries_rx,
+            cancel.child_token(),
+        ));
+        tracker.close();
+        info!(node = %id, %advertise, generation, founder, "node started");
+
+        Ok(Node {
+            inner: Arc::new(Inner {
+                id,
+                addr: advertise,
+                generation,
+                gossip_interval: self.gossip_interval,
+                leave_propagation,
+                chitchat,
+                handle: std::sync::Mutex::new(Some(handle)),
+                listener: std::sync::Mutex::new(Some(listener)),
+                members: members_rx,
+                events: std::sync::Mutex::new(Some(events_tx)),
+                counters,
+                cancel,
+                tracker,
+                stopped: tokio::sync::OnceCell::new(),
+            }),
+        })
+    }
+}
+
+/// Rejects tag keys peers could not read back.
+pub(crate) fn check_tag_key(key: &str) -> Result<(), Error> {
+    if key.trim().is_empty() {
+        return Err(Error::InvalidTag {
+            key: key.into(),
+            reason: "the key is empty".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Binds the listen address once to report "in use" clearly and to learn the port that port 0
+/// picks; the gossip server then binds the same address.
+fn probe_bind(listen: SocketAddr) -> Result<SocketAddr, Error> {
+    let socket = std::net::UdpSocket::bind(listen).map_err(|source| Error::Bind {
+        addr: listen,
+        source,
+    })?;
+    socket.local_addr().map_err(|source| Error::Bind {
+        addr: listen,
+        source,
+    })
+}
+
+fn gossip_start_error(addr: SocketAddr, err: anyhow::Error) -> Error {
+    match err
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<std::io::Error>())
+    {
+        Some(io) => Error::Bind {
+            addr,
+            source: std::io::Error::new(io.kind(), io.to_string()),
+        },
+        None => Error::Gossip {
+            addr,
+            reason: format!("{err:#}"),
+        },
+    }
+}
+
+/// A generation for a new incarnation: microseconds since the epoch, strictly increasing within
+/// this process so that a node restarted in the same microsecond still gets a newer one.
+fn next_generation() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(actual) => last = actual,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_strictly_increase() {
+        let a = next_generation();
+        let b = next_generation();
+        assert!(b > a);
+    }
+
+    #[test]
+    fn blank_tag_keys_are_rejected() {
+        assert!(check_tag_key(" ").is_err());
+        assert!(check_tag_key("group").is_ok());
+    }
+}
