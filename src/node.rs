@@ -51,7 +51,7 @@ struct Inner {
     leave_propagation: Duration,
     chitchat: Arc<Mutex<Chitchat>>,
     handle: std::sync::Mutex<Option<ChitchatHandle>>,
-    listener: std::sync::Mutex<Option<ListenerHandle>>,
+    listeners: std::sync::Mutex<Vec<ListenerHandle>>,
     members: watch::Receiver<Arc<[Member]>>,
     /// Taken when the node stops, so that every [`EventStream`] ends.
     events: std::sync::Mutex<Option<broadcast::Sender<MembershipEvent>>>,
@@ -118,16 +118,19 @@ impl Node {
         self.inner.counters.stats()
     }
 
-    /// Sets (or changes) one of this node's tags. Peers report it as `Updated` within a few
-    /// gossip rounds.
+    /// Sets (or changes) one of this node's tags. The change is pushed to every live peer at
+    /// once, and peers report it as `Updated`, usually within a round trip.
     ///
     /// # Errors
     /// An empty key, or a node that has stopped.
     pub async fn set_tag(&self, key: &str, value: &str) -> Result<(), Error> {
         builder::check_tag_key(key)?;
         self.running()?;
-        let mut chitchat = self.inner.chitchat.lock().await;
-        chitchat.self_node_state().set(keys::tag_key(key), value);
+        {
+            let mut chitchat = self.inner.chitchat.lock().await;
+            chitchat.self_node_state().set(keys::tag_key(key), value);
+        }
+        self.inner.push_to_peers().await;
         Ok(())
     }
 
@@ -137,12 +140,15 @@ impl Node {
     /// A node that has stopped.
     pub async fn remove_tag(&self, key: &str) -> Result<(), Error> {
         self.running()?;
-        let mut chitchat = self.inner.chitchat.lock().await;
-        let state = chitchat.self_node_state();
-        let key = keys::tag_key(key);
-        if state.get(&key).is_some() {
-            state.delete(&key);
+        {
+            let mut chitchat = self.inner.chitchat.lock().await;
+            let state = chitchat.self_node_state();
+            let key = keys::tag_key(key);
+            if state.get(&key).is_some() {
+                state.delete(&key);
+            }
         }
+        self.inner.push_to_peers().await;
         Ok(())
     }
 
@@ -193,7 +199,7 @@ impl Inner {
                 }
                 self.cancel.cancel();
                 self.tracker.wait().await;
-                self.listener.lock().expect("listener lock").take();
+                self.listeners.lock().expect("listeners lock").clear();
                 self.events.lock().expect("events lock").take();
                 let handle = self.handle.lock().expect("handle lock").take();
                 if let Some(handle) = handle {
@@ -217,24 +223,31 @@ impl Inner {
         let deadline = Instant::now() + self.leave_propagation;
         let pause = (self.gossip_interval / 2).max(Duration::from_millis(10));
         loop {
-            let peers: Vec<SocketAddr> = {
-                let chitchat = self.chitchat.lock().await;
-                let me = chitchat.self_chitchat_id().clone();
-                chitchat
-                    .live_nodes()
-                    .filter(|id| **id != me)
-                    .map(|id| id.gossip_advertise_addr)
-                    .collect()
-            };
-            if let Some(handle) = self.handle.lock().expect("handle lock").as_ref() {
-                for peer in peers {
-                    let _ = handle.gossip(peer);
-                }
-            }
+            self.push_to_peers().await;
             if Instant::now() + pause > deadline {
                 break;
             }
             tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Starts a gossip exchange with every live peer now, instead of waiting for the next rounds:
+    /// each peer answers with its digest and gets this node's news in return, within a round
+    /// trip. Used for changes peers should hear at once (leave, tags).
+    async fn push_to_peers(&self) {
+        let peers: Vec<SocketAddr> = {
+            let chitchat = self.chitchat.lock().await;
+            let me = chitchat.self_chitchat_id().clone();
+            chitchat
+                .live_nodes()
+                .filter(|id| **id != me)
+                .map(|id| id.gossip_advertise_addr)
+                .collect()
+        };
+        if let Some(handle) = self.handle.lock().expect("handle lock").as_ref() {
+            for peer in peers {
+                let _ = handle.gossip(peer);
+            }
         }
     }
 }

@@ -25,14 +25,16 @@ use crate::{ClusterMember, Context, Error, Member};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7946";
 /// Default cluster id: nodes of different clusters never merge.
 pub const DEFAULT_CLUSTER_ID: &str = "herd";
-/// Default time between gossip rounds. Each round a node sends its digest to three peers; a
-/// change reaches every node of a 50-node cluster in about three rounds.
-pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(100);
+/// Default time between gossip rounds. Each round a node sends its digest to three peers, so news
+/// reaches every node of a 50-node cluster in a few rounds (about 1 s). A graceful leave does not
+/// wait for rounds: it is pushed to every peer at once.
+pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 /// Default phi threshold of the failure detector. chitchat's phi is the time since a peer's last
 /// heartbeat divided by the mean interval between its heartbeats, so a peer is declared dead
-/// after about `phi_threshold` mean intervals of silence (see the README for the measurements
-/// behind this value).
-pub const DEFAULT_PHI_THRESHOLD: f64 = 8.0;
+/// after about `phi_threshold` mean intervals of silence: about 1.5–2.5 s at the default gossip
+/// interval. 8 gave hundreds of false failures in a minute on a loaded 2-core machine; 12 gave
+/// none (see the README and BENCHMARKS.md for the measurements).
+pub const DEFAULT_PHI_THRESHOLD: f64 = 12.0;
 /// Default time a dead member's state is kept before it is forgotten.
 pub const DEFAULT_DEAD_NODE_GRACE_PERIOD: Duration = Duration::from_secs(60 * 60);
 /// Capacity of each [`EventStream`](crate::EventStream)'s buffer.
@@ -212,11 +214,18 @@ impl NodeBuilder {
             .map_err(|err| gossip_start_error(bound, err))?;
         let chitchat = handle.chitchat();
         let nudge = Arc::new(Notify::new());
-        let (live, listener) = {
+        // News that peers push (a leave, a tag) wakes the watcher at once, without waiting for
+        // the next gossip round's liveness check.
+        let (live, listeners) = {
             let chitchat = chitchat.lock().await;
-            let nudge = nudge.clone();
-            let listener = chitchat.subscribe_event(keys::LEAVING, move |_| nudge.notify_one());
-            (chitchat.live_nodes_watcher(), listener)
+            let listeners: Vec<_> = [keys::LEAVING, keys::TAG_PREFIX]
+                .into_iter()
+                .map(|prefix| {
+                    let nudge = nudge.clone();
+                    chitchat.subscribe_event(prefix, move |_| nudge.notify_one())
+                })
+                .collect();
+            (chitchat.live_nodes_watcher(), listeners)
         };
 
         let me = Member {
@@ -262,7 +271,7 @@ impl NodeBuilder {
                 leave_propagation,
                 chitchat,
                 handle: std::sync::Mutex::new(Some(handle)),
-                listener: std::sync::Mutex::new(Some(listener)),
+                listeners: std::sync::Mutex::new(listeners),
                 members: members_rx,
                 events: std::sync::Mutex::new(Some(events_tx)),
                 counters,
