@@ -66,7 +66,7 @@
 //! kept for [`Supervisor::tail`].
 //!
 //! # Files
-//! `spec.rs` (what to run), `policy.rs` (pure decisions), `runner.rs` (the
+//! `spec.rs` (what to run), `policy.rs` (pure decisions), `runner.rs` and `runner/` (the
 //! owning task), `process.rs` (spawn, signal, reap), `output.rs` (bounded
 //! lines), `jsonl.rs` (calls), `status.rs`, `event.rs`, `error.rs`.
 
@@ -137,10 +137,18 @@ impl Builder {
         self
     }
 
-    /// Starts the supervisor's task.
+    /// Starts the supervisor on a thread of its own and returns its handle.
+    ///
+    /// The thread runs a current-thread Tokio runtime with the supervisor's
+    /// task, the tasks watching each process, and the output readers: exit
+    /// detection, the restart decision and the fork all happen on it, with no
+    /// hop between threads. Every worker is forked there, so its death signal
+    /// is tied to that thread (see the module docs). The handle works from
+    /// any runtime, or none for `subscribe`; the supervisor does not depend on
+    /// the caller's runtime staying up, only on its handles.
     ///
     /// # Panics
-    /// Outside a Tokio runtime.
+    /// If the thread or its runtime cannot be created.
     pub fn start(self) -> Supervisor {
         let (commands, commands_rx) = mpsc::channel(256);
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
@@ -156,7 +164,19 @@ impl Builder {
             period: self.period,
         };
         let runner = Runner::new(config, events.clone(), exits_tx, tracker.clone());
-        tracker.spawn(runner.run(commands_rx, exits_rx, cancel.clone()));
+        let run = tracker.track_future(runner.run(commands_rx, exits_rx, cancel.clone()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("cannot create the supervisor's runtime");
+        std::thread::Builder::new()
+            .name("herd-supervisor".into())
+            .spawn(move || {
+                rt.block_on(run);
+                // The runner has cancelled the readers and writers; let them end.
+                rt.shutdown_timeout(Duration::from_secs(1));
+            })
+            .expect("cannot start the supervisor's thread");
         Supervisor {
             commands,
             shared: Arc::new(Shared {
@@ -182,11 +202,13 @@ struct Shared {
 ///
 /// **Dropping the last handle** shuts the supervisor down in the background:
 /// every worker is stopped (stop signal, `shutdown_timeout`, SIGKILL) in
-/// reverse start order, as [`shutdown`](Self::shutdown) does, as long as the
-/// Tokio runtime keeps running. If the runtime itself goes away first, each
-/// worker's process group is SIGKILLed as its task is dropped (and
-/// `kill_on_drop` kills the process as a last safety net). No worker process
-/// outlives the supervisor.
+/// reverse start order, as [`shutdown`](Self::shutdown) does, then the
+/// supervisor's thread ends. This does not need the caller's runtime: the
+/// supervisor runs on its own thread. Should that thread's runtime be dropped
+/// with workers still running (a panic), each worker's process group is
+/// SIGKILLed as its task is dropped, `kill_on_drop` kills the process as a
+/// last safety net, and the death signal fires as the thread exits. No worker
+/// process outlives the supervisor.
 #[derive(Clone)]
 pub struct Supervisor {
     commands: mpsc::Sender<Command>,

@@ -123,7 +123,7 @@ async fn dropping_the_last_handle_leaves_no_worker_process() {
 }
 
 #[test]
-fn dropping_the_runtime_under_a_supervisor_kills_its_workers() {
+fn a_supervisor_outlives_the_runtime_that_started_it_and_stops_with_its_last_handle() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -136,18 +136,29 @@ fn dropping_the_runtime_under_a_supervisor_kills_its_workers() {
         }
         (sup, pids)
     });
+    // The thread and runtime that forked nothing are gone; the workers were
+    // forked on the supervisor's own thread, so they keep running.
     drop(rt);
-    // Killed by the tasks' guards; with no runtime left to reap them they may
-    // linger as zombies until the next reap, but none runs.
-    let start = Instant::now();
-    while !pids
+    let rt2 = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt2.block_on(sup.status());
+    assert!(status
         .iter()
-        .all(|&p| matches!(proc_state(p), None | Some(('Z', _))))
-    {
-        assert!(start.elapsed() < PATIENCE, "workers survived their runtime");
-        std::thread::sleep(Duration::from_millis(10));
+        .all(|s| matches!(s.state, WorkerState::Running { .. })));
+    for &pid in &pids {
+        assert!(!is_dead(pid), "worker {pid} died with an unrelated runtime");
     }
     drop(sup);
+    let start = Instant::now();
+    while !pids.iter().all(|&p| proc_state(p).is_none()) {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "workers outlived their supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Not a test on its own: the helper process for the next test, which runs

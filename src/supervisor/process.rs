@@ -1,7 +1,7 @@
 //! One worker process: spawning it in its own process group, tied to herd's
 //! life, and stopping it (signal to the group, grace period, SIGKILL, reap).
 //!
-//! Spawns happen on one dedicated, never-exiting thread (see [`spawn`]). Each
+//! Spawns happen on the supervisor's own thread (see [`spawn`]). Each
 //! process then has a process task, [`watch`], spawned by the runner and
 //! tracked by the supervisor's `TaskTracker`: it owns the `Child`, applies
 //! stop requests, reaps the process, kills what is left of its group, fails
@@ -11,15 +11,13 @@
 //! kills the child as a last safety net.
 
 use std::io;
-use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
-use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::jsonl::Channel;
@@ -51,9 +49,9 @@ pub(crate) fn command(spec: &WorkerSpec) -> Command {
     // the success path.
     unsafe {
         cmd.pre_exec(move || {
-            // The worker gets SIGKILL when the thread that forked it exits.
-            // That thread is the spawner thread, which lives as long as the
-            // herd process, so in effect: when herd dies, even by SIGKILL.
+            // The worker gets SIGKILL when the thread that forked it exits:
+            // the supervisor's own thread, which lives until its workers are
+            // stopped, so in effect when herd dies, even by SIGKILL.
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
             // Herd may have died between fork and prctl: then nobody would
             // send the signal, so give up now instead of running orphaned.
@@ -66,49 +64,20 @@ pub(crate) fn command(spec: &WorkerSpec) -> Command {
     cmd
 }
 
-struct SpawnRequest {
-    cmd: Command,
-    runtime: Handle,
-    reply: oneshot::Sender<io::Result<Child>>,
-}
-
-/// Spawns `cmd` on the spawner thread and returns the child.
+/// Forks and execs `cmd` on the calling thread, which must be the
+/// supervisor's own thread (see below); returns once the exec succeeded or
+/// failed, so a bad program is reported at once.
 ///
-/// Why a thread: `PR_SET_PDEATHSIG` fires when the *thread* that forked the
-/// child exits, not the process. Tokio's blocking-pool threads and the worker
-/// threads of a runtime that is shut down exit while workers live on, which
-/// would kill healthy workers at random. So every fork happens on one thread
-/// that is started once and never exits: the death signal then fires exactly
-/// when the herd process dies. The request carries the caller's runtime
-/// handle, entered for the spawn, so the child's exit is watched by that
-/// runtime. The hop costs a channel send and a thread wake-up (microseconds).
-pub(crate) async fn spawn(cmd: Command) -> io::Result<Child> {
-    static SPAWNER: OnceLock<std_mpsc::Sender<SpawnRequest>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = std_mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("herd-spawner".into())
-            .spawn(move || {
-                for mut req in rx {
-                    let _entered = req.runtime.enter();
-                    let child = req.cmd.spawn();
-                    let _ = req.reply.send(child);
-                }
-            })
-            .expect("cannot start the herd-spawner thread");
-        tx
-    });
-    let (reply, rx) = oneshot::channel();
-    let req = SpawnRequest {
-        cmd,
-        runtime: Handle::current(),
-        reply,
-    };
-    spawner
-        .send(req)
-        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
-    rx.await
-        .map_err(|_| io::Error::other("the spawner thread dropped the request"))?
+/// Why the thread matters: `PR_SET_PDEATHSIG` fires when the *thread* that
+/// forked the child exits, not the process. Forking from a Tokio
+/// blocking-pool thread, or from whatever thread happens to drive a
+/// current-thread runtime, would kill healthy workers when that thread goes
+/// away. So each supervisor runs on a dedicated thread of its own (started by
+/// `Builder::start`), and every fork happens there. That thread exits only
+/// after the supervisor has stopped all its workers, when it panics, or with
+/// the herd process: in each case the workers should die, and do.
+pub(crate) fn spawn(mut cmd: Command) -> io::Result<Child> {
+    cmd.spawn()
 }
 
 /// Sends `signal` to the whole process group `pgid`; a group that is already
