@@ -1,3 +1,339 @@
-//! Supervision of external worker processes by OTP's rules.
+//! Supervision of external worker programs by OTP's rules.
 //!
-//! (Being built: see the supervisor issue.)
+//! A [`Supervisor`] keeps worker programs (any language: Python, shell,
+//! binaries) running: it restarts them when they end, by the restart type of
+//! each and the strategy of the supervisor, gives up when they crash too
+//! often, and lets the owner call into them over a JSON-lines protocol.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), herd::supervisor::Error> {
+//! use std::time::Duration;
+//! use herd::supervisor::{Restart, Strategy, Supervisor, WorkerSpec};
+//!
+//! let sup = Supervisor::builder()
+//!     .strategy(Strategy::OneForOne)
+//!     .max_restarts(3, Duration::from_secs(5))
+//!     .start();
+//! sup.start_worker(
+//!     WorkerSpec::new("resizer", "python3")
+//!         .args(["examples/workers/resizer.py"])
+//!         .restart(Restart::Permanent)
+//!         .jsonl(),
+//! )
+//! .await?;
+//! let reply = sup
+//!     .call("resizer", "resize", serde_json::json!({"w": 64, "h": 48}), Duration::from_secs(2))
+//!     .await?;
+//! sup.shutdown().await;
+//! # let _ = reply; Ok(()) }
+//! ```
+//!
+//! # Semantics, next to OTP and supervisord
+//!
+//! | herd | Erlang/OTP `supervisor` | supervisord |
+//! | --- | --- | --- |
+//! | [`Strategy::OneForOne`]: restart the crashed worker | `one_for_one` | the only behaviour |
+//! | [`Strategy::OneForAll`]: stop the others (reverse start order), restart all | `one_for_all` | none (groups are started/stopped by hand) |
+//! | [`Strategy::RestForOne`]: stop those started after it (reverse order), restart them and it | `rest_for_one` | none |
+//! | [`Restart::Permanent`]: always restarted | `permanent` | `autorestart=true` |
+//! | [`Restart::Transient`]: restarted after an abnormal exit (code not in `normal_exit_codes`, or a signal) | `transient` (normal = `normal`/`shutdown`) | `autorestart=unexpected` with `exitcodes` |
+//! | [`Restart::Temporary`]: never restarted | `temporary` | `autorestart=false` |
+//! | `max_restarts(n, period)`: more than `n` restarts in `period`, give up: stop all workers, state `Failed` | `intensity`/`period`, then the supervisor exits | `startretries` per program, then `FATAL` |
+//! | restart at once; optional [`Backoff`] per worker | at once | after `startsecs`, with a growing delay |
+//! | `shutdown_timeout`: stop signal to the process group, wait, SIGKILL | `shutdown` timeout, then `kill` | `stopsignal`, `stopwaitsecs`, SIGKILL (`killasgroup`) |
+//! | `start_worker` / `stop_worker` / `start_existing` / `restart_worker` / `delete_worker` | `start_child` / `terminate_child` / `restart_child` / `delete_child` | `start` / `stop` / `restart` / `remove` |
+//! | `call` over JSON lines | port commands | none |
+//! | states `Starting`, `Running`, `Backoff`, `Stopping`, `Stopped`, `Exited`, `Failed` | child pid, `restarting`, `undefined` | `STARTING`, `RUNNING`, `BACKOFF`, `STOPPING`, `STOPPED`, `EXITED`, `FATAL` |
+//!
+//! Intensity is counted per supervisor, one restart per triggering exit. The
+//! default is 3 restarts in 5 seconds (OTP's default is 1 in 5). Operator
+//! commands (`restart_worker`, ...) do not count. After giving up, an
+//! operator's `restart_worker` or `start_existing` brings the named worker
+//! back, with a fresh restart history; other failed workers stay down until
+//! started. A worker whose program can no longer be spawned at restart (say,
+//! it was deleted) goes to `Failed` at once.
+//!
+//! # Process hygiene (Linux)
+//!
+//! Each worker runs in its own process group. Stopping sends the stop signal
+//! (default SIGTERM) to the group, waits `shutdown_timeout`, then SIGKILLs
+//! the group; when the leader has ended, whatever is left in its group is
+//! SIGKILLed too. Every process is reaped by its own task, so no zombies stay
+//! behind. Each worker is started with `PR_SET_PDEATHSIG` = SIGKILL, so it
+//! dies with herd even when herd is SIGKILLed (its own children, which the
+//! kernel does not signal, are then left to it). Output lines go to
+//! `tracing` (fields `worker`, `stream`) and the last 200 of each stream are
+//! kept for [`Supervisor::tail`].
+//!
+//! # Files
+//! `spec.rs` (what to run), `policy.rs` (pure decisions), `runner.rs` and `runner/` (the
+//! owning task), `process.rs` (spawn, signal, reap), `output.rs` (bounded
+//! lines), `jsonl.rs` (calls), `status.rs`, `event.rs`, `error.rs`.
+
+mod error;
+mod event;
+mod jsonl;
+mod output;
+mod policy;
+mod process;
+mod runner;
+mod spec;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::{Error, Result};
+pub use event::WorkerEvent;
+pub use output::{MAX_LINE_BYTES, TAIL_BYTES, TAIL_LINES};
+pub use spec::{Backoff, Restart, Strategy, WorkerSpec, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use status::{Exit, Tail, WorkerState, WorkerStatus};
+
+use runner::{Command, Config, Runner};
+
+/// Configures and starts a [`Supervisor`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    strategy: Strategy,
+    max_restarts: u32,
+    period: Duration,
+    cancel: Option<CancellationToken>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            strategy: Strategy::OneForOne,
+            max_restarts: 3,
+            period: Duration::from_secs(5),
+            cancel: None,
+        }
+    }
+}
+
+impl Builder {
+    /// Sets the restart strategy (default [`Strategy::OneForOne`]).
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Sets restart intensity: more than `max` restarts within `period` and the
+    /// supervisor gives up (default 3 in 5 s).
+    pub fn max_restarts(mut self, max: u32, period: Duration) -> Self {
+        self.max_restarts = max;
+        self.period = period;
+        self
+    }
+
+    /// Shuts the supervisor down when `token` is cancelled (as [`Supervisor::shutdown`] does).
+    pub fn cancel_on(mut self, token: CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// Starts the supervisor on a thread of its own and returns its handle.
+    ///
+    /// The thread runs a current-thread Tokio runtime with the supervisor's
+    /// task, the tasks watching each process, and the output readers: exit
+    /// detection, the restart decision and the fork all happen on it, with no
+    /// hop between threads. Every worker is forked there, so its death signal
+    /// is tied to that thread (see the module docs). The handle works from
+    /// any runtime, or none for `subscribe`; the supervisor does not depend on
+    /// the caller's runtime staying up, only on its handles.
+    ///
+    /// # Panics
+    /// If the thread or its runtime cannot be created.
+    pub fn start(self) -> Supervisor {
+        let (commands, commands_rx) = mpsc::channel(256);
+        let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(event::EVENT_CAPACITY);
+        let cancel = match self.cancel {
+            Some(parent) => parent.child_token(),
+            None => CancellationToken::new(),
+        };
+        let tracker = TaskTracker::new();
+        let config = Config {
+            strategy: self.strategy,
+            max_restarts: self.max_restarts,
+            period: self.period,
+        };
+        let runner = Runner::new(config, events.clone(), exits_tx, tracker.clone());
+        let run = tracker.track_future(runner.run(commands_rx, exits_rx, cancel.clone()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("cannot create the supervisor's runtime");
+        std::thread::Builder::new()
+            .name("herd-supervisor".into())
+            .spawn(move || {
+                rt.block_on(run);
+                // The runner has cancelled the readers and writers; let them end.
+                rt.shutdown_timeout(Duration::from_secs(1));
+            })
+            .expect("cannot start the supervisor's thread");
+        Supervisor {
+            commands,
+            shared: Arc::new(Shared {
+                events,
+                tracker,
+                cancel,
+            }),
+        }
+    }
+}
+
+struct Shared {
+    events: broadcast::Sender<WorkerEvent>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+/// A handle to a running supervisor; cheap to clone.
+///
+/// Every method sends a command to the supervisor's owning task and waits for
+/// its answer. Once the supervisor has shut down, methods return
+/// [`Error::Shutdown`] (and `status` an empty list).
+///
+/// **Dropping the last handle** shuts the supervisor down in the background:
+/// every worker is stopped (stop signal, `shutdown_timeout`, SIGKILL) in
+/// reverse start order, as [`shutdown`](Self::shutdown) does, then the
+/// supervisor's thread ends. This does not need the caller's runtime: the
+/// supervisor runs on its own thread. Should that thread's runtime be dropped
+/// with workers still running (a panic), each worker's process group is
+/// SIGKILLed as its task is dropped, `kill_on_drop` kills the process as a
+/// last safety net, and the death signal fires as the thread exits. No worker
+/// process outlives the supervisor.
+#[derive(Clone)]
+pub struct Supervisor {
+    commands: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("shut_down", &self.commands.is_closed())
+            .finish()
+    }
+}
+
+impl Supervisor {
+    /// A builder with the defaults: one-for-one, 3 restarts in 5 seconds.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| Error::Shutdown)?;
+        rx.await.map_err(|_| Error::Shutdown)?
+    }
+
+    /// Adds a worker and spawns it; returns its pid. A program that cannot
+    /// be started is an [`Error::Spawn`] at once, and the worker is not added.
+    pub async fn start_worker(&self, spec: WorkerSpec) -> Result<u32> {
+        self.request(|reply| Command::Start {
+            spec: Box::new(spec),
+            reply,
+        })
+        .await
+    }
+
+    /// A snapshot of every worker, in start order.
+    pub async fn status(&self) -> Vec<WorkerStatus> {
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::Status { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// A snapshot of one worker.
+    pub async fn worker_status(&self, name: &str) -> Result<WorkerStatus> {
+        self.status()
+            .await
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| Error::UnknownWorker {
+                name: name.to_owned(),
+            })
+    }
+
+    /// The last lines the worker wrote to stdout and stderr (across restarts).
+    pub async fn tail(&self, name: &str) -> Result<Tail> {
+        let name = name.to_owned();
+        self.request(|reply| Command::Tail { name, reply }).await
+    }
+
+    /// Stops the worker (if running) and starts it again; returns the new pid.
+    /// Also brings back a `Failed` worker. Not counted as a restart for intensity.
+    pub async fn restart_worker(&self, name: &str) -> Result<u32> {
+        let name = name.to_owned();
+        self.request(|reply| Command::Restart { name, reply }).await
+    }
+
+    /// Stops the worker; it stays `Stopped` until `start_existing` or
+    /// `restart_worker`. Returns once its process is gone.
+    pub async fn stop_worker(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.request(|reply| Command::Stop { name, reply }).await
+    }
+
+    /// Starts a worker that is stopped, exited, failed or in backoff; returns
+    /// its pid (the current one if it already runs).
+    pub async fn start_existing(&self, name: &str) -> Result<u32> {
+        let name = name.to_owned();
+        self.request(|reply| Command::StartExisting { name, reply })
+            .await
+    }
+
+    /// Stops the worker (if running) and removes it.
+    pub async fn delete_worker(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.request(|reply| Command::Delete { name, reply }).await
+    }
+
+    /// Calls `method` on a `.jsonl()` worker and waits up to `timeout` for the
+    /// reply's `result`. Fails at once if the worker's process ends meanwhile.
+    pub async fn call(
+        &self,
+        name: &str,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+    ) -> Result<Value> {
+        let worker = name.to_owned();
+        let channel = self
+            .request(|reply| Command::Channel {
+                name: worker,
+                reply,
+            })
+            .await?;
+        channel.call(method, params, timeout).await
+    }
+
+    /// Receives every [`WorkerEvent`] from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<WorkerEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Stops every worker, in reverse start order, and waits until every
+    /// process is reaped and every task of the supervisor has ended.
+    pub async fn shutdown(&self) {
+        self.shared.cancel.cancel();
+        self.shared.tracker.close();
+        self.shared.tracker.wait().await;
+    }
+}

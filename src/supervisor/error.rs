@@ -1,0 +1,103 @@
+//! The supervisor's error type, [`Error`].
+//!
+//! Every variant carries the values a caller needs to act on it (the worker's
+//! name, the program, the method, the timeout), so the message stands alone in
+//! a log line and the caller can match on the variant.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::status::Exit;
+
+/// What can go wrong when driving a [`Supervisor`](super::Supervisor).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The worker's program could not be started (missing, not executable, ...).
+    #[error("cannot start worker {worker}: {}: {source}", program.display())]
+    Spawn {
+        /// The worker's name.
+        worker: String,
+        /// The program that was to be executed.
+        program: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No worker has this name.
+    #[error("no worker named {name:?}")]
+    UnknownWorker {
+        /// The name that was asked for.
+        name: String,
+    },
+    /// A worker with this name already exists.
+    #[error("a worker named {name:?} already exists")]
+    DuplicateWorker {
+        /// The name that is taken.
+        name: String,
+    },
+    /// The spec cannot be used as given.
+    #[error("invalid spec for worker {worker:?}: {reason}")]
+    InvalidSpec {
+        /// The worker's name.
+        worker: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A call was made to a worker that was not declared `.jsonl()`.
+    #[error("worker {worker} does not speak the call protocol (declare it with .jsonl())")]
+    NotJsonl {
+        /// The worker's name.
+        worker: String,
+    },
+    /// A call was made to a worker that has no running process.
+    #[error("worker {worker} is not running (state: {state})")]
+    NotRunning {
+        /// The worker's name.
+        worker: String,
+        /// The state it is in, as text.
+        state: String,
+    },
+    /// A call got no reply in time. The worker keeps running.
+    #[error("call {method} to worker {worker} timed out after {timeout:?}")]
+    CallTimeout {
+        /// The worker's name.
+        worker: String,
+        /// The method that was called.
+        method: String,
+        /// How long the caller waited.
+        timeout: Duration,
+    },
+    /// The worker's process ended while a call was pending (or before it could be sent).
+    #[error("worker {worker} died during call {method}{}", exit.map(|e| format!(" ({e})")).unwrap_or_default())]
+    WorkerDied {
+        /// The worker's name.
+        worker: String,
+        /// The method that was called.
+        method: String,
+        /// How the process ended, when known.
+        exit: Option<Exit>,
+    },
+    /// The worker answered the call with an error object.
+    #[error("worker {worker} failed call {method}: {message}")]
+    Remote {
+        /// The worker's name.
+        worker: String,
+        /// The method that was called.
+        method: String,
+        /// The `error.message` the worker sent.
+        message: String,
+    },
+    /// The supervisor gave up (restart intensity exceeded) before the operation completed.
+    #[error("supervisor gave up: {reason}")]
+    GaveUp {
+        /// Why it gave up: the limit and the last exits.
+        reason: String,
+    },
+    /// The supervisor is shutting down or has shut down.
+    #[error("the supervisor has shut down")]
+    Shutdown,
+}
+
+/// Shorthand for results of supervisor operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,172 @@
+//! One worker process: spawning it in its own process group, tied to herd's
+//! life, and stopping it (signal to the group, grace period, SIGKILL, reap).
+//!
+//! Spawns happen on the supervisor's own thread (see [`spawn`]). Each
+//! process then has a process task, [`watch`], spawned by the runner and
+//! tracked by the supervisor's `TaskTracker`: it owns the `Child`, applies
+//! stop requests, reaps the process, kills what is left of its group, fails
+//! the pending calls and reports the exit to the runner. It ends when the
+//! process has been reaped. If the task is dropped instead (the runtime shuts
+//! down under it), its guard SIGKILLs the process group and `kill_on_drop`
+//! kills the child as a last safety net.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::jsonl::Channel;
+use super::spec::WorkerSpec;
+use super::status::Exit;
+
+/// Builds the command for a spec: argv exec (no shell), own process group,
+/// piped output, stdin piped only for the call protocol, and the death signal.
+pub(crate) fn command(spec: &WorkerSpec) -> Command {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(&spec.env)
+        .env("HERD_WORKER", &spec.name)
+        .stdin(if spec.jsonl {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(dir) = &spec.current_dir {
+        cmd.current_dir(dir);
+    }
+    let parent = nix::unistd::getpid();
+    // SAFETY: runs in the child between fork and exec; it only makes two
+    // async-signal-safe system calls (prctl, getppid) and allocates nothing on
+    // the success path.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The worker gets SIGKILL when the thread that forked it exits:
+            // the supervisor's own thread, which lives until its workers are
+            // stopped, so in effect when herd dies, even by SIGKILL.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+            // Herd may have died between fork and prctl: then nobody would
+            // send the signal, so give up now instead of running orphaned.
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::other("herd exited while starting the worker"));
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Forks and execs `cmd` on the calling thread, which must be the
+/// supervisor's own thread (see below); returns once the exec succeeded or
+/// failed, so a bad program is reported at once.
+///
+/// Why the thread matters: `PR_SET_PDEATHSIG` fires when the *thread* that
+/// forked the child exits, not the process. Forking from a Tokio
+/// blocking-pool thread, or from whatever thread happens to drive a
+/// current-thread runtime, would kill healthy workers when that thread goes
+/// away. So each supervisor runs on a dedicated thread of its own (started by
+/// `Builder::start`), and every fork happens there. That thread exits only
+/// after the supervisor has stopped all its workers, when it panics, or with
+/// the herd process: in each case the workers should die, and do.
+pub(crate) fn spawn(mut cmd: Command) -> io::Result<Child> {
+    cmd.spawn()
+}
+
+/// Sends `signal` to the whole process group `pgid`; a group that is already
+/// gone is not an error.
+pub(crate) fn signal_group(pgid: u32, signal: Signal) {
+    let Ok(raw) = i32::try_from(pgid) else {
+        return;
+    };
+    if raw <= 1 {
+        return;
+    }
+    if let Err(err) = killpg(Pid::from_raw(raw), signal) {
+        if err != nix::errno::Errno::ESRCH {
+            tracing::warn!(pgid, signal = signal.as_str(), %err, "cannot signal worker group");
+        }
+    }
+}
+
+/// A request to a process task.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Send `signal` to the group; SIGKILL the group if still alive after `timeout`.
+    Stop { signal: Signal, timeout: Duration },
+}
+
+/// What a process task reports when its process has ended.
+#[derive(Debug)]
+pub(crate) struct ExitNote {
+    pub key: u64,
+    pub generation: u64,
+    pub exit: Exit,
+}
+
+/// Kills the process group if the process task is dropped before reaping.
+struct GroupGuard {
+    pgid: u32,
+    armed: bool,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            signal_group(self.pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// The process task: waits for the child, applies stop requests, then cleans
+/// up and reports.
+pub(crate) async fn watch(
+    mut child: Child,
+    pid: u32,
+    note: ExitNote,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    channel: Option<Arc<Channel>>,
+    exits: mpsc::UnboundedSender<ExitNote>,
+) {
+    let mut guard = GroupGuard {
+        pgid: pid,
+        armed: true,
+    };
+    let mut kill_at: Option<Instant> = None;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            Some(Control::Stop { signal, timeout }) = control.recv() => {
+                signal_group(pid, signal);
+                let at = Instant::now() + timeout;
+                kill_at = Some(kill_at.map_or(at, |k| k.min(at)));
+            }
+            _ = tokio::time::sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => {
+                tracing::info!(pid, "worker ignored its stop signal, killing its group");
+                signal_group(pid, Signal::SIGKILL);
+                kill_at = None;
+            }
+        }
+    };
+    guard.armed = false;
+    // The leader is gone; whatever it left running in its group goes too.
+    signal_group(pid, Signal::SIGKILL);
+    let exit = match status {
+        Ok(status) => Exit::from_status(status),
+        Err(err) => {
+            tracing::warn!(pid, %err, "cannot read worker exit status");
+            Exit::Code(-1)
+        }
+    };
+    if let Some(ch) = channel {
+        ch.fail_all(Some(exit));
+    }
+    let _ = exits.send(ExitNote { exit, ..note });
+}

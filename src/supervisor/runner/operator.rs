@@ -1,0 +1,217 @@
+//! The operator's commands, as the owning task applies them: start, stop,
+//! restart, start again, delete, status, tail, and handing out call channels.
+//!
+//! Methods of the runner (runner.rs), run inside its loop; no task of their own.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use super::super::error::{Error, Result};
+use super::super::event::WorkerEvent;
+use super::super::jsonl::Channel;
+use super::super::spec::WorkerSpec;
+use super::super::status::WorkerState;
+use super::{Command, Intent, Reply, Runner, Waiter, Worker};
+
+impl Runner {
+    pub(super) async fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Status { reply } => {
+                let now = Instant::now();
+                let _ = reply.send(self.workers.iter().map(|w| w.status(now)).collect());
+            }
+            Command::Tail { name, reply } => {
+                let _ = reply.send(self.index(&name).map(|i| self.workers[i].output.tail()));
+            }
+            Command::Channel { name, reply } => {
+                let _ = reply.send(self.channel(&name));
+            }
+            Command::Start { spec, reply } => {
+                let r = self.start_new(*spec).await;
+                let _ = reply.send(r);
+            }
+            Command::Restart { name, reply } => self.restart(&name, reply).await,
+            Command::StartExisting { name, reply } => self.start_existing(&name, reply).await,
+            Command::Stop { name, reply } => self.stop(&name, reply),
+            Command::Delete { name, reply } => self.delete(&name, reply),
+        }
+    }
+
+    pub(super) fn channel(&self, name: &str) -> Result<Arc<Channel>> {
+        let w = &self.workers[self.index(name)?];
+        if !w.spec.jsonl {
+            return Err(Error::NotJsonl {
+                worker: name.to_owned(),
+            });
+        }
+        w.proc
+            .as_ref()
+            .and_then(|p| p.channel.clone())
+            .ok_or_else(|| Error::NotRunning {
+                worker: name.to_owned(),
+                state: w.state.to_string(),
+            })
+    }
+
+    pub(super) async fn start_new(&mut self, spec: WorkerSpec) -> Result<u32> {
+        if self.shutting_down {
+            return Err(Error::Shutdown);
+        }
+        if spec.name.is_empty() {
+            return Err(Error::InvalidSpec {
+                worker: spec.name,
+                reason: "the name is empty".into(),
+            });
+        }
+        if self.workers.iter().any(|w| w.spec.name == spec.name) {
+            return Err(Error::DuplicateWorker { name: spec.name });
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        self.workers.push(Worker {
+            key,
+            name: spec.name.as_str().into(),
+            spec,
+            state: WorkerState::Starting,
+            since: SystemTime::now(),
+            restarts: 0,
+            last_exit: None,
+            proc: None,
+            intent: Intent::Policy,
+            waiters: Vec::new(),
+            start_at: None,
+            streak: 0,
+            output: Arc::default(),
+        });
+        let idx = self.workers.len() - 1;
+        let r = self.spawn(idx).await;
+        if r.is_err() {
+            // Never registered: no crash loop follows a bad program.
+            self.workers.pop();
+        }
+        r
+    }
+
+    pub(super) async fn restart(&mut self, name: &str, reply: Reply<u32>) {
+        if self.shutting_down {
+            let _ = reply.send(Err(Error::Shutdown));
+            return;
+        }
+        let idx = match self.index(name) {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        self.detach(idx);
+        let w = &mut self.workers[idx];
+        if w.proc.is_some() {
+            w.intent = Intent::Restart;
+            w.waiters.push(Waiter::Started(reply));
+            self.send_stop(idx);
+        } else {
+            self.start_resting(idx, reply).await;
+        }
+    }
+
+    pub(super) async fn start_existing(&mut self, name: &str, reply: Reply<u32>) {
+        if self.shutting_down {
+            let _ = reply.send(Err(Error::Shutdown));
+            return;
+        }
+        let idx = match self.index(name) {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let w = &mut self.workers[idx];
+        match &w.proc {
+            Some(p) if !p.stopping => {
+                let _ = reply.send(Ok(p.pid));
+            }
+            Some(_) => {
+                // Being stopped: start again once it is down.
+                self.detach(idx);
+                let w = &mut self.workers[idx];
+                w.intent = Intent::Restart;
+                w.waiters.push(Waiter::Started(reply));
+            }
+            None => {
+                self.detach(idx);
+                self.start_resting(idx, reply).await;
+            }
+        }
+    }
+
+    /// Starts a worker that has no process, at the operator's request.
+    pub(super) async fn start_resting(&mut self, idx: usize, reply: Reply<u32>) {
+        if matches!(self.workers[idx].state, WorkerState::Failed { .. }) {
+            // The operator takes over from a supervisor that gave up.
+            self.intensity.clear();
+        }
+        self.workers[idx].streak = 0;
+        let _ = reply.send(self.spawn(idx).await);
+    }
+
+    pub(super) fn stop(&mut self, name: &str, reply: Reply<()>) {
+        let idx = match self.index(name) {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        self.detach(idx);
+        let w = &mut self.workers[idx];
+        if w.proc.is_some() {
+            if w.intent != Intent::Shutdown {
+                w.intent = Intent::Stop;
+            }
+            w.waiters.push(Waiter::Stopped(reply));
+            self.send_stop(idx);
+        } else {
+            w.start_at = None;
+            if !matches!(w.state, WorkerState::Stopped) {
+                w.set_state(WorkerState::Stopped);
+                let name = w.spec.name.clone();
+                self.emit(WorkerEvent::Stopped { name });
+            }
+            let _ = reply.send(Ok(()));
+            self.advance_group_sync();
+        }
+    }
+
+    pub(super) fn delete(&mut self, name: &str, reply: Reply<()>) {
+        let idx = match self.index(name) {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        self.detach(idx);
+        let w = &mut self.workers[idx];
+        if w.proc.is_some() {
+            w.intent = Intent::Delete;
+            w.waiters.push(Waiter::Stopped(reply));
+            self.send_stop(idx);
+        } else {
+            self.remove(idx);
+            let _ = reply.send(Ok(()));
+            self.advance_group_sync();
+        }
+    }
+
+    pub(super) fn remove(&mut self, idx: usize) {
+        let mut w = self.workers.remove(idx);
+        let name = w.spec.name.clone();
+        w.settle(|| Error::UnknownWorker { name: name.clone() });
+        tracing::debug!(worker = %w.name, "worker deleted");
+        self.emit(WorkerEvent::Deleted { name: w.spec.name });
+    }
+}

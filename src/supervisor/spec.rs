@@ -1,0 +1,273 @@
+//! What to run and how to treat it: [`WorkerSpec`], [`Restart`], [`Strategy`], [`Backoff`].
+//!
+//! Plain data, built with chained methods and compared with `==` (the agent
+//! restarts only the workers whose spec changed). No task runs here.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+
+/// Default time a worker gets between the stop signal and SIGKILL.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// When a worker that ended by itself is started again (OTP's restart types).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Restart {
+    /// Always restarted, whatever the exit.
+    #[default]
+    Permanent,
+    /// Restarted only after an abnormal exit: a code outside
+    /// [`WorkerSpec::normal_exit_codes`] or death by a signal.
+    Transient,
+    /// Never restarted; also not restarted when a sibling's crash stops it.
+    Temporary,
+}
+
+/// Which workers are restarted when one of them crashes (OTP's strategies).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Only the crashed worker.
+    #[default]
+    OneForOne,
+    /// Every worker: the others are stopped (in reverse start order), then all
+    /// are started again in start order.
+    OneForAll,
+    /// The crashed worker and every worker started after it: those are stopped
+    /// in reverse start order, then all of them started again in start order.
+    RestForOne,
+}
+
+/// An optional delay before restarting a worker: exponential, capped, with jitter.
+///
+/// The n-th consecutive restart waits `initial * 2^(n-1)`, capped at `max`, then
+/// spread by `±jitter` (a fraction, 0.0–1.0). The streak resets once the worker
+/// has stayed up for longer than `max`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Backoff {
+    /// Delay before the first restart of a streak.
+    #[serde(with = "duration_ms")]
+    pub initial: Duration,
+    /// Upper bound of the delay.
+    #[serde(with = "duration_ms")]
+    pub max: Duration,
+    /// Random spread, as a fraction of the delay (0.1 = ±10 %).
+    pub jitter: f64,
+}
+
+impl Backoff {
+    /// Exponential backoff from `initial` up to `max`, with ±10 % jitter.
+    pub fn exponential(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max: max.max(initial),
+            jitter: 0.1,
+        }
+    }
+
+    /// Sets the jitter fraction (clamped to 0.0–1.0).
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.jitter = fraction.clamp(0.0, 1.0);
+        self
+    }
+}
+
+/// Everything the supervisor needs to run one worker.
+///
+/// The program is executed directly with its arguments (never through a
+/// shell). The worker's environment is herd's, plus `HERD_WORKER=<name>`, plus
+/// what [`env`](Self::env) adds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WorkerSpec {
+    /// Unique name within the supervisor.
+    pub name: String,
+    /// Program to execute (a path, or a name looked up in `PATH`).
+    pub program: PathBuf,
+    /// Arguments, after the program name.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; herd's own when `None`.
+    #[serde(default)]
+    pub current_dir: Option<PathBuf>,
+    /// Restart type.
+    #[serde(default)]
+    pub restart: Restart,
+    /// Time between the stop signal and SIGKILL.
+    #[serde(with = "duration_ms", default = "default_shutdown_timeout")]
+    pub shutdown_timeout: Duration,
+    /// Signal sent to the worker's process group to ask it to stop.
+    #[serde(with = "signal_name", default = "default_stop_signal")]
+    pub stop_signal: Signal,
+    /// Exit codes that count as a normal exit (for [`Restart::Transient`]).
+    #[serde(default = "default_normal_codes")]
+    pub normal_exit_codes: Vec<i32>,
+    /// Delay before restarts; `None` restarts at once.
+    #[serde(default)]
+    pub backoff: Option<Backoff>,
+    /// Whether the worker speaks the JSON-lines call protocol on stdin/stdout.
+    #[serde(default)]
+    pub jsonl: bool,
+}
+
+impl WorkerSpec {
+    /// A permanent worker running `program` with no arguments.
+    pub fn new(name: impl Into<String>, program: impl Into<PathBuf>) -> Self {
+        WorkerSpec {
+            name: name.into(),
+            program: program.into(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            current_dir: None,
+            restart: Restart::Permanent,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            stop_signal: Signal::SIGTERM,
+            normal_exit_codes: default_normal_codes(),
+            backoff: None,
+            jsonl: false,
+        }
+    }
+
+    /// Appends arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets one environment variable for the worker.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.current_dir = Some(dir.into());
+        self
+    }
+
+    /// Sets the restart type.
+    pub fn restart(mut self, restart: Restart) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// Sets the time between the stop signal and SIGKILL.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Sets the signal that asks the worker to stop (default SIGTERM).
+    pub fn stop_signal(mut self, signal: Signal) -> Self {
+        self.stop_signal = signal;
+        self
+    }
+
+    /// Sets the exit codes that count as normal (default `[0]`).
+    pub fn normal_exit_codes(mut self, codes: impl IntoIterator<Item = i32>) -> Self {
+        self.normal_exit_codes = codes.into_iter().collect();
+        self
+    }
+
+    /// Waits before each restart, per `backoff`.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = Some(backoff);
+        self
+    }
+
+    /// Declares that the worker speaks the JSON-lines call protocol.
+    pub fn jsonl(mut self) -> Self {
+        self.jsonl = true;
+        self
+    }
+}
+
+fn default_shutdown_timeout() -> Duration {
+    DEFAULT_SHUTDOWN_TIMEOUT
+}
+
+fn default_stop_signal() -> Signal {
+    Signal::SIGTERM
+}
+
+fn default_normal_codes() -> Vec<i32> {
+    vec![0]
+}
+
+/// Durations as whole milliseconds in JSON.
+mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis().try_into().unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// Signals by name ("SIGTERM") in JSON.
+mod signal_name {
+    use nix::sys::signal::Signal;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(sig: &Signal, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(sig.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Signal, D::Error> {
+        let name = String::deserialize(d)?;
+        let full = if name.starts_with("SIG") {
+            name
+        } else {
+            format!("SIG{name}")
+        };
+        full.parse().map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_survives_a_json_round_trip() {
+        let spec = WorkerSpec::new("resizer", "python3")
+            .args(["resizer.py"])
+            .env("LOG_LEVEL", "info")
+            .restart(Restart::Transient)
+            .stop_signal(Signal::SIGINT)
+            .backoff(Backoff::exponential(
+                Duration::from_millis(100),
+                Duration::from_secs(5),
+            ))
+            .jsonl();
+        let json = serde_json::to_string(&spec).unwrap();
+        let back: WorkerSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(spec, back);
+    }
+
+    #[test]
+    fn a_minimal_json_spec_gets_the_defaults() {
+        let spec: WorkerSpec =
+            serde_json::from_str(r#"{"name":"a","program":"sleep","stop_signal":"INT"}"#).unwrap();
+        assert_eq!(spec.restart, Restart::Permanent);
+        assert_eq!(spec.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
+        assert_eq!(spec.stop_signal, Signal::SIGINT);
+        assert_eq!(spec.normal_exit_codes, vec![0]);
+    }
+}

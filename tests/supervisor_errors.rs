@@ -1,0 +1,99 @@
+//! Bad input: programs that cannot run, duplicate and unknown names.
+
+#[path = "support/supervisor.rs"]
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+
+use herd::supervisor::{Error, Supervisor, WorkerSpec};
+use support::*;
+
+#[tokio::test]
+async fn a_missing_program_is_reported_at_once_naming_the_path_and_no_crash_loop_follows() {
+    let sup = Supervisor::builder().start();
+    let mut events = sup.subscribe();
+    let err = sup
+        .start_worker(WorkerSpec::new("ghost", "/nonexistent/herd-worker"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Spawn { worker, .. } if worker == "ghost"),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("/nonexistent/herd-worker"), "{text}");
+    assert!(text.contains("No such file or directory"), "{text}");
+    assert!(sup.status().await.is_empty());
+    assert!(
+        events.try_recv().is_err(),
+        "no event for a worker never started"
+    );
+    sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_executable_is_reported_with_the_os_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not-executable");
+    std::fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let sup = Supervisor::builder().start();
+    let err = sup
+        .start_worker(WorkerSpec::new("noexec", &path))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(path.to_str().unwrap()), "{text}");
+    assert!(text.contains("Permission denied"), "{text}");
+    assert!(sup.status().await.is_empty());
+    sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_working_directory_is_reported_at_once() {
+    let sup = Supervisor::builder().start();
+    let err = sup
+        .start_worker(sleeper("lost").current_dir("/nonexistent/dir"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Spawn { .. }), "{err:?}");
+    sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn duplicate_worker_names_are_rejected() {
+    let sup = Supervisor::builder().start();
+    let pid = sup.start_worker(sleeper("twin")).await.unwrap();
+    let err = sup.start_worker(sleeper("twin")).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::DuplicateWorker { name } if name == "twin"),
+        "{err}"
+    );
+    let status = sup.status().await;
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].pid, Some(pid));
+    sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_names_are_rejected_by_every_operation() {
+    let sup = Supervisor::builder().start();
+    let unknown = |r: Result<(), Error>| {
+        assert!(
+            matches!(&r, Err(Error::UnknownWorker { name }) if name == "nobody"),
+            "{r:?}"
+        )
+    };
+    unknown(sup.restart_worker("nobody").await.map(drop));
+    unknown(sup.stop_worker("nobody").await);
+    unknown(sup.start_existing("nobody").await.map(drop));
+    unknown(sup.delete_worker("nobody").await);
+    unknown(sup.tail("nobody").await.map(drop));
+    unknown(sup.worker_status("nobody").await.map(drop));
+    unknown(
+        sup.call("nobody", "m", serde_json::Value::Null, PATIENCE)
+            .await
+            .map(drop),
+    );
+    sup.shutdown().await;
+}
