@@ -2,6 +2,7 @@
 //! exactly-once promise, graceful leave, failure, restart, cluster isolation, late seeds, and bad
 //! input. Every wait is for an event, bounded by a generous timeout.
 
+#[path = "support/membership.rs"]
 mod support;
 
 use std::time::Duration;
