@@ -48,6 +48,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod config;
 pub mod member;
 pub mod membership;
 pub mod node;
