@@ -48,6 +48,8 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod agent;
+pub mod api;
 pub mod config;
 pub mod member;
 pub mod membership;

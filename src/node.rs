@@ -12,6 +12,7 @@
 
 mod builder;
 mod dispatch;
+pub(crate) mod published;
 mod seeds;
 
 use std::net::SocketAddr;

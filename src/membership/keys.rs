@@ -16,6 +16,22 @@ pub(crate) const LEAVING: &str = "herd.leaving";
 /// Prefix of user tags: tag `group=media` is the key `tag.group` with the value `media`.
 pub(crate) const TAG_PREFIX: &str = "tag.";
 
+/// Prefix of every key of the cluster config a node holds (see [`CONFIG_HEAD`]).
+pub(crate) const CONFIG_PREFIX: &str = "herd.config";
+
+/// The cluster config a node holds: `version:checksum:chunks`. Every agent publishes it; one
+/// agent per version also publishes the config's text in chunks ([`config_chunk_key`]), set
+/// before the head so a peer that sees the head has the chunks too.
+pub(crate) const CONFIG_HEAD: &str = "herd.config";
+
+/// The key of chunk `index` of config `version`'s encoded text.
+pub(crate) fn config_chunk_key(version: u64, index: usize) -> String {
+    format!("{CONFIG_PREFIX}.{version}.{index:04}")
+}
+
+/// The compact status of a node's workers (JSON), published by its agent.
+pub(crate) const WORKERS: &str = "herd.workers";
+
 /// The gossip key holding the tag `name`.
 pub(crate) fn tag_key(name: &str) -> String {
     format!("{TAG_PREFIX}{name}")

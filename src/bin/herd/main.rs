@@ -1,7 +1,14 @@
 //! The `herd` command line. One file per verb; `main` parses, runs, prints any error once with
 //! its causes, and turns it into the exit code.
 
+mod action;
+mod agent;
+mod client;
+mod config_cmd;
 mod demo;
+mod members;
+mod status;
+mod workers;
 
 use std::process::ExitCode;
 
@@ -13,35 +20,61 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    api: client::ApiArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the agent: join the cluster and run the workers this node's groups are assigned.
+    Agent(agent::Args),
     /// Start a small cluster inside this process and show members joining, leaving and failing.
     Demo(demo::Args),
+    /// List the live members.
+    Members,
+    /// List the workers of every node.
+    Workers(workers::Args),
+    /// Start a worker on the agent's node.
+    Start(action::Args),
+    /// Stop a worker on the agent's node (it stays stopped until started).
+    Stop(action::Args),
+    /// Restart a worker on the agent's node.
+    Restart(action::Args),
+    /// Stop and forget a worker on the agent's node until the config changes it.
+    Delete(action::Args),
+    /// Push or show the cluster config.
+    #[command(subcommand)]
+    Config(config_cmd::Command),
+    /// One screen: members, workers, config version.
+    Status,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Agent(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HERD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("herd: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+    let api = cli.api;
+    let result = match cli.command {
+        Command::Agent(args) => block_on(agent::run(args, api.api.clone())),
+        Command::Demo(args) => block_on(demo::run(args)),
+        Command::Members => members::run(&api),
+        Command::Workers(args) => workers::run(args, &api),
+        Command::Start(args) => action::run("start", args, &api),
+        Command::Stop(args) => action::run("stop", args, &api),
+        Command::Restart(args) => action::run("restart", args, &api),
+        Command::Delete(args) => action::run("delete", args, &api),
+        Command::Config(command) => config_cmd::run(command, &api),
+        Command::Status => status::run(&api),
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Demo(args) => demo::run(args).await,
-        }
-    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -49,4 +82,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn block_on(job: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new()
+        .map_err(|err| anyhow::anyhow!("cannot start the async runtime: {err}"))?
+        .block_on(job)
 }

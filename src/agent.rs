@@ -1,0 +1,257 @@
+//! `herd agent`: a daemon that joins the cluster and runs the workers its groups are assigned.
+//!
+//! The agent is glue, wired from one [`AgentSettings`]:
+//!
+//! - a [`Node`] for membership, tagged with the node's groups;
+//! - a [`Supervisor`] (one-for-one) for this node's workers;
+//! - the core task (`core.rs`): holds the cluster config, takes it from disk at start and from
+//!   gossip after (`sync.rs`), persists it (`config::ConfigStore`), reconciles the workers to it
+//!   (`reconcile.rs`) and publishes their status (`status.rs`);
+//! - the HTTP API ([`crate::api`]).
+//!
+//! Stopping ([`Agent::leave`]) goes in one order: stop the core, announce the leave and let it
+//! spread, stop the workers, stop the API.
+
+mod core;
+mod error;
+pub(crate) mod reconcile;
+mod settings;
+pub mod status;
+pub(crate) mod sync;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use error::AgentError;
+pub use settings::{AgentSettings, DEFAULT_AGENT_LISTEN, DEFAULT_API, DEFAULT_DATA_DIR};
+pub use status::WorkerInfo;
+
+use self::core::{Command, Core};
+use crate::config::{ConfigStore, Loaded, VersionedConfig};
+use crate::supervisor::{Strategy, Supervisor};
+use crate::{async_trait, ClusterMember, Context, LeaveReason, Member, Node};
+
+/// A running agent. Cheap to clone; the API holds one.
+///
+/// Dropping every handle does not stop the agent's tasks cleanly: call [`leave`](Agent::leave).
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: Node,
+    sup: Supervisor,
+    commands: mpsc::Sender<Command>,
+    current: watch::Receiver<Option<Arc<VersionedConfig>>>,
+    api_addr: SocketAddr,
+    core_cancel: CancellationToken,
+    api_cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Logs membership changes; the agent's own reactions come from gossip state, not callbacks.
+struct AgentMember;
+
+#[async_trait]
+impl ClusterMember for AgentMember {
+    async fn on_join(&mut self, cx: &Context, members: &[Member]) {
+        info!(node = %cx.node_id(), members = members.len(), "joined the cluster");
+    }
+    async fn on_node_joined(&mut self, cx: &Context, member: &Member) {
+        info!(node = %cx.node_id(), member = %member.id(), addr = %member.addr(), "member joined");
+    }
+    async fn on_node_left(&mut self, cx: &Context, member: &Member, reason: LeaveReason) {
+        info!(node = %cx.node_id(), member = %member.id(), %reason, "member left");
+    }
+}
+
+impl Agent {
+    /// Starts an agent: restores the config from the data dir (workers start at once), binds
+    /// the API, joins the cluster, and takes newer configs from gossip.
+    ///
+    /// # Errors
+    /// The data dir cannot be created, the API or gossip address cannot be bound, a seed is
+    /// invalid.
+    pub async fn start(settings: AgentSettings) -> Result<Agent, AgentError> {
+        let store = ConfigStore::open(&settings.data_dir)
+            .map_err(|err| AgentError::Store(err.to_string()))?;
+        let restored = match store.load() {
+            Ok(Loaded::Config(config)) => {
+                info!(version = config.version, path = %settings.data_dir.display(), "restored the cluster config from disk");
+                Some(Arc::new(config))
+            }
+            Ok(Loaded::Empty) => None,
+            Ok(Loaded::Corrupt { path, set_aside_as, reason }) => {
+                warn!(path = %path.display(), set_aside_as = %set_aside_as.display(), %reason, "the persisted cluster config is corrupt; set it aside, taking the config from peers");
+                None
+            }
+            Err(err) => return Err(AgentError::Store(err.to_string())),
+        };
+        let listener = TcpListener::bind(settings.api)
+            .await
+            .map_err(|source| AgentError::ApiBind { addr: settings.api, source })?;
+        let api_addr = listener
+            .local_addr()
+            .map_err(|source| AgentError::ApiBind { addr: settings.api, source })?;
+
+        let mut builder = Node::builder(settings.node_id.clone())
+            .listen(settings.listen)
+            .seeds(settings.seeds.clone())
+            .cluster_id(settings.cluster_id.clone())
+            .gossip_interval(settings.gossip_interval)
+            .phi_threshold(settings.phi_threshold);
+        if let Some(advertise) = settings.advertise {
+            builder = builder.advertise(advertise);
+        }
+        for (key, value) in &settings.tags {
+            builder = builder.tag(key.clone(), value.clone());
+        }
+        let node = builder.start(AgentMember).await?;
+        // Each worker carries its own restart intensity (from the config); the supervisor's own
+        // limit is only a backstop.
+        let sup = Supervisor::builder()
+            .strategy(Strategy::OneForOne)
+            .max_restarts(10_000, Duration::from_secs(1))
+            .start();
+
+        let (current_tx, current) = watch::channel(None);
+        let mut core = Core {
+            node: node.clone(),
+            sup: sup.clone(),
+            store,
+            current: current_tx,
+            publishing: false,
+            running: BTreeMap::new(),
+            start_errors: BTreeMap::new(),
+            deleted: BTreeSet::new(),
+            tags: settings.tags.clone(),
+            repushes: 0,
+        };
+        if let Some(config) = restored {
+            core.adopt(config, false, true).await;
+        }
+        let (commands, commands_rx) = mpsc::channel(64);
+        let core_cancel = CancellationToken::new();
+        let api_cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        tracker.spawn(core.run(commands_rx, core_cancel.clone()));
+        let agent = Agent {
+            inner: Arc::new(Inner {
+                node,
+                sup,
+                commands,
+                current,
+                api_addr,
+                core_cancel,
+                api_cancel: api_cancel.clone(),
+                tracker: tracker.clone(),
+            }),
+        };
+        let app = crate::api::router(agent.clone());
+        tracker.spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(api_cancel.cancelled_owned());
+            if let Err(err) = serve.await {
+                warn!(error = %err, "the HTTP API stopped with an error");
+            }
+        });
+        tracker.close();
+        info!(node = %agent.node().id(), gossip = %agent.node().addr(), api = %api_addr, "agent started");
+        Ok(agent)
+    }
+
+    /// The agent's node.
+    pub fn node(&self) -> &Node {
+        &self.inner.node
+    }
+
+    /// The agent's supervisor.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.inner.sup
+    }
+
+    /// The address the HTTP API listens on.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.inner.api_addr
+    }
+
+    /// The cluster config this node holds, if any.
+    pub fn config(&self) -> Option<Arc<VersionedConfig>> {
+        self.inner.current.borrow().clone()
+    }
+
+    /// Every live node's workers, from gossip state (no calls to other nodes).
+    pub async fn cluster_workers(&self) -> Vec<WorkerInfo> {
+        let nodes = self
+            .inner
+            .node
+            .keys_with_prefix(crate::membership::keys::WORKERS, false)
+            .await;
+        status::cluster_workers(&nodes)
+    }
+
+    /// Validates `toml` and makes it the cluster config, with a version above any seen. With
+    /// `base_version`, refuses if the cluster has moved past it.
+    ///
+    /// # Errors
+    /// [`AgentError::Config`] (nothing changed), [`AgentError::StaleVersion`].
+    pub async fn push_config(
+        &self,
+        toml: String,
+        base_version: Option<u64>,
+    ) -> Result<Arc<VersionedConfig>, AgentError> {
+        self.ask(|reply| Command::PushConfig { toml, base_version, reply }).await?
+    }
+
+    /// Starts one of this node's workers: a stopped or failed one, or one deleted here.
+    ///
+    /// # Errors
+    /// An unknown worker, or one that cannot start.
+    pub async fn start_worker(&self, name: &str) -> Result<(), AgentError> {
+        let name = name.to_string();
+        self.ask(|reply| Command::Start { name, reply }).await?
+    }
+
+    /// Stops and forgets one of this node's workers until the config changes it.
+    ///
+    /// # Errors
+    /// An unknown worker.
+    pub async fn delete_worker(&self, name: &str) -> Result<(), AgentError> {
+        let name = name.to_string();
+        self.ask(|reply| Command::Delete { name, reply }).await?
+    }
+
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, AgentError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .commands
+            .send(command(reply))
+            .await
+            .map_err(|_| AgentError::ShuttingDown)?;
+        answer.await.map_err(|_| AgentError::ShuttingDown)
+    }
+
+    /// Leaves gracefully: stops the core, announces the leave and lets it spread, stops every
+    /// worker, then stops the API. Idempotent.
+    pub async fn leave(&self) {
+        self.inner.core_cancel.cancel();
+        if let Err(err) = self.inner.node.leave().await {
+            warn!(error = %err, "leave failed");
+        }
+        self.inner.sup.shutdown().await;
+        self.inner.api_cancel.cancel();
+        self.inner.tracker.wait().await;
+        info!(node = %self.inner.node.id(), "agent stopped");
+    }
+}

@@ -1,0 +1,59 @@
+//! [`AgentError`]: why an agent could not start, or refused an operator's request. Each variant
+//! names the value at fault; a refused request changed nothing.
+
+use std::net::SocketAddr;
+
+use crate::config::ConfigError;
+
+/// An error from the agent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The node could not start (seed, gossip address, node id).
+    #[error(transparent)]
+    Node(#[from] crate::Error),
+
+    /// The data directory could not be opened or written.
+    #[error("data directory: {0}")]
+    Store(String),
+
+    /// The HTTP API address could not be bound.
+    #[error("cannot bind the HTTP API to {addr}: {source}")]
+    ApiBind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A pushed config was rejected; the running config is unchanged.
+    #[error("config rejected: {0}")]
+    Config(#[from] ConfigError),
+
+    /// A push was based on a config version that is no longer the newest.
+    #[error("config version {base} is stale: the cluster is at version {current}")]
+    StaleVersion {
+        /// The version the push was based on.
+        base: u64,
+        /// The newest version this node knows.
+        current: u64,
+    },
+
+    /// A worker action failed in the supervisor.
+    #[error(transparent)]
+    Worker(#[from] crate::supervisor::Error),
+
+    /// A worker the config wants here could not be started.
+    #[error("worker {worker:?} could not start: {reason}")]
+    StartFailed {
+        /// The worker's name.
+        worker: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// The agent is stopping or has stopped.
+    #[error("the agent is shutting down")]
+    ShuttingDown,
+}

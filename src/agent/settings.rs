@@ -1,0 +1,59 @@
+//! [`AgentSettings`]: everything an agent needs to start, with its defaults in one place. The
+//! binary fills it from the agent file and flags (flags win).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::node::{DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_PHI_THRESHOLD};
+
+/// Default HTTP API address (loopback: the API can stop and start programs).
+pub const DEFAULT_API: &str = "127.0.0.1:7947";
+/// Default agent gossip address.
+pub const DEFAULT_AGENT_LISTEN: &str = "127.0.0.1:7946";
+/// Default data directory (the persisted cluster config), relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "herd-data";
+
+/// The settings of one agent.
+#[derive(Clone, Debug)]
+pub struct AgentSettings {
+    /// Node id, unique in the cluster (default: the host name).
+    pub node_id: String,
+    /// Gossip listen address (UDP).
+    pub listen: SocketAddr,
+    /// Address peers gossip to, when it differs from `listen`.
+    pub advertise: Option<SocketAddr>,
+    /// Seeds: `ip:port` or `host:port` of any member.
+    pub seeds: Vec<String>,
+    /// Cluster id; agents of different clusters never merge.
+    pub cluster_id: String,
+    /// This node's tags; `group` (a comma-separated list) selects the workers it runs.
+    pub tags: BTreeMap<String, String>,
+    /// Where the cluster config is persisted.
+    pub data_dir: PathBuf,
+    /// HTTP API address.
+    pub api: SocketAddr,
+    /// Time between gossip rounds.
+    pub gossip_interval: Duration,
+    /// Failure detector threshold.
+    pub phi_threshold: f64,
+}
+
+impl AgentSettings {
+    /// Settings with every default, for node `node_id`.
+    pub fn new(node_id: impl Into<String>) -> Self {
+        AgentSettings {
+            node_id: node_id.into(),
+            listen: DEFAULT_AGENT_LISTEN.parse().expect("default listen parses"),
+            advertise: None,
+            seeds: Vec::new(),
+            cluster_id: DEFAULT_CLUSTER_ID.to_string(),
+            tags: BTreeMap::new(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            api: DEFAULT_API.parse().expect("default api parses"),
+            gossip_interval: DEFAULT_GOSSIP_INTERVAL,
+            phi_threshold: DEFAULT_PHI_THRESHOLD,
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The state of each node's workers as the cluster sees it: every agent publishes a compact
+//! summary of its own workers in its gossip state ([`keys::WORKERS`]), so any node can list the
+//! whole cluster's workers from its local state, with no call to other nodes.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::membership::keys;
+use crate::node::published::NodeKeys;
+use crate::supervisor::{WorkerState, WorkerStatus};
+
+/// One worker on one node, as `GET /v1/workers` and `herd workers` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// The node running it.
+    #[serde(default)]
+    pub node: String,
+    /// The worker's name.
+    pub name: String,
+    /// `starting`, `running`, `backoff`, `stopping`, `stopped`, `exited` or `failed`.
+    pub state: String,
+    /// Its process id, while a process exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Restarts by the supervisor since the worker was started.
+    pub restarts: u32,
+    /// When it entered its state, in milliseconds since the Unix epoch.
+    pub since_ms: u64,
+    /// Why it failed, or how its last process ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl WorkerInfo {
+    /// The summary of a supervisor's status line.
+    pub(crate) fn from_status(status: &WorkerStatus) -> WorkerInfo {
+        let (state, detail) = match &status.state {
+            WorkerState::Starting => ("starting", None),
+            WorkerState::Running { .. } => ("running", None),
+            WorkerState::Backoff { remaining_ms } => ("backoff", Some(format!("restart in {remaining_ms} ms"))),
+            WorkerState::Stopping { .. } => ("stopping", None),
+            WorkerState::Stopped => ("stopped", None),
+            WorkerState::Exited { exit } => ("exited", Some(exit.to_string())),
+            WorkerState::Failed { reason } => ("failed", Some(reason.clone())),
+        };
+        let detail = detail.or_else(|| status.last_exit.map(|e| format!("last exit: {e}")));
+        WorkerInfo {
+            node: String::new(),
+            name: status.name.clone(),
+            state: state.to_string(),
+            pid: status.pid,
+            restarts: status.restarts,
+            since_ms: unix_ms(status.since),
+            detail,
+        }
+    }
+
+    /// A worker this node should run but could not start.
+    pub(crate) fn not_started(name: &str, error: &str) -> WorkerInfo {
+        WorkerInfo {
+            node: String::new(),
+            name: name.to_string(),
+            state: "failed".to_string(),
+            pid: None,
+            restarts: 0,
+            since_ms: unix_ms(SystemTime::now()),
+            detail: Some(error.to_string()),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The value an agent publishes for its workers.
+pub(crate) fn encode(workers: &[WorkerInfo]) -> String {
+    serde_json::to_string(workers).unwrap_or_else(|_| "[]".into())
+}
+
+/// Every live node's workers, sorted by node then name. A summary that does not decode is
+/// skipped (it is a peer's bug, not a reason to fail the listing).
+pub(crate) fn cluster_workers(nodes: &[NodeKeys]) -> Vec<WorkerInfo> {
+    let mut all = Vec::new();
+    for node in nodes.iter().filter(|n| n.live) {
+        let Some(summary) = node.keys.get(keys::WORKERS) else { continue };
+        let Ok(mut workers) = serde_json::from_str::<Vec<WorkerInfo>>(summary) else {
+            tracing::warn!(node = %node.id, "worker summary does not decode; skipped");
+            continue;
+        };
+        for worker in &mut workers {
+            worker.node = node.id.clone();
+        }
+        all.extend(workers);
+    }
+    all.sort_by(|a, b| (&a.node, &a.name).cmp(&(&b.node, &b.name)));
+    all
+}
+
+/// Counts of workers by state, for `herd status`.
+pub fn count_by_state(workers: &[WorkerInfo]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for worker in workers {
+        *counts.entry(worker.state.clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_round_trip_and_get_their_node() {
+        let w = WorkerInfo::not_started("thumbnailer", "no such file");
+        let node = NodeKeys {
+            id: "b".into(),
+            generation: 1,
+            live: true,
+            keys: [(keys::WORKERS.to_string(), encode(&[w.clone()]))].into(),
+        };
+        let garbage = NodeKeys {
+            id: "c".into(),
+            generation: 1,
+            live: true,
+            keys: [(keys::WORKERS.to_string(), "{not json".to_string())].into(),
+        };
+        let all = cluster_workers(&[node, garbage]);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].node, "b");
+        assert_eq!(all[0].state, "failed");
+    }
+}

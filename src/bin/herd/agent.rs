@@ -1,0 +1,113 @@
+//! `herd agent`: run the daemon. Settings come from the agent file (`--config`), overridden by
+//! flags; with neither, a one-node cluster on loopback that works. SIGTERM or SIGINT leaves the
+//! cluster gracefully and stops the workers; a second signal stops at once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use herd::agent::{Agent, AgentSettings};
+use herd::config::AgentFile;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Options of `herd agent`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Agent file (TOML); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Node id, unique in the cluster (default: the host name).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Gossip address (UDP) [default: 127.0.0.1:7946].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Address peers gossip to, if not the listen address.
+    #[arg(long)]
+    advertise: Option<SocketAddr>,
+    /// A seed (ip:port or host:port); repeat for more.
+    #[arg(long)]
+    seed: Vec<String>,
+    /// Cluster id [default: herd].
+    #[arg(long)]
+    cluster_id: Option<String>,
+    /// A tag KEY=VALUE; `group=NAME[,NAME]` selects workers. Repeat for more.
+    #[arg(long, value_parser = parse_tag)]
+    tag: Vec<(String, String)>,
+    /// Data directory (the persisted cluster config) [default: ./herd-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn parse_tag(tag: &str) -> Result<(String, String), String> {
+    match tag.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().into(), value.into())),
+        _ => Err(format!("expected KEY=VALUE, got {tag:?}")),
+    }
+}
+
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "herd".to_string())
+}
+
+/// Merges defaults, the agent file and the flags, in that order.
+fn settings(args: Args, api: Option<&str>) -> anyhow::Result<AgentSettings> {
+    let file = match &args.config {
+        Some(path) => AgentFile::load(path)?,
+        None => AgentFile::default(),
+    };
+    let node_id = args.node_id.or(file.node_id).unwrap_or_else(host_name);
+    let mut settings = AgentSettings::new(node_id);
+    if let Some(listen) = args.listen.or(file.listen) {
+        settings.listen = listen;
+    }
+    settings.advertise = args.advertise.or(file.advertise);
+    settings.seeds = if args.seed.is_empty() { file.seeds } else { args.seed };
+    if let Some(cluster_id) = args.cluster_id.or(file.cluster_id) {
+        settings.cluster_id = cluster_id;
+    }
+    settings.tags = file.tags;
+    settings.tags.extend(args.tag);
+    if let Some(data_dir) = args.data_dir.or(file.data_dir) {
+        settings.data_dir = data_dir;
+    }
+    let api = match api {
+        Some(api) => Some(
+            api.parse::<SocketAddr>()
+                .with_context(|| format!("--api {api:?} is not an ip:port address"))?,
+        ),
+        None => file.api,
+    };
+    if let Some(api) = api {
+        settings.api = api;
+    }
+    Ok(settings)
+}
+
+pub async fn run(args: Args, api: Option<String>) -> anyhow::Result<()> {
+    let settings = settings(args, api.as_deref())?;
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let agent = Agent::start(settings.clone()).await?;
+    eprintln!(
+        "herd agent {} running: gossip {}, API http://{}, data {}",
+        agent.node().id(),
+        agent.node().addr(),
+        agent.api_addr(),
+        settings.data_dir.display()
+    );
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    eprintln!("herd agent {}: leaving the cluster (signal again to stop at once)", agent.node().id());
+    tokio::select! {
+        _ = agent.leave() => Ok(()),
+        _ = term.recv() => std::process::exit(130),
+        _ = int.recv() => std::process::exit(130),
+    }
+}

@@ -1,0 +1,48 @@
+//! `herd workers`: every node's workers (from the agent's gossip state), optionally one node's.
+
+use serde_json::Value;
+
+use crate::client::{age, field, print_json, print_table, ApiArgs, Client};
+
+/// Options of `herd workers`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only this node's workers.
+    #[arg(long)]
+    node: Option<String>,
+}
+
+pub fn run(args: Args, api: &ApiArgs) -> anyhow::Result<()> {
+    let path = match &args.node {
+        Some(node) => format!("/v1/workers?node={node}"),
+        None => "/v1/workers".to_string(),
+    };
+    let workers = Client::new(api).get(&path)?;
+    if api.json {
+        print_json(&workers);
+    } else {
+        print_workers(&workers);
+    }
+    Ok(())
+}
+
+pub fn print_workers(workers: &Value) {
+    let rows: Vec<Vec<String>> = workers
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|w| {
+            vec![
+                field(w, "node"),
+                field(w, "name"),
+                field(w, "state"),
+                field(w, "pid"),
+                field(w, "restarts"),
+                w.get("since_ms").and_then(Value::as_u64).map(age).unwrap_or_default(),
+                w.get("detail").and_then(Value::as_str).unwrap_or_default().to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["NODE", "WORKER", "STATE", "PID", "RESTARTS", "FOR", "DETAIL"], &rows);
+}

@@ -1,0 +1,267 @@
+//! Shared by the agent tests: real `herd agent` processes on loopback with temp data dirs, the
+//! CLI run as a process, and HTTP calls to the API. Every wait polls a condition with a deadline.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Generous: the machine is small, shared and noisy.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub const HERD: &str = env!("CARGO_BIN_EXE_herd");
+
+/// A running `herd agent`, SIGKILLed (by pid) when dropped; its workers die with it.
+pub struct AgentProc {
+    pub id: String,
+    pub child: Child,
+    pub gossip: SocketAddr,
+    pub api: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+/// How to start an agent.
+#[derive(Clone, Default)]
+pub struct Spec {
+    pub id: String,
+    pub seeds: Vec<String>,
+    pub tags: Vec<String>,
+    pub data_dir: PathBuf,
+    pub cluster: String,
+    pub api: Option<String>,
+    pub listen: Option<String>,
+}
+
+impl Spec {
+    pub fn new(id: &str, data_root: &Path, cluster: &str) -> Spec {
+        Spec {
+            id: id.into(),
+            data_dir: data_root.join(id),
+            cluster: cluster.into(),
+            ..Spec::default()
+        }
+    }
+
+    pub fn seed(mut self, agent: &AgentProc) -> Spec {
+        self.seeds.push(agent.gossip.to_string());
+        self
+    }
+
+    pub fn tag(mut self, tag: &str) -> Spec {
+        self.tags.push(tag.into());
+        self
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(HERD);
+        cmd.arg("agent")
+            .args(["--node-id", &self.id])
+            .args(["--listen", self.listen.as_deref().unwrap_or("127.0.0.1:0")])
+            .args(["--api", self.api.as_deref().unwrap_or("127.0.0.1:0")])
+            .args(["--cluster-id", &self.cluster])
+            .arg("--data-dir")
+            .arg(&self.data_dir);
+        for seed in &self.seeds {
+            cmd.args(["--seed", seed]);
+        }
+        for tag in &self.tags {
+            cmd.args(["--tag", tag]);
+        }
+        cmd.env("HERD_LOG", "herd=info").env_remove("HERD_API");
+        cmd
+    }
+
+    /// Starts the agent and waits for its "running" line, which names its addresses.
+    pub fn start(&self) -> AgentProc {
+        let mut child = self
+            .command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn herd agent");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains(" running: gossip ") {
+                    let _ = tx.send(line.clone());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let line = match rx.recv_timeout(WAIT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("agent {} did not start; its log: {:#?}", self.id, log.lock().unwrap());
+            }
+        };
+        let word_after = |marker: &str| {
+            line.split(marker).nth(1).unwrap().split([',', ' ']).next().unwrap().to_string()
+        };
+        AgentProc {
+            id: self.id.clone(),
+            child,
+            gossip: word_after("gossip ").parse().unwrap(),
+            api: word_after("API http://").parse().unwrap(),
+            data_dir: self.data_dir.clone(),
+            log,
+        }
+    }
+}
+
+impl AgentProc {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    /// GET, expecting success.
+    pub fn get(&self, path: &str) -> Value {
+        let (status, body) = http("GET", &self.url(path), None);
+        assert!(status < 300, "GET {path} on {}: {status} {body}", self.id);
+        body
+    }
+
+    /// Runs the CLI against this agent.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(HERD)
+            .args(args)
+            .env("HERD_API", self.api.to_string())
+            .output()
+            .expect("run herd")
+    }
+
+    /// Runs the CLI and expects success; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "herd {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The cluster's workers as this agent lists them: (node, name) -> (state, pid).
+    pub fn workers(&self) -> Vec<(String, String, String, Option<u64>)> {
+        self.get("/v1/workers")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                (
+                    w["node"].as_str().unwrap().to_string(),
+                    w["name"].as_str().unwrap().to_string(),
+                    w["state"].as_str().unwrap().to_string(),
+                    w["pid"].as_u64(),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until `pred` holds for this agent's worker listing; returns the listing.
+    pub fn wait_workers(
+        &self,
+        what: &str,
+        pred: impl Fn(&[(String, String, String, Option<u64>)]) -> bool,
+    ) -> Vec<(String, String, String, Option<u64>)> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let workers = self.workers();
+            if pred(&workers) {
+                return workers;
+            }
+            if Instant::now() > deadline {
+                panic!("{} never saw {what}; it lists {workers:?}\nlog: {:#?}", self.id, self.log.lock().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until this agent lists `n` members.
+    pub fn wait_members(&self, n: usize) {
+        wait_until(&format!("{} to list {n} members", self.id), || {
+            self.get("/v1/members").as_array().map(Vec::len) == Some(n)
+        });
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The (state, pid) of `name` on `node` in a listing.
+pub fn find(
+    workers: &[(String, String, String, Option<u64>)],
+    node: &str,
+    name: &str,
+) -> Option<(String, Option<u64>)> {
+    workers
+        .iter()
+        .find(|w| w.0 == node && w.1 == name)
+        .map(|w| (w.2.clone(), w.3))
+}
+
+/// Whether `name` runs on `node` in a listing.
+pub fn running(workers: &[(String, String, String, Option<u64>)], node: &str, name: &str) -> bool {
+    find(workers, node, name).is_some_and(|(state, pid)| state == "running" && pid.is_some())
+}
+
+/// Polls `cond` every 50 ms until it holds, for at most [`WAIT`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An HTTP request; returns the status and the JSON body.
+pub fn http(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let response = match (method, body) {
+        ("GET", _) => agent.get(url).call(),
+        ("DELETE", _) => agent.delete(url).call(),
+        ("POST", None) => agent.post(url).send_empty(),
+        ("POST", Some(b)) => agent.post(url).header("content-type", "application/json").send(b),
+        ("PUT", Some(b)) => agent.put(url).header("content-type", "application/json").send(b),
+        _ => panic!("unsupported {method}"),
+    };
+    let mut response = response.expect("the API answers");
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
