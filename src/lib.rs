@@ -47,8 +47,8 @@
 //! - [`Error`]: what can go wrong, naming the value that was wrong.
 #![warn(missing_docs)]
 
-mod error;
 pub mod config;
+mod error;
 pub mod member;
 pub mod membership;
 pub mod node;
