@@ -47,10 +47,10 @@
 //! - [`Error`]: what can go wrong, naming the value that was wrong.
 #![warn(missing_docs)]
 
-mod error;
 pub mod agent;
 pub mod api;
 pub mod config;
+mod error;
 pub mod member;
 pub mod membership;
 pub mod node;

@@ -38,7 +38,8 @@
 //! | [`Restart::Permanent`]: always restarted | `permanent` | `autorestart=true` |
 //! | [`Restart::Transient`]: restarted after an abnormal exit (code not in `normal_exit_codes`, or a signal) | `transient` (normal = `normal`/`shutdown`) | `autorestart=unexpected` with `exitcodes` |
 //! | [`Restart::Temporary`]: never restarted | `temporary` | `autorestart=false` |
-//! | `max_restarts(n, period)`: more than `n` restarts in `period`, give up: stop all workers, state `Failed` | `intensity`/`period`, then the supervisor exits | `startretries` per program, then `FATAL` |
+//! | `Builder::max_restarts(n, period)`: more than `n` restarts in `period`, give up: stop all workers, state `Failed` | `intensity`/`period`, then the supervisor exits | none (limits are per program) |
+//! | [`WorkerSpec::max_restarts`]`(n, period)`: the worker's own limit; over it, that worker alone goes to `Failed`, the others run on | none (intensity is per supervisor only; a worker needing its own is put under a supervisor of its own) | `startretries` per program, then that program goes `FATAL` |
 //! | restart at once; optional [`Backoff`] per worker | at once | after `startsecs`, with a growing delay |
 //! | `shutdown_timeout`: stop signal to the process group, wait, SIGKILL | `shutdown` timeout, then `kill` | `stopsignal`, `stopwaitsecs`, SIGKILL (`killasgroup`) |
 //! | `start_worker` / `stop_worker` / `start_existing` / `restart_worker` / `delete_worker` | `start_child` / `terminate_child` / `restart_child` / `delete_child` | `start` / `stop` / `restart` / `remove` |
@@ -52,6 +53,23 @@
 //! back, with a fresh restart history; other failed workers stay down until
 //! started. A worker whose program can no longer be spawned at restart (say,
 //! it was deleted) goes to `Failed` at once.
+//!
+//! ## Per-worker intensity
+//!
+//! A worker given its own limit with [`WorkerSpec::max_restarts`] (as the
+//! agent's config does, supervisord-style, per program) counts its crashes
+//! in its own history instead of the supervisor's; the other workers still
+//! share the supervisor's. Its crash within its limit is handled as any
+//! other: its strategy's group is restarted. The crash that takes it over
+//! its limit restarts no one: it alone goes to `Failed` (the reason names it
+//! and its last exits) with a [`WorkerEvent::Failed`], its siblings keep
+//! running (even under `OneForAll`/`RestForOne`), and the supervisor does not
+//! give up. It stays down, also through later group restarts of its siblings,
+//! until `restart_worker` or `start_existing` brings it back with a fresh
+//! history of its own (the supervisor's is left as it is). A group restart
+//! caused by a sibling's crash is counted where that sibling's crashes are.
+//! If the supervisor itself gives up, such a worker is stopped and failed
+//! with the others.
 //!
 //! # Process hygiene (Linux)
 //!
@@ -91,7 +109,7 @@ use tokio_util::task::TaskTracker;
 pub use error::{Error, Result};
 pub use event::WorkerEvent;
 pub use output::{MAX_LINE_BYTES, TAIL_BYTES, TAIL_LINES};
-pub use spec::{Backoff, Restart, Strategy, WorkerSpec, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use spec::{Backoff, Intensity, Restart, Strategy, WorkerSpec, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use status::{Exit, Tail, WorkerState, WorkerStatus};
 
 use runner::{Command, Config, Runner};
@@ -124,7 +142,8 @@ impl Builder {
     }
 
     /// Sets restart intensity: more than `max` restarts within `period` and the
-    /// supervisor gives up (default 3 in 5 s).
+    /// supervisor gives up (default 3 in 5 s). Crashes of workers with their
+    /// own limit ([`WorkerSpec::max_restarts`]) are not counted here.
     pub fn max_restarts(mut self, max: u32, period: Duration) -> Self {
         self.max_restarts = max;
         self.period = period;

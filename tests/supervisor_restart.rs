@@ -261,3 +261,149 @@ async fn a_worker_with_backoff_waits_before_its_restart() {
     assert!(killed.elapsed() >= Duration::from_millis(400));
     sup.shutdown().await;
 }
+
+/// Sh that crashes (exit 1) while `broken` exists in its directory, else sleeps.
+const CRASH_WHILE_BROKEN: &str = "if [ -e broken ]; then exit 1; fi; exec sleep 3600";
+
+fn last_pid(seen: &[WorkerEvent], worker: &str) -> Option<u32> {
+    seen.iter().rev().find_map(|e| match e {
+        WorkerEvent::Started { name, pid } if name == worker => Some(*pid),
+        _ => None,
+    })
+}
+
+#[tokio::test]
+async fn a_worker_with_its_own_intensity_fails_alone_and_its_siblings_keep_running() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken"), "").unwrap();
+    // The supervisor allows a single restart; the crasher's own limit is two,
+    // counted apart, so the supervisor never gives up.
+    let sup = Supervisor::builder()
+        .strategy(Strategy::OneForAll)
+        .max_restarts(1, Duration::from_secs(60))
+        .start();
+    let mut events = sup.subscribe();
+    sup.start_worker(sleeper("a")).await.unwrap();
+    sup.start_worker(sleeper("c")).await.unwrap();
+    let crasher = script("crasher", CRASH_WHILE_BROKEN)
+        .current_dir(dir.path())
+        .max_restarts(2, Duration::from_secs(60));
+    sup.start_worker(crasher).await.unwrap();
+
+    let seen = wait_event(&mut events, |e| matches!(e, WorkerEvent::Failed { .. })).await;
+    let WorkerEvent::Failed { name, reason } = seen.last().unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(name, "crasher");
+    assert!(
+        reason.contains("worker crasher: more than 2 restarts"),
+        "{reason}"
+    );
+    assert!(reason.contains("exit code 1, exit code 1"), "{reason}");
+    assert!(
+        !seen.iter().any(|e| matches!(e, WorkerEvent::GaveUp { .. })),
+        "{seen:?}"
+    );
+    // Its two crashes within the limit restarted the group, as OneForAll
+    // does; the one over the limit restarted no one.
+    let starts_of_a = seen
+        .iter()
+        .filter(|e| matches!(e, WorkerEvent::Started { name, .. } if name == "a"))
+        .count();
+    assert_eq!(starts_of_a, 3, "{seen:?}");
+    let (a, c) = (last_pid(&seen, "a").unwrap(), last_pid(&seen, "c").unwrap());
+    let status = sup.status().await;
+    assert_eq!(status[0].state, WorkerState::Running { pid: a });
+    assert_eq!(status[1].state, WorkerState::Running { pid: c });
+    assert!(
+        matches!(&status[2].state, WorkerState::Failed { reason: r } if r == reason),
+        "{status:?}"
+    );
+    assert_eq!((status[2].restarts, status[2].pid), (2, None));
+
+    // Nothing is restarted or stopped afterwards. (Absence takes some time to show.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(ev) = events.try_recv() {
+        assert!(
+            !matches!(
+                ev,
+                WorkerEvent::Started { .. }
+                    | WorkerEvent::Exited { .. }
+                    | WorkerEvent::GaveUp { .. }
+            ),
+            "after the crasher failed: {ev:?}"
+        );
+    }
+    let pids: Vec<Option<u32>> = sup.status().await.iter().map(|s| s.pid).collect();
+    assert_eq!(pids, [Some(a), Some(c), None]);
+
+    // The supervisor's own budget is untouched: a's crash restarts the group,
+    // in which the failed crasher stays down.
+    sigkill(a);
+    let seen = wait_event(
+        &mut events,
+        |e| matches!(e, WorkerEvent::Started { name, .. } if name == "c"),
+    )
+    .await;
+    let bad = |e: &WorkerEvent| match e {
+        WorkerEvent::GaveUp { .. } => true,
+        WorkerEvent::Started { name, .. } => name == "crasher",
+        _ => false,
+    };
+    assert!(!seen.iter().any(bad), "{seen:?}");
+    let s = sup.worker_status("crasher").await.unwrap();
+    assert!(matches!(s.state, WorkerState::Failed { .. }), "{s:?}");
+
+    // The operator fixes the cause and brings it back.
+    std::fs::remove_file(dir.path().join("broken")).unwrap();
+    let pid = sup.start_existing("crasher").await.unwrap();
+    let s = sup.worker_status("crasher").await.unwrap();
+    assert_eq!(s.state, WorkerState::Running { pid });
+    sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn start_existing_brings_back_a_worker_failed_alone_with_a_fresh_history() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken"), "").unwrap();
+    let sup = Supervisor::builder().start();
+    let mut events = sup.subscribe();
+    let crasher = script("crasher", CRASH_WHILE_BROKEN)
+        .current_dir(dir.path())
+        .max_restarts(1, Duration::from_secs(60));
+    sup.start_worker(crasher).await.unwrap();
+    wait_event(&mut events, |e| matches!(e, WorkerEvent::Failed { .. })).await;
+    assert_eq!(sup.worker_status("crasher").await.unwrap().restarts, 1);
+
+    // Still broken: with a fresh history it is restarted once more before failing again.
+    sup.start_existing("crasher").await.unwrap();
+    let seen = wait_event(&mut events, |e| matches!(e, WorkerEvent::Failed { .. })).await;
+    let kinds: Vec<&str> = seen
+        .iter()
+        .map(|e| match e {
+            WorkerEvent::Started { .. } => "started",
+            WorkerEvent::Exited { .. } => "exited",
+            WorkerEvent::Restarting { .. } => "restarting",
+            WorkerEvent::Failed { .. } => "failed",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "started",
+            "exited",
+            "restarting",
+            "started",
+            "exited",
+            "failed"
+        ]
+    );
+    assert_eq!(sup.worker_status("crasher").await.unwrap().restarts, 2);
+
+    std::fs::remove_file(dir.path().join("broken")).unwrap();
+    let pid = sup.restart_worker("crasher").await.unwrap();
+    let s = sup.worker_status("crasher").await.unwrap();
+    assert_eq!(s.state, WorkerState::Running { pid });
+    sup.shutdown().await;
+}

@@ -66,8 +66,11 @@ pub enum WorkerEvent {
         /// The limit that was exceeded and the last exits.
         reason: String,
     },
-    /// The worker is down in the `Failed` state, because the supervisor gave up
-    /// or because its program could no longer be started.
+    /// The worker is down in the `Failed` state, because the supervisor gave up,
+    /// because the worker exceeded its own restart intensity
+    /// ([`WorkerSpec::max_restarts`](super::WorkerSpec::max_restarts); no
+    /// `GaveUp` then, the other workers run on), or because its program could
+    /// no longer be started.
     Failed {
         /// The worker's name.
         name: String,

@@ -1,7 +1,8 @@
 //! The supervisor's decisions, as pure functions of their inputs.
 //!
-//! Should this exit be restarted? Has restart intensity been exceeded? Which
-//! workers does the strategy restart, and in which order are they stopped?
+//! Should this exit be restarted? Has restart intensity been exceeded, the
+//! worker's own or the supervisor's, and who fails then? Which workers does
+//! the strategy restart, and in which order are they stopped?
 //! How long is the backoff? Nothing here touches a process, a clock or a
 //! channel: the owning task (runner.rs) passes `now` and randomness in, which
 //! keeps these rules unit-tested without processes.
@@ -10,7 +11,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use super::spec::{Backoff, Restart, Strategy};
+use super::spec::{Backoff, Intensity, Restart, Strategy};
 use super::status::Exit;
 
 /// Whether an exit is normal: one of the normal codes. A signal is never normal.
@@ -54,21 +55,35 @@ pub(crate) enum Verdict {
     GiveUp(String),
 }
 
-/// Restart intensity: at most `max` restarts within any `period`.
+/// Restart intensity and the restarts it counts: at most `max` restarts
+/// within any `period`. The supervisor has one; so does each worker with its
+/// own [`Intensity`](super::spec::Intensity).
 #[derive(Debug)]
-pub(crate) struct Intensity {
+pub(crate) struct RestartHistory {
     max: u32,
     period: Duration,
+    /// The worker whose own history this is; `None` for the supervisor's.
+    owner: Option<String>,
     /// Recent restarts: when, which worker, and the exit that caused it.
     history: VecDeque<(Instant, String, Exit)>,
 }
 
-impl Intensity {
+impl RestartHistory {
+    /// The supervisor's history, shared by the workers without their own.
     pub(crate) fn new(max: u32, period: Duration) -> Self {
-        Intensity {
+        RestartHistory {
             max,
             period,
+            owner: None,
             history: VecDeque::new(),
+        }
+    }
+
+    /// A worker's own history, by its own intensity.
+    pub(crate) fn of_worker(worker: &str, intensity: Intensity) -> Self {
+        RestartHistory {
+            owner: Some(worker.to_owned()),
+            ..Self::new(intensity.max_restarts, intensity.period)
         }
     }
 
@@ -86,19 +101,25 @@ impl Intensity {
         if self.history.len() as u64 <= u64::from(self.max) {
             return Verdict::Restart;
         }
-        let last: Vec<String> = self
-            .history
-            .iter()
-            .rev()
-            .take(5)
-            .map(|(_, name, exit)| format!("{name}: {exit}"))
-            .collect();
-        let reason = format!(
-            "more than {} restarts in {:?}; last exits: {}",
-            self.max,
-            self.period,
-            last.join(", ")
-        );
+        let last = self.history.iter().rev().take(5);
+        let reason = match &self.owner {
+            None => format!(
+                "more than {} restarts in {:?}; last exits: {}",
+                self.max,
+                self.period,
+                last.map(|(_, name, exit)| format!("{name}: {exit}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some(owner) => format!(
+                "worker {owner}: more than {} restarts in {:?} (its own limit); last exits: {}",
+                self.max,
+                self.period,
+                last.map(|(_, _, exit)| exit.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         self.history.clear();
         Verdict::GiveUp(reason)
     }
@@ -107,6 +128,58 @@ impl Intensity {
     pub(crate) fn clear(&mut self) {
         self.history.clear();
     }
+}
+
+/// What follows a crash that the worker's restart type restarts.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CrashVerdict {
+    /// Within the limits: restart it (and its strategy's group).
+    Restart,
+    /// The worker's own intensity is exceeded: it alone fails, for this
+    /// reason; no group restart, the supervisor goes on.
+    FailWorker(String),
+    /// The supervisor's intensity is exceeded: it gives up on every worker.
+    GiveUp(String),
+}
+
+/// Counts a crash of `worker` at `now` in the history it belongs to: the
+/// worker's own (`own`) if it has one, else the supervisor's.
+pub(crate) fn judge_crash(
+    own: Option<&mut RestartHistory>,
+    supervisor: &mut RestartHistory,
+    now: Instant,
+    worker: &str,
+    exit: Exit,
+) -> CrashVerdict {
+    match own {
+        Some(own) => match own.record(now, worker, exit) {
+            Verdict::Restart => CrashVerdict::Restart,
+            Verdict::GiveUp(reason) => CrashVerdict::FailWorker(reason),
+        },
+        None => match supervisor.record(now, worker, exit) {
+            Verdict::Restart => CrashVerdict::Restart,
+            Verdict::GiveUp(reason) => CrashVerdict::GiveUp(reason),
+        },
+    }
+}
+
+/// Which histories an operator's start of a worker forgets: none unless the
+/// worker was `Failed`; then its own if it has one, else the supervisor's.
+/// (A worker failed alone leaves the others' budget as it is.)
+pub(crate) fn operator_start_forgets(failed: bool, has_own: bool) -> Forget {
+    match (failed, has_own) {
+        (false, _) => Forget::Nothing,
+        (true, true) => Forget::Own,
+        (true, false) => Forget::Supervisor,
+    }
+}
+
+/// See [`operator_start_forgets`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Forget {
+    Nothing,
+    Own,
+    Supervisor,
 }
 
 /// The delay before the `streak`-th consecutive restart (1-based); zero
@@ -172,7 +245,7 @@ mod tests {
     #[test]
     fn intensity_gives_up_on_more_than_max_restarts_within_the_period() {
         let t0 = Instant::now();
-        let mut i = Intensity::new(2, Duration::from_secs(5));
+        let mut i = RestartHistory::new(2, Duration::from_secs(5));
         assert_eq!(i.record(t0, "a", Exit::Code(1)), Verdict::Restart);
         assert_eq!(
             i.record(t0 + Duration::from_secs(1), "a", Exit::Code(1)),
@@ -190,7 +263,7 @@ mod tests {
     #[test]
     fn restarts_older_than_the_period_are_forgotten() {
         let t0 = Instant::now();
-        let mut i = Intensity::new(1, Duration::from_secs(5));
+        let mut i = RestartHistory::new(1, Duration::from_secs(5));
         assert_eq!(i.record(t0, "a", Exit::Code(1)), Verdict::Restart);
         let later = t0 + Duration::from_secs(6);
         assert_eq!(i.record(later, "a", Exit::Code(1)), Verdict::Restart);
@@ -198,11 +271,96 @@ mod tests {
 
     #[test]
     fn zero_max_restarts_gives_up_at_the_first_crash() {
-        let mut i = Intensity::new(0, Duration::from_secs(5));
+        let mut i = RestartHistory::new(0, Duration::from_secs(5));
         assert!(matches!(
             i.record(Instant::now(), "a", Exit::Code(1)),
             Verdict::GiveUp(_)
         ));
+    }
+
+    fn own(max_restarts: u32) -> RestartHistory {
+        RestartHistory::of_worker(
+            "w",
+            Intensity {
+                max_restarts,
+                period: Duration::from_secs(5),
+            },
+        )
+    }
+
+    #[test]
+    fn a_worker_with_its_own_intensity_fails_alone_and_spares_the_supervisors_budget() {
+        let t0 = Instant::now();
+        let mut sup = RestartHistory::new(0, Duration::from_secs(5));
+        let mut w = own(1);
+        let v = judge_crash(Some(&mut w), &mut sup, t0, "w", Exit::Code(1));
+        assert_eq!(v, CrashVerdict::Restart);
+        match judge_crash(Some(&mut w), &mut sup, t0, "w", Exit::Signal(9)) {
+            CrashVerdict::FailWorker(reason) => {
+                assert!(
+                    reason.starts_with("worker w: more than 1 restarts"),
+                    "{reason}"
+                );
+                assert!(
+                    reason.ends_with("last exits: signal 9 (SIGKILL), exit code 1"),
+                    "{reason}"
+                );
+            }
+            v => panic!("expected the worker to fail alone, got {v:?}"),
+        }
+        // The supervisor's budget (0) was never touched: one crash of a
+        // worker without its own intensity still is its first.
+        assert!(matches!(
+            judge_crash(None, &mut sup, t0, "x", Exit::Code(1)),
+            CrashVerdict::GiveUp(_)
+        ));
+    }
+
+    #[test]
+    fn workers_without_their_own_intensity_count_against_the_supervisor() {
+        let t0 = Instant::now();
+        let mut sup = RestartHistory::new(1, Duration::from_secs(5));
+        let mut w = own(0);
+        assert_eq!(
+            judge_crash(None, &mut sup, t0, "a", Exit::Code(1)),
+            CrashVerdict::Restart
+        );
+        match judge_crash(None, &mut sup, t0, "b", Exit::Code(2)) {
+            CrashVerdict::GiveUp(reason) => {
+                assert!(
+                    reason.contains("b: exit code 2, a: exit code 1"),
+                    "{reason}"
+                )
+            }
+            v => panic!("expected the supervisor to give up, got {v:?}"),
+        }
+        // A worker's own limit of 0 fails it at its first crash.
+        assert!(matches!(
+            judge_crash(Some(&mut w), &mut sup, t0, "w", Exit::Code(1)),
+            CrashVerdict::FailWorker(_)
+        ));
+    }
+
+    #[test]
+    fn a_workers_own_restarts_older_than_its_period_are_forgotten() {
+        let t0 = Instant::now();
+        let mut sup = RestartHistory::new(0, Duration::from_secs(5));
+        let mut w = own(1);
+        let later = t0 + Duration::from_secs(6);
+        for at in [t0, later] {
+            assert_eq!(
+                judge_crash(Some(&mut w), &mut sup, at, "w", Exit::Code(1)),
+                CrashVerdict::Restart
+            );
+        }
+    }
+
+    #[test]
+    fn an_operator_start_of_a_failed_worker_forgets_the_history_that_failed_it() {
+        assert_eq!(operator_start_forgets(false, true), Forget::Nothing);
+        assert_eq!(operator_start_forgets(false, false), Forget::Nothing);
+        assert_eq!(operator_start_forgets(true, true), Forget::Own);
+        assert_eq!(operator_start_forgets(true, false), Forget::Supervisor);
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! spawn blocks only until the exec has happened.
 //!
 //! The operator's commands are in `runner/operator.rs`, what follows a crash
-//! (strategy groups, intensity, giving up) in `runner/group.rs`, and the
+//! (strategy groups, intensity, giving up, failing one worker alone) in
+//! `runner/group.rs`, and the
 //! per-worker record in `runner/worker.rs`.
 //!
 //! It stops after a shutdown (cancellation, or the last handle dropped):
@@ -32,7 +33,7 @@ use super::error::{Error, Result};
 use super::event::WorkerEvent;
 use super::jsonl::{self, Channel};
 use super::output::{self, Stream};
-use super::policy::Intensity;
+use super::policy::RestartHistory;
 use super::process::{self, Control, ExitNote};
 use super::spec::{Strategy, WorkerSpec};
 use super::status::{Exit, Tail, WorkerState, WorkerStatus};
@@ -91,7 +92,8 @@ pub(crate) struct Config {
 /// The owning task's state.
 pub(crate) struct Runner {
     strategy: Strategy,
-    intensity: Intensity,
+    /// The supervisor-wide restart intensity, for workers without their own.
+    intensity: RestartHistory,
     /// In start order.
     workers: Vec<Worker>,
     next_key: u64,
@@ -115,7 +117,7 @@ impl Runner {
     ) -> Self {
         Runner {
             strategy: config.strategy,
-            intensity: Intensity::new(config.max_restarts, config.period),
+            intensity: RestartHistory::new(config.max_restarts, config.period),
             workers: Vec::new(),
             next_key: 1,
             next_generation: 1,

@@ -1,4 +1,5 @@
-//! What to run and how to treat it: [`WorkerSpec`], [`Restart`], [`Strategy`], [`Backoff`].
+//! What to run and how to treat it: [`WorkerSpec`], [`Restart`], [`Strategy`], [`Backoff`],
+//! [`Intensity`].
 //!
 //! Plain data, built with chained methods and compared with `==` (the agent
 //! restarts only the workers whose spec changed). No task runs here.
@@ -76,6 +77,20 @@ impl Backoff {
     }
 }
 
+/// A worker's own restart intensity: more than `max_restarts` restarts within
+/// `period` and the supervisor gives up on that worker alone (see
+/// [`WorkerSpec::max_restarts`]).
+///
+/// In JSON: `{"max_restarts": 3, "period": 5000}` (period in milliseconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Intensity {
+    /// Restarts allowed within `period`; one more and the worker fails.
+    pub max_restarts: u32,
+    /// The sliding window the restarts are counted in.
+    #[serde(with = "duration_ms")]
+    pub period: Duration,
+}
+
 /// Everything the supervisor needs to run one worker.
 ///
 /// The program is executed directly with its arguments (never through a
@@ -115,6 +130,10 @@ pub struct WorkerSpec {
     /// Whether the worker speaks the JSON-lines call protocol on stdin/stdout.
     #[serde(default)]
     pub jsonl: bool,
+    /// The worker's own restart intensity; `None` counts its restarts against
+    /// the supervisor's (see [`max_restarts`](Self::max_restarts)).
+    #[serde(default)]
+    pub intensity: Option<Intensity>,
 }
 
 impl WorkerSpec {
@@ -132,6 +151,7 @@ impl WorkerSpec {
             normal_exit_codes: default_normal_codes(),
             backoff: None,
             jsonl: false,
+            intensity: None,
         }
     }
 
@@ -190,6 +210,34 @@ impl WorkerSpec {
     /// Declares that the worker speaks the JSON-lines call protocol.
     pub fn jsonl(mut self) -> Self {
         self.jsonl = true;
+        self
+    }
+
+    /// Gives the worker its own restart intensity (supervisord's per-program
+    /// `startretries`): more than `max_restarts` restarts within `period` and
+    /// the supervisor gives up on this worker alone.
+    ///
+    /// - Its crashes are counted in its own history, not against the
+    ///   supervisor's [`max_restarts`](super::Builder::max_restarts).
+    /// - When it exceeds its limit, it goes to
+    ///   [`WorkerState::Failed`](super::WorkerState::Failed) (the reason names
+    ///   it and its last exits) and [`WorkerEvent::Failed`](super::WorkerEvent::Failed)
+    ///   is sent; it is not restarted again, not even by a sibling's group
+    ///   restart, until [`restart_worker`](super::Supervisor::restart_worker) or
+    ///   [`start_existing`](super::Supervisor::start_existing) brings it back
+    ///   with a fresh history. The other workers keep running and the
+    ///   supervisor does not give up.
+    /// - With [`Strategy::OneForAll`] or [`Strategy::RestForOne`], its crash
+    ///   within the limit restarts its group as usual; the crash that exceeds
+    ///   the limit restarts no one: it fails alone and its siblings keep
+    ///   running.
+    /// - A group restart caused by a sibling's crash is counted where that
+    ///   sibling's crashes are (its own history or the supervisor's), not here.
+    pub fn max_restarts(mut self, max_restarts: u32, period: Duration) -> Self {
+        self.intensity = Some(Intensity {
+            max_restarts,
+            period,
+        });
         self
     }
 }
@@ -255,7 +303,8 @@ mod tests {
                 Duration::from_millis(100),
                 Duration::from_secs(5),
             ))
-            .jsonl();
+            .jsonl()
+            .max_restarts(4, Duration::from_secs(30));
         let json = serde_json::to_string(&spec).unwrap();
         let back: WorkerSpec = serde_json::from_str(&json).unwrap();
         assert_eq!(spec, back);
@@ -269,5 +318,18 @@ mod tests {
         assert_eq!(spec.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
         assert_eq!(spec.stop_signal, Signal::SIGINT);
         assert_eq!(spec.normal_exit_codes, vec![0]);
+        assert_eq!(spec.intensity, None);
+    }
+
+    #[test]
+    fn a_workers_own_intensity_reads_from_json_with_the_period_in_ms() {
+        let spec: WorkerSpec = serde_json::from_str(
+            r#"{"name":"a","program":"sleep","intensity":{"max_restarts":2,"period":10000}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            spec,
+            WorkerSpec::new("a", "sleep").max_restarts(2, Duration::from_secs(10))
+        );
     }
 }

@@ -73,8 +73,9 @@ pub enum WorkerState {
         /// How it ended.
         exit: Exit,
     },
-    /// The supervisor gave up on it: restart intensity was exceeded.
-    /// `restart_worker` or `start_existing` brings it back.
+    /// The supervisor gave up on it: restart intensity was exceeded (the
+    /// supervisor's, or the worker's own), or its program could no longer be
+    /// started. `restart_worker` or `start_existing` brings it back.
     Failed {
         /// The limit that was exceeded and the last exits.
         reason: String,

@@ -1,7 +1,8 @@
 //! What happens after a crash: the restart type, restart intensity and the
 //! strategy decide (via policy.rs), and this file carries it out: the group
 //! of workers to restart, their stop in reverse start order (one at a time,
-//! through the stop queue), their start in start order, and giving up.
+//! through the stop queue), their start in start order, giving up, and
+//! failing one worker alone when its own intensity is exceeded.
 //!
 //! Methods of the runner (runner.rs), run inside its loop; no task of their own.
 
@@ -9,8 +10,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::super::error::Error;
 use super::super::event::WorkerEvent;
-use super::super::policy::{self, Verdict};
+use super::super::policy::{self, CrashVerdict};
 use super::super::spec::Restart;
 use super::super::status::{Exit, WorkerState};
 use super::{Intent, Runner};
@@ -38,12 +40,17 @@ impl Runner {
             return;
         }
         tracing::warn!(worker = %w.name, %exit, "worker crashed");
-        if let Verdict::GiveUp(reason) =
-            self.intensity
-                .record(Instant::now().into_std(), &w.name, exit)
-        {
-            self.give_up(reason);
-            return;
+        let now = Instant::now().into_std();
+        match policy::judge_crash(w.history.as_mut(), &mut self.intensity, now, &w.name, exit) {
+            CrashVerdict::Restart => {}
+            CrashVerdict::FailWorker(reason) => {
+                self.fail_alone(idx, reason);
+                return;
+            }
+            CrashVerdict::GiveUp(reason) => {
+                self.give_up(reason);
+                return;
+            }
         }
         let w = &mut self.workers[idx];
         w.streak += 1;
@@ -130,6 +137,25 @@ impl Runner {
             });
         }
         self.pump_stops();
+    }
+
+    /// The worker's own intensity is exceeded: it alone goes to `Failed` and
+    /// stays there until the operator starts it. Its process has already
+    /// ended (its crash is what counted); no group restart follows and the
+    /// other workers are left as they are.
+    pub(super) fn fail_alone(&mut self, idx: usize, reason: String) {
+        self.detach(idx);
+        let w = &mut self.workers[idx];
+        tracing::error!(worker = %w.name, %reason, "worker failed: its restart intensity was exceeded");
+        w.start_at = None;
+        w.set_state(WorkerState::Failed {
+            reason: reason.clone(),
+        });
+        w.settle(|| Error::GaveUp {
+            reason: reason.clone(),
+        });
+        let name = w.spec.name.clone();
+        self.emit(WorkerEvent::Failed { name, reason });
     }
 
     /// Sends the stop to the head of the stop queue, once the previous one is down.

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::super::error::{Error, Result};
 use super::super::event::WorkerEvent;
 use super::super::jsonl::Channel;
+use super::super::policy::{self, Forget, RestartHistory};
 use super::super::spec::WorkerSpec;
 use super::super::status::WorkerState;
 use super::{Command, Intent, Reply, Runner, Waiter, Worker};
@@ -70,6 +71,9 @@ impl Runner {
         }
         let key = self.next_key;
         self.next_key += 1;
+        let history = spec
+            .intensity
+            .map(|i| RestartHistory::of_worker(&spec.name, i));
         self.workers.push(Worker {
             key,
             name: spec.name.as_str().into(),
@@ -83,6 +87,7 @@ impl Runner {
             waiters: Vec::new(),
             start_at: None,
             streak: 0,
+            history,
             output: Arc::default(),
         });
         let idx = self.workers.len() - 1;
@@ -150,9 +155,13 @@ impl Runner {
 
     /// Starts a worker that has no process, at the operator's request.
     pub(super) async fn start_resting(&mut self, idx: usize, reply: Reply<u32>) {
-        if matches!(self.workers[idx].state, WorkerState::Failed { .. }) {
-            // The operator takes over from a supervisor that gave up.
-            self.intensity.clear();
+        let w = &mut self.workers[idx];
+        let failed = matches!(w.state, WorkerState::Failed { .. });
+        // The operator takes over from a supervisor that gave up (on all, or on this one).
+        match policy::operator_start_forgets(failed, w.history.is_some()) {
+            Forget::Nothing => {}
+            Forget::Own => w.history.iter_mut().for_each(RestartHistory::clear),
+            Forget::Supervisor => self.intensity.clear(),
         }
         self.workers[idx].streak = 0;
         let _ = reply.send(self.spawn(idx).await);

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::super::error::Error;
 use super::super::jsonl::Channel;
 use super::super::output::Output;
+use super::super::policy::RestartHistory;
 use super::super::process::Control;
 use super::super::spec::WorkerSpec;
 use super::super::status::{Exit, WorkerState, WorkerStatus};
@@ -65,6 +66,9 @@ pub(super) struct Worker {
     pub(super) start_at: Option<Instant>,
     /// Consecutive restarts, for the backoff.
     pub(super) streak: u32,
+    /// Its own restart intensity and history (`spec.intensity`); `None`:
+    /// its crashes count against the supervisor's.
+    pub(super) history: Option<RestartHistory>,
     pub(super) output: Arc<Output>,
 }
 
