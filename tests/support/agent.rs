@@ -53,6 +53,11 @@ impl Spec {
         self
     }
 
+    pub fn seed_addr(mut self, addr: &str) -> Spec {
+        self.seeds.push(addr.into());
+        self
+    }
+
     pub fn tag(mut self, tag: &str) -> Spec {
         self.tags.push(tag.into());
         self

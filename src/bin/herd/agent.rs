@@ -22,9 +22,10 @@ pub struct Args {
     /// Gossip address (UDP) [default: 127.0.0.1:7946].
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Address peers gossip to, if not the listen address.
+    /// Address peers gossip to, if not the listen address: ip:port, or host:port resolved
+    /// once at start (a container's own host name, say).
     #[arg(long)]
-    advertise: Option<SocketAddr>,
+    advertise: Option<String>,
     /// A seed (ip:port or host:port); repeat for more.
     #[arg(long)]
     seed: Vec<String>,
@@ -54,6 +55,21 @@ fn host_name() -> String {
         .unwrap_or_else(|| "herd".to_string())
 }
 
+/// Resolves `host:port` (or takes `ip:port`) to one address, preferring IPv4.
+fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .with_context(|| format!("--advertise {addr:?} is not an ip:port or a resolvable host:port"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .with_context(|| format!("--advertise {addr:?} resolves to no address"))
+}
+
 /// Merges defaults, the agent file and the flags, in that order.
 fn settings(args: Args, api: Option<&str>) -> anyhow::Result<AgentSettings> {
     let file = match &args.config {
@@ -65,7 +81,10 @@ fn settings(args: Args, api: Option<&str>) -> anyhow::Result<AgentSettings> {
     if let Some(listen) = args.listen.or(file.listen) {
         settings.listen = listen;
     }
-    settings.advertise = args.advertise.or(file.advertise);
+    settings.advertise = match args.advertise {
+        Some(advertise) => Some(resolve(&advertise)?),
+        None => file.advertise,
+    };
     settings.seeds = if args.seed.is_empty() { file.seeds } else { args.seed };
     if let Some(cluster_id) = args.cluster_id.or(file.cluster_id) {
         settings.cluster_id = cluster_id;
