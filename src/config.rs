@@ -47,7 +47,9 @@
 mod agent_file;
 mod cluster;
 mod error;
+mod store;
 mod toml_read;
+mod versioned;
 
 pub use agent_file::AgentFile;
 pub use cluster::{
@@ -55,3 +57,5 @@ pub use cluster::{
     DEFAULT_PERIOD, DEFAULT_SHUTDOWN_TIMEOUT, GROUP_TAG, MAX_NAME_LEN,
 };
 pub use error::{ConfigError, Scope};
+pub use store::{ConfigStore, Loaded, StoreError, STORE_FILE};
+pub use versioned::{DecodeError, VersionedConfig, ENCODING_FORMAT, PUSHED_ORIGIN};

@@ -42,14 +42,14 @@ const WORKER_KEYS: &[&str] = &[
 ];
 
 /// The whole cluster's workers, as validated from the cluster config file.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterConfig {
     /// Every worker, in file order; names are unique.
     pub workers: Vec<WorkerConfig>,
 }
 
 /// One `[[worker]]` of the cluster config.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerConfig {
     /// Unique name: 1 to 64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
     pub name: String,
