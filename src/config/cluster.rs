@@ -131,11 +131,15 @@ impl ClusterConfig {
     /// The workers a node with these tags runs, in file order.
     pub fn workers_for<'a>(
         &'a self,
-        tags: &'a BTreeMap<String, String>,
+        tags: &BTreeMap<String, String>,
     ) -> impl Iterator<Item = &'a WorkerConfig> + 'a {
-        self.workers
-            .iter()
-            .filter(move |worker| worker.runs_on(tags))
+        let node_groups: Vec<String> = groups_of(tags).map(str::to_owned).collect();
+        self.workers.iter().filter(move |worker| {
+            selects(
+                worker.group.as_deref(),
+                node_groups.iter().map(String::as_str),
+            )
+        })
     }
 
     /// The worker with this name.
@@ -148,10 +152,7 @@ impl WorkerConfig {
     /// Whether a node with these tags runs this worker: always without a group,
     /// otherwise when the node's `group` tag lists the group.
     pub fn runs_on(&self, tags: &BTreeMap<String, String>) -> bool {
-        match &self.group {
-            None => true,
-            Some(group) => groups_of(tags).any(|g| g == group),
-        }
+        selects(self.group.as_deref(), groups_of(tags))
     }
 
     /// The supervisor's spec: name, program, args, env, working directory,
@@ -182,6 +183,11 @@ pub fn groups_of(tags: &BTreeMap<String, String>) -> impl Iterator<Item = &str> 
         .flat_map(|list| list.split(','))
         .map(str::trim)
         .filter(|group| !group.is_empty())
+}
+
+/// Whether a worker of `group` runs on a node of `node_groups`.
+fn selects<'g>(group: Option<&str>, mut node_groups: impl Iterator<Item = &'g str>) -> bool {
+    group.is_none_or(|group| node_groups.any(|g| g == group))
 }
 
 /// Whether `name` can name a worker or group: 1 to 64 of `A-Z a-z 0-9 . _ -`,

@@ -11,7 +11,7 @@ fn config(version: u64, text: &str, by: &str) -> VersionedConfig {
 }
 
 /// A config of `n` workers, about 330 bytes each.
-pub(crate) fn generated(n: usize) -> String {
+fn generated(n: usize) -> String {
     let mut text = String::new();
     for i in 0..n {
         text.push_str(&format!(
