@@ -218,10 +218,10 @@ fn name_problem(name: &str) -> Option<String> {
 }
 
 fn no_nul(table: &Table<'_, '_>, field: &str, value: &str) -> Result<(), ConfigError> {
-    match value.contains('\0') {
-        true => Err(table.invalid(field, format!("{value:?} contains a NUL character"))),
-        false => Ok(()),
+    if value.contains('\0') {
+        return Err(table.invalid(field, format!("{value:?} contains a NUL character")));
     }
+    Ok(())
 }
 
 /// Reads one `[[worker]]` table, naming it in errors once its name is known.
