@@ -1,0 +1,219 @@
+//! [`AgentFile`]: the settings of one `herd agent`, read from `--config herd.toml`.
+//!
+//! Every setting is optional here; the agent applies its flags over the file and
+//! its defaults over both. Keys are snake_case; unknown keys are rejected with
+//! their line and column.
+//!
+//! ```toml
+//! node_id = "media-1"
+//! listen = "0.0.0.0:7946"
+//! advertise = "10.0.0.5:7946"
+//! seeds = ["10.0.0.2:7946", "herd-0.herd:7946"]
+//! cluster_id = "prod"
+//! data_dir = "/var/lib/herd"
+//! api = "127.0.0.1:7947"
+//!
+//! [tags]
+//! group = "media,gpu"
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::error::{ConfigError, Scope};
+use super::toml_read::{Source, Table};
+
+const KEYS: &[&str] = &[
+    "node_id",
+    "listen",
+    "advertise",
+    "seeds",
+    "cluster_id",
+    "tags",
+    "data_dir",
+    "api",
+];
+
+/// The contents of an agent file; `None` or empty where the file says nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AgentFile {
+    /// This node's id.
+    pub node_id: Option<String>,
+    /// Gossip address to bind.
+    pub listen: Option<SocketAddr>,
+    /// Gossip address other nodes should use to reach this one.
+    pub advertise: Option<SocketAddr>,
+    /// Addresses (`host:port`, host names allowed) of nodes to join through.
+    pub seeds: Vec<String>,
+    /// Cluster id; nodes of other clusters are ignored.
+    pub cluster_id: Option<String>,
+    /// This node's tags (`group` lists its groups, comma-separated).
+    pub tags: BTreeMap<String, String>,
+    /// Where the last cluster config is kept.
+    pub data_dir: Option<PathBuf>,
+    /// HTTP API address to bind.
+    pub api: Option<SocketAddr>,
+}
+
+impl AgentFile {
+    /// Parses an agent file; `origin` names it in errors. An empty text is valid.
+    pub fn parse(text: &str, origin: &str) -> Result<AgentFile, ConfigError> {
+        let src = Source::new(text, origin);
+        let root = src.parse()?;
+        let t = Table::new(src, &root, 0, Scope::File);
+        t.deny_unknown(KEYS)?;
+        let address = "address (expected IP:PORT, like 127.0.0.1:7946)";
+        let file = AgentFile {
+            node_id: t.string("node_id")?,
+            listen: t.parsed("listen", address)?,
+            advertise: t.parsed("advertise", address)?,
+            seeds: t.strings("seeds")?,
+            cluster_id: t.string("cluster_id")?,
+            tags: t.string_map("tags")?,
+            data_dir: t.string("data_dir")?.map(PathBuf::from),
+            api: t.parsed("api", address)?,
+        };
+        for (field, value) in [("node_id", &file.node_id), ("cluster_id", &file.cluster_id)] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(t.invalid(field, "must not be empty"));
+            }
+        }
+        if file.seeds.iter().any(|seed| seed.trim().is_empty()) {
+            return Err(t.invalid("seeds", "a seed must not be empty"));
+        }
+        if file
+            .data_dir
+            .as_ref()
+            .is_some_and(|dir| dir.as_os_str().is_empty())
+        {
+            return Err(t.invalid("data_dir", "must not be empty"));
+        }
+        Ok(file)
+    }
+
+    /// Reads and parses the agent file at `path`; errors name the path.
+    pub fn load(path: impl AsRef<Path>) -> Result<AgentFile, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        AgentFile::parse(&text, &path.display().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+node_id = "media-1"
+listen = "0.0.0.0:7946"
+advertise = "10.0.0.5:7946"
+seeds = ["10.0.0.2:7946", "herd-0.herd:7946"]
+cluster_id = "prod"
+data_dir = "/var/lib/herd"
+api = "127.0.0.1:7947"
+
+[tags]
+group = "media,gpu"
+zone = "eu-1"
+"#;
+
+    fn error(text: &str) -> String {
+        AgentFile::parse(text, "herd.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_setting_is_read() {
+        let file = AgentFile::parse(FULL, "herd.toml").unwrap();
+        assert_eq!(file.node_id.as_deref(), Some("media-1"));
+        assert_eq!(file.listen, Some("0.0.0.0:7946".parse().unwrap()));
+        assert_eq!(file.advertise, Some("10.0.0.5:7946".parse().unwrap()));
+        assert_eq!(file.seeds, ["10.0.0.2:7946", "herd-0.herd:7946"]);
+        assert_eq!(file.cluster_id.as_deref(), Some("prod"));
+        assert_eq!(file.data_dir, Some(PathBuf::from("/var/lib/herd")));
+        assert_eq!(file.api, Some("127.0.0.1:7947".parse().unwrap()));
+        assert_eq!(file.tags["group"], "media,gpu");
+        assert_eq!(file.tags["zone"], "eu-1");
+    }
+
+    #[test]
+    fn an_empty_file_sets_nothing() {
+        assert_eq!(
+            AgentFile::parse("", "herd.toml").unwrap(),
+            AgentFile::default()
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_rejected_with_its_line_and_column() {
+        assert_eq!(
+            error("node_id = \"a\"\ndata-dir = \"/x\"\n"),
+            "herd.toml:2:1: unknown field \"data-dir\"; expected one of node_id, listen, \
+             advertise, seeds, cluster_id, tags, data_dir, api"
+        );
+    }
+
+    #[test]
+    fn an_invalid_address_is_quoted() {
+        let err = error("\nlisten = \"localhost\"\n");
+        assert!(
+            err.starts_with("herd.toml:2:10: field \"listen\": invalid address"),
+            "{err}"
+        );
+        assert!(err.contains("\"localhost\""), "{err}");
+    }
+
+    #[test]
+    fn tags_must_be_strings() {
+        let err = error("[tags]\nweight = 3\n");
+        assert_eq!(
+            err,
+            "herd.toml:2:10: field \"tags.weight\": expected a string, found integer 3"
+        );
+    }
+
+    #[test]
+    fn seeds_must_be_a_list_of_non_empty_strings() {
+        assert!(error("seeds = \"a:1\"\n").contains("expected an array of strings"));
+        assert!(error("seeds = [\"\"]\n").contains("a seed must not be empty"));
+    }
+
+    #[test]
+    fn a_syntax_error_has_its_line_and_column() {
+        assert!(error("node_id = \n").starts_with("herd.toml:1:11: "));
+    }
+
+    #[test]
+    fn loading_a_missing_file_names_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herd.toml");
+        let err = AgentFile::load(&path).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_loaded_file_names_its_path_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herd.toml");
+        std::fs::write(&path, "api = 7947\n").unwrap();
+        let err = AgentFile::load(&path).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}:1:7: ", path.display())),
+            "{err}"
+        );
+        std::fs::write(&path, FULL).unwrap();
+        assert_eq!(
+            AgentFile::load(&path).unwrap().node_id.as_deref(),
+            Some("media-1")
+        );
+    }
+}

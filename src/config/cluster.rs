@@ -1,0 +1,319 @@
+//! The cluster config file: which workers run, how, and on which groups of nodes.
+//!
+//! [`ClusterConfig::parse`] turns the TOML text into validated [`WorkerConfig`]s
+//! or a [`ConfigError`] naming the line, column, worker and field at fault.
+//! [`WorkerConfig::runs_on`] decides from a node's tags whether it runs a worker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::de::DeValue;
+
+use super::error::{ConfigError, Scope};
+use super::toml_read::{Source, Table};
+use crate::supervisor::{Restart, WorkerSpec};
+
+/// Restarts allowed within [`DEFAULT_PERIOD`] before a worker is given up on.
+pub const DEFAULT_MAX_RESTARTS: u32 = 3;
+/// Period over which restarts are counted.
+pub const DEFAULT_PERIOD: Duration = Duration::from_secs(5);
+/// Time a worker gets between the stop signal and SIGKILL.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = crate::supervisor::DEFAULT_SHUTDOWN_TIMEOUT;
+/// Longest worker (and group) name.
+pub const MAX_NAME_LEN: usize = 64;
+/// The node tag that lists the groups a node belongs to, comma-separated.
+pub const GROUP_TAG: &str = "group";
+
+const TOP_KEYS: &[&str] = &["worker"];
+const WORKER_KEYS: &[&str] = &[
+    "name",
+    "command",
+    "args",
+    "group",
+    "restart",
+    "max_restarts",
+    "period",
+    "shutdown_timeout",
+    "protocol",
+    "env",
+    "cwd",
+];
+
+/// The whole cluster's workers, as validated from the cluster config file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    /// Every worker, in file order; names are unique.
+    pub workers: Vec<WorkerConfig>,
+}
+
+/// One `[[worker]]` of the cluster config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerConfig {
+    /// Unique name: 1 to 64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
+    pub name: String,
+    /// Program to execute (a path, or a name looked up in `PATH`); never a shell line.
+    pub command: String,
+    /// Arguments after the program name.
+    pub args: Vec<String>,
+    /// The group whose nodes run the worker; every node when `None`.
+    pub group: Option<String>,
+    /// When the worker is restarted after it ends.
+    pub restart: Restart,
+    /// Restarts tolerated within [`period`](Self::period).
+    pub max_restarts: u32,
+    /// Period over which restarts are counted; never zero.
+    #[serde(with = "human_duration")]
+    pub period: Duration,
+    /// Time between the stop signal and SIGKILL.
+    #[serde(with = "human_duration")]
+    pub shutdown_timeout: Duration,
+    /// The call protocol the worker speaks on stdin/stdout, if any.
+    pub protocol: Option<Protocol>,
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Working directory; the agent's own when `None`.
+    pub cwd: Option<PathBuf>,
+}
+
+/// A call protocol a worker can speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// One JSON object per line on stdin and stdout.
+    Jsonl,
+}
+
+impl ClusterConfig {
+    /// Parses and validates a cluster config; `origin` names the text in errors
+    /// (a file path, or "pushed config"). A text without workers is valid.
+    pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
+        let src = Source::new(text, origin);
+        let root = src.parse()?;
+        let top = Table::new(src, &root, 0, Scope::File);
+        top.deny_unknown(TOP_KEYS)?;
+        let Some(list) = top.get("worker") else {
+            return Ok(ClusterConfig::default());
+        };
+        let Some(items) = list.get_ref().as_array() else {
+            return Err(top.invalid("worker", "expected [[worker]] tables"));
+        };
+        let mut workers = Vec::with_capacity(items.len());
+        let mut first_use: HashMap<String, usize> = HashMap::new();
+        for (index, item) in items.iter().enumerate() {
+            let number = index + 1;
+            let DeValue::Table(entries) = item.get_ref() else {
+                let table = Table::new(src, &root, item.span().start, Scope::WorkerNumber(number));
+                return Err(table.invalid("worker", "expected a table for each worker"));
+            };
+            let mut table =
+                Table::new(src, entries, item.span().start, Scope::WorkerNumber(number));
+            let worker = read_worker(&mut table)?;
+            let name_at = table
+                .get("name")
+                .map_or(item.span().start, |v| v.span().start);
+            if let Some(first_at) = first_use.insert(worker.name.clone(), name_at) {
+                let (line, column) = src.line_column(name_at);
+                return Err(ConfigError::DuplicateWorker {
+                    origin: src.origin(),
+                    line,
+                    column,
+                    name: worker.name,
+                    first_line: src.line_column(first_at).0,
+                });
+            }
+            workers.push(worker);
+        }
+        Ok(ClusterConfig { workers })
+    }
+
+    /// The workers a node with these tags runs, in file order.
+    pub fn workers_for<'a>(
+        &'a self,
+        tags: &BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'a WorkerConfig> + 'a {
+        let node_groups: Vec<String> = groups_of(tags).map(str::to_owned).collect();
+        self.workers.iter().filter(move |worker| {
+            selects(
+                worker.group.as_deref(),
+                node_groups.iter().map(String::as_str),
+            )
+        })
+    }
+
+    /// The worker with this name.
+    pub fn worker(&self, name: &str) -> Option<&WorkerConfig> {
+        self.workers.iter().find(|worker| worker.name == name)
+    }
+}
+
+impl WorkerConfig {
+    /// Whether a node with these tags runs this worker: always without a group,
+    /// otherwise when the node's `group` tag lists the group.
+    pub fn runs_on(&self, tags: &BTreeMap<String, String>) -> bool {
+        selects(self.group.as_deref(), groups_of(tags))
+    }
+
+    /// The supervisor's spec: name, program, args, env, working directory,
+    /// restart type, shutdown timeout and protocol. Restart intensity
+    /// (`max_restarts` within `period`) is left to the caller.
+    pub fn to_spec(&self) -> WorkerSpec {
+        let mut spec = WorkerSpec::new(&self.name, &self.command)
+            .args(self.args.iter().cloned())
+            .restart(self.restart)
+            .shutdown_timeout(self.shutdown_timeout);
+        for (key, value) in &self.env {
+            spec = spec.env(key, value);
+        }
+        if let Some(dir) = &self.cwd {
+            spec = spec.current_dir(dir);
+        }
+        match self.protocol {
+            Some(Protocol::Jsonl) => spec.jsonl(),
+            None => spec,
+        }
+    }
+}
+
+/// The groups a node belongs to: its `group` tag split on commas, trimmed, blanks dropped.
+pub fn groups_of(tags: &BTreeMap<String, String>) -> impl Iterator<Item = &str> {
+    tags.get(GROUP_TAG)
+        .into_iter()
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+        .filter(|group| !group.is_empty())
+}
+
+/// Whether a worker of `group` runs on a node of `node_groups`.
+fn selects<'g>(group: Option<&str>, mut node_groups: impl Iterator<Item = &'g str>) -> bool {
+    group.is_none_or(|group| node_groups.any(|g| g == group))
+}
+
+/// Whether `name` can name a worker or group: 1 to 64 of `A-Z a-z 0-9 . _ -`,
+/// starting with a letter or digit (so it is safe in a URL path and is never
+/// taken for a command-line flag).
+pub fn is_valid_name(name: &str) -> bool {
+    name_problem(name).is_none()
+}
+
+fn name_problem(name: &str) -> Option<String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() {
+        Some("must not be empty".into())
+    } else if name.len() > MAX_NAME_LEN {
+        Some(format!(
+            "{name:?} is {} characters long; at most {MAX_NAME_LEN} are allowed",
+            name.chars().count()
+        ))
+    } else if let Some(bad) = name.chars().find(|c| !allowed(*c)) {
+        Some(format!(
+            "{name:?} contains {bad:?}; only letters, digits, '.', '_' and '-' are allowed"
+        ))
+    } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        Some(format!("{name:?} must start with a letter or a digit"))
+    } else {
+        None
+    }
+}
+
+fn no_nul(table: &Table<'_, '_>, field: &str, value: &str) -> Result<(), ConfigError> {
+    if value.contains('\0') {
+        return Err(table.invalid(field, format!("{value:?} contains a NUL character")));
+    }
+    Ok(())
+}
+
+/// Reads one `[[worker]]` table, naming it in errors once its name is known.
+fn read_worker(t: &mut Table<'_, '_>) -> Result<WorkerConfig, ConfigError> {
+    let name = t.required_string("name")?;
+    if let Some(problem) = name_problem(&name) {
+        return Err(t.invalid("name", problem));
+    }
+    t.set_scope(Scope::Worker(name.clone()));
+    t.deny_unknown(WORKER_KEYS)?;
+
+    let command = t.required_string("command")?;
+    if command.trim().is_empty() {
+        return Err(t.invalid("command", "must not be empty"));
+    }
+    no_nul(t, "command", &command)?;
+    let args = t.strings("args")?;
+    for arg in &args {
+        no_nul(t, "args", arg)?;
+    }
+    let group = t.string("group")?;
+    if let Some(problem) = group.as_deref().and_then(name_problem) {
+        return Err(t.invalid("group", problem));
+    }
+    let restart = match t.string("restart")?.as_deref() {
+        None | Some("permanent") => Restart::Permanent,
+        Some("transient") => Restart::Transient,
+        Some("temporary") => Restart::Temporary,
+        Some(other) => {
+            let message =
+                format!("unknown restart {other:?}; expected permanent, transient or temporary");
+            return Err(t.invalid("restart", message));
+        }
+    };
+    let max_restarts = t.u32("max_restarts")?.unwrap_or(DEFAULT_MAX_RESTARTS);
+    let period = t.duration("period")?.unwrap_or(DEFAULT_PERIOD);
+    if period.is_zero() {
+        return Err(t.invalid("period", "must be longer than zero"));
+    }
+    let shutdown_timeout = t
+        .duration("shutdown_timeout")?
+        .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+    let protocol = match t.string("protocol")?.as_deref() {
+        None => None,
+        Some("jsonl") => Some(Protocol::Jsonl),
+        Some(other) => {
+            let message = format!("unknown protocol {other:?}; expected jsonl");
+            return Err(t.invalid("protocol", message));
+        }
+    };
+    let env = t.string_map("env")?;
+    for (key, value) in &env {
+        if key.is_empty() || key.contains(['=', '\0']) {
+            let message = format!("invalid variable name {key:?} (empty, or contains '=' or NUL)");
+            return Err(t.invalid("env", message));
+        }
+        no_nul(t, &format!("env.{key}"), value)?;
+    }
+    let cwd = t.string("cwd")?;
+    if cwd.as_deref().is_some_and(|dir| dir.trim().is_empty()) {
+        return Err(t.invalid("cwd", "must not be empty"));
+    }
+    Ok(WorkerConfig {
+        name,
+        command,
+        args,
+        group,
+        restart,
+        max_restarts,
+        period,
+        shutdown_timeout,
+        protocol,
+        env,
+        cwd: cwd.map(PathBuf::from),
+    })
+}
+
+/// Durations as humantime strings ("10s", "1m 30s") in JSON.
+mod human_duration {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+#[path = "cluster_tests.rs"]
+mod tests;

@@ -1,0 +1,209 @@
+//! [`VersionedConfig`]: a cluster config with its version, author, time and
+//! checksum; its text encoding, used on disk and in gossip; which of two wins.
+//!
+//! The encoding is one line of JSON header, a newline, then the config text
+//! exactly as pushed:
+//!
+//! ```text
+//! {"herd_config":1,"version":7,"pushed_by":"node-a","pushed_at_ms":1700000000000,"checksum":305419896,"len":412}
+//! [[worker]]
+//! name = "thumbnailer"
+//! ...
+//! ```
+//!
+//! Decoding checks the format, the length (a cut payload is "truncated"), the
+//! CRC-32 of the text, and parses the config again.
+
+use serde::{Deserialize, Serialize};
+
+use super::cluster::ClusterConfig;
+use super::error::ConfigError;
+
+/// The origin named in errors about a config that arrived by push or gossip.
+pub const PUSHED_ORIGIN: &str = "pushed config";
+/// The encoding's format number, written in every header.
+pub const ENCODING_FORMAT: u32 = 1;
+
+/// A validated cluster config with the version it was pushed as.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VersionedConfig {
+    /// Version; a higher one supersedes a lower one everywhere.
+    pub version: u64,
+    /// Id of the node whose API accepted the push.
+    pub pushed_by: String,
+    /// When the push was accepted, in milliseconds since the Unix epoch.
+    pub pushed_at_ms: u64,
+    /// The config text exactly as pushed.
+    pub text: String,
+    /// CRC-32 (IEEE) of `text`.
+    pub checksum: u32,
+    config: ClusterConfig,
+}
+
+/// Why an encoded config cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// No newline: there is no complete header line.
+    #[error("no header line (the payload is empty or cut inside its header)")]
+    MissingHeader,
+    /// The header line is not the expected JSON.
+    #[error("unreadable header {header:?}: {reason}")]
+    Header {
+        /// The header line (shortened).
+        header: String,
+        /// What the JSON reader said.
+        reason: String,
+    },
+    /// The header declares a format this build does not read.
+    #[error("unsupported format {found} (this build reads format {ENCODING_FORMAT})")]
+    Format {
+        /// The declared format.
+        found: u32,
+    },
+    /// Fewer bytes of text than the header announces.
+    #[error(
+        "truncated: the header announces {expected} bytes of config text, only {found} follow"
+    )]
+    Truncated {
+        /// Bytes announced.
+        expected: usize,
+        /// Bytes present.
+        found: usize,
+    },
+    /// More bytes of text than the header announces.
+    #[error("{found} bytes of config text follow the header, which announces {expected}")]
+    TrailingBytes {
+        /// Bytes announced.
+        expected: usize,
+        /// Bytes present.
+        found: usize,
+    },
+    /// The text does not hash to the checksum in the header.
+    #[error("checksum mismatch: the header says {expected:08x}, the text hashes to {found:08x}")]
+    Checksum {
+        /// Checksum in the header.
+        expected: u32,
+        /// Checksum of the text present.
+        found: u32,
+    },
+    /// The text is intact but is not a valid cluster config.
+    #[error("the config text is invalid: {0}")]
+    Invalid(#[from] ConfigError),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    herd_config: u32,
+    version: u64,
+    pushed_by: String,
+    pushed_at_ms: u64,
+    checksum: u32,
+    len: usize,
+}
+
+impl VersionedConfig {
+    /// Validates `text` (errors name [`PUSHED_ORIGIN`]) and stamps it with a version.
+    pub fn new(
+        version: u64,
+        text: impl Into<String>,
+        pushed_by: impl Into<String>,
+        pushed_at_ms: u64,
+    ) -> Result<VersionedConfig, ConfigError> {
+        let text = text.into();
+        let config = ClusterConfig::parse(&text, PUSHED_ORIGIN)?;
+        Ok(VersionedConfig {
+            version,
+            pushed_by: pushed_by.into(),
+            pushed_at_ms,
+            checksum: crc32fast::hash(text.as_bytes()),
+            text,
+            config,
+        })
+    }
+
+    /// The parsed config.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// Whether this config should replace `other`: the higher version wins; at
+    /// equal versions the higher checksum, then author, time and text decide, so
+    /// every node picks the same winner. A config never supersedes an equal one.
+    pub fn supersedes(&self, other: &VersionedConfig) -> bool {
+        self.rank() > other.rank()
+    }
+
+    fn rank(&self) -> (u64, u32, &str, u64, &str) {
+        (
+            self.version,
+            self.checksum,
+            &self.pushed_by,
+            self.pushed_at_ms,
+            &self.text,
+        )
+    }
+
+    /// The header line, a newline, then the text.
+    pub fn encode(&self) -> String {
+        let header = Header {
+            herd_config: ENCODING_FORMAT,
+            version: self.version,
+            pushed_by: self.pushed_by.clone(),
+            pushed_at_ms: self.pushed_at_ms,
+            checksum: self.checksum,
+            len: self.text.len(),
+        };
+        // A struct of strings and integers always serializes.
+        let header = serde_json::to_string(&header).unwrap_or_default();
+        let mut out = String::with_capacity(header.len() + 1 + self.text.len());
+        out.push_str(&header);
+        out.push('\n');
+        out.push_str(&self.text);
+        out
+    }
+
+    /// Reads what [`encode`](Self::encode) wrote, checking length, checksum and config.
+    pub fn decode(encoded: &str) -> Result<VersionedConfig, DecodeError> {
+        let (line, text) = encoded.split_once('\n').ok_or(DecodeError::MissingHeader)?;
+        let header: Header = serde_json::from_str(line).map_err(|err| DecodeError::Header {
+            header: shorten(line),
+            reason: err.to_string(),
+        })?;
+        if header.herd_config != ENCODING_FORMAT {
+            return Err(DecodeError::Format {
+                found: header.herd_config,
+            });
+        }
+        let (expected, found) = (header.len, text.len());
+        if found < expected {
+            return Err(DecodeError::Truncated { expected, found });
+        }
+        if found > expected {
+            return Err(DecodeError::TrailingBytes { expected, found });
+        }
+        let checksum = crc32fast::hash(text.as_bytes());
+        if checksum != header.checksum {
+            return Err(DecodeError::Checksum {
+                expected: header.checksum,
+                found: checksum,
+            });
+        }
+        Ok(VersionedConfig::new(
+            header.version,
+            text,
+            header.pushed_by,
+            header.pushed_at_ms,
+        )?)
+    }
+}
+
+fn shorten(line: &str) -> String {
+    match line.char_indices().nth(80) {
+        Some((cut, _)) => format!("{}...", &line[..cut]),
+        None => line.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[path = "versioned_tests.rs"]
+mod tests;

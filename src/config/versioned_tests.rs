@@ -1,0 +1,178 @@
+//! Specifications of versioned configs: encoding, decoding, ordering.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const TEXT: &str = "[[worker]]\nname = \"a\"\ncommand = \"true\"\n";
+
+fn config(version: u64, text: &str, by: &str) -> VersionedConfig {
+    VersionedConfig::new(version, text, by, 1_700_000_000_000).unwrap()
+}
+
+/// A config of `n` workers, about 330 bytes each.
+fn generated(n: usize) -> String {
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!(
+            "[[worker]]\nname = \"worker-{i:04}\"\ncommand = \"python3\"\n\
+             args = [\"workers/worker_{i}.py\", \"--queue\", \"jobs-{i}\", \"--verbose\"]\n\
+             group = \"group-{}\"\nrestart = \"transient\"\nmax_restarts = 5\nperiod = \"10s\"\n\
+             shutdown_timeout = \"3s\"\nprotocol = \"jsonl\"\n\
+             env = {{ LOG_LEVEL = \"info\", WORKER_INDEX = \"{i}\", QUEUE_URL = \"amqp://queue.internal:5672/jobs\" }}\n\
+             cwd = \"/srv/app/workers\"\n\n",
+            i % 7
+        ));
+    }
+    text
+}
+
+#[test]
+fn the_checksum_is_the_crc32_of_the_text() {
+    let c = config(1, TEXT, "node-a");
+    assert_eq!(c.checksum, crc32fast::hash(TEXT.as_bytes()));
+    assert_eq!(c.config().workers[0].name, "a");
+}
+
+#[test]
+fn an_invalid_text_gets_no_version() {
+    let err = VersionedConfig::new(1, "[[worker]]\nname = \"a\"\n", "node-a", 0).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "pushed config:1:1: worker \"a\": missing field \"command\""
+    );
+}
+
+#[test]
+fn an_encoded_config_decodes_to_itself() {
+    let c = config(7, TEXT, "node \"a\"\nwith a newline");
+    let encoded = c.encode();
+    assert_eq!(encoded.lines().count(), 1 + TEXT.lines().count());
+    assert_eq!(VersionedConfig::decode(&encoded).unwrap(), c);
+}
+
+#[test]
+fn the_header_is_self_describing_json() {
+    let c = config(7, TEXT, "node-a");
+    let encoded = c.encode();
+    let (header, text) = encoded.split_once('\n').unwrap();
+    let header: serde_json::Value = serde_json::from_str(header).unwrap();
+    assert_eq!(header["herd_config"], 1);
+    assert_eq!(header["version"], 7);
+    assert_eq!(header["pushed_by"], "node-a");
+    assert_eq!(header["len"], TEXT.len());
+    assert_eq!(text, TEXT);
+}
+
+#[test]
+fn an_empty_config_round_trips() {
+    let c = config(1, "", "node-a");
+    assert_eq!(VersionedConfig::decode(&c.encode()).unwrap(), c);
+}
+
+#[test]
+fn a_truncated_payload_says_how_much_is_missing() {
+    let encoded = config(1, TEXT, "node-a").encode();
+    let cut = &encoded[..encoded.len() - 5];
+    let err = VersionedConfig::decode(cut).unwrap_err();
+    assert!(matches!(err, DecodeError::Truncated { expected, found } if found + 5 == expected));
+    assert!(err.to_string().starts_with("truncated: "), "{err}");
+    let header_only = &encoded[..10];
+    assert!(matches!(
+        VersionedConfig::decode(header_only),
+        Err(DecodeError::MissingHeader)
+    ));
+    assert!(matches!(
+        VersionedConfig::decode(""),
+        Err(DecodeError::MissingHeader)
+    ));
+}
+
+#[test]
+fn a_flipped_byte_fails_the_checksum() {
+    let encoded = config(1, TEXT, "node-a").encode();
+    let corrupt = encoded.replacen("true", "trUe", 1);
+    let err = VersionedConfig::decode(&corrupt).unwrap_err();
+    assert!(matches!(err, DecodeError::Checksum { .. }), "{err}");
+    assert!(err.to_string().starts_with("checksum mismatch"), "{err}");
+}
+
+#[test]
+fn extra_bytes_after_the_text_are_rejected() {
+    let encoded = config(1, TEXT, "node-a").encode() + "junk";
+    let err = VersionedConfig::decode(&encoded).unwrap_err();
+    assert!(matches!(err, DecodeError::TrailingBytes { .. }), "{err}");
+}
+
+#[test]
+fn a_garbled_header_or_unknown_format_is_rejected() {
+    let err = VersionedConfig::decode("not json\n").unwrap_err();
+    assert!(matches!(err, DecodeError::Header { .. }), "{err}");
+    let encoded = config(1, TEXT, "node-a").encode();
+    let future = encoded.replacen("\"herd_config\":1", "\"herd_config\":2", 1);
+    let err = VersionedConfig::decode(&future).unwrap_err();
+    assert!(matches!(err, DecodeError::Format { found: 2 }), "{err}");
+}
+
+#[test]
+fn an_intact_payload_with_an_invalid_config_is_rejected() {
+    let text = "[[worker]]\nname = \"a\"\n";
+    let header = format!(
+        "{{\"herd_config\":1,\"version\":1,\"pushed_by\":\"x\",\"pushed_at_ms\":0,\"checksum\":{},\"len\":{}}}",
+        crc32fast::hash(text.as_bytes()),
+        text.len()
+    );
+    let err = VersionedConfig::decode(&format!("{header}\n{text}")).unwrap_err();
+    assert!(matches!(err, DecodeError::Invalid(_)), "{err}");
+    assert!(
+        err.to_string().contains("missing field \"command\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_higher_version_supersedes_a_lower_one() {
+    let old = config(1, TEXT, "node-z");
+    let new = config(2, "", "node-a");
+    assert!(new.supersedes(&old));
+    assert!(!old.supersedes(&new));
+}
+
+#[test]
+fn equal_versions_pick_the_same_winner_from_either_side() {
+    let a = config(3, TEXT, "node-a");
+    let b = config(3, "", "node-b");
+    assert_ne!(a.supersedes(&b), b.supersedes(&a));
+    let same_text = config(3, TEXT, "node-b");
+    assert!(same_text.supersedes(&a));
+    assert!(!a.supersedes(&same_text));
+}
+
+#[test]
+fn identical_content_never_supersedes_itself() {
+    let a = config(3, TEXT, "node-a");
+    assert!(!a.supersedes(&a.clone()));
+}
+
+#[test]
+fn a_config_of_300_workers_parses_quickly_and_round_trips() {
+    let text = generated(300);
+    assert!(text.len() > 90_000, "{} bytes", text.len());
+    let started = Instant::now();
+    let c = config(42, &text, "node-a");
+    let encoded = c.encode();
+    let decoded = VersionedConfig::decode(&encoded).unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(decoded, c);
+    assert_eq!(decoded.config().workers.len(), 300);
+    assert_eq!(decoded.config().workers[299].name, "worker-0299");
+    // Two parses of ~100 KB; generous for an unoptimized build on a busy machine.
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+}
+
+#[test]
+fn a_versioned_config_serializes_with_its_parsed_workers() {
+    let json = serde_json::to_value(config(5, TEXT, "node-a")).unwrap();
+    assert_eq!(json["version"], 5);
+    assert_eq!(json["config"]["workers"][0]["name"], "a");
+}
