@@ -90,18 +90,29 @@ impl Agent {
                 Some(Arc::new(config))
             }
             Ok(Loaded::Empty) => None,
-            Ok(Loaded::Corrupt { path, set_aside_as, reason }) => {
+            Ok(Loaded::Corrupt {
+                path,
+                set_aside_as,
+                reason,
+            }) => {
                 warn!(path = %path.display(), set_aside_as = %set_aside_as.display(), %reason, "the persisted cluster config is corrupt; set it aside, taking the config from peers");
                 None
             }
             Err(err) => return Err(AgentError::Store(err.to_string())),
         };
-        let listener = TcpListener::bind(settings.api)
-            .await
-            .map_err(|source| AgentError::ApiBind { addr: settings.api, source })?;
+        let listener =
+            TcpListener::bind(settings.api)
+                .await
+                .map_err(|source| AgentError::ApiBind {
+                    addr: settings.api,
+                    source,
+                })?;
         let api_addr = listener
             .local_addr()
-            .map_err(|source| AgentError::ApiBind { addr: settings.api, source })?;
+            .map_err(|source| AgentError::ApiBind {
+                addr: settings.api,
+                source,
+            })?;
 
         let mut builder = Node::builder(settings.node_id.clone())
             .listen(settings.listen)
@@ -158,7 +169,8 @@ impl Agent {
         };
         let app = crate::api::router(agent.clone());
         tracker.spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(api_cancel.cancelled_owned());
+            let serve =
+                axum::serve(listener, app).with_graceful_shutdown(api_cancel.cancelled_owned());
             if let Err(err) = serve.await {
                 warn!(error = %err, "the HTTP API stopped with an error");
             }
@@ -208,7 +220,12 @@ impl Agent {
         toml: String,
         base_version: Option<u64>,
     ) -> Result<Arc<VersionedConfig>, AgentError> {
-        self.ask(|reply| Command::PushConfig { toml, base_version, reply }).await?
+        self.ask(|reply| Command::PushConfig {
+            toml,
+            base_version,
+            reply,
+        })
+        .await?
     }
 
     /// Starts one of this node's workers: a stopped or failed one, or one deleted here.

@@ -38,7 +38,11 @@ pub fn router(agent: Agent) -> Router {
         .route("/v1/workers/{name}", delete(delete_worker))
         .route("/v1/workers/{name}/{action}", post(worker_action))
         .route("/v1/config", get(get_config).put(put_config))
-        .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/health, /v1/members, /v1/workers, /v1/config") })
+        .fallback(|| async {
+            ApiError::not_found(
+                "no such endpoint; see /v1/health, /v1/members, /v1/workers, /v1/config",
+            )
+        })
         .with_state(agent)
 }
 
@@ -112,8 +116,14 @@ async fn worker_action(
             )))
         }
     }
-    let status = sup.worker_status(&name).await.ok().map(|s| WorkerInfo::from_status(&s));
-    Ok(Json(json!({ "node": agent.node().id(), "worker": name, "action": action, "status": status })))
+    let status = sup
+        .worker_status(&name)
+        .await
+        .ok()
+        .map(|s| WorkerInfo::from_status(&s));
+    Ok(Json(
+        json!({ "node": agent.node().id(), "worker": name, "action": action, "status": status }),
+    ))
 }
 
 async fn delete_worker(
@@ -121,7 +131,9 @@ async fn delete_worker(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     agent.delete_worker(&name).await?;
-    Ok(Json(json!({ "node": agent.node().id(), "worker": name, "action": "delete" })))
+    Ok(Json(
+        json!({ "node": agent.node().id(), "worker": name, "action": "delete" }),
+    ))
 }
 
 async fn get_config(State(agent): State<Agent>) -> Json<Value> {

@@ -32,8 +32,13 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
 #[test]
 fn a_pushed_config_runs_workers_on_their_groups_and_changes_touch_only_what_changed() {
     let tmp = tempfile::tempdir().unwrap();
-    let a = Spec::new("a", tmp.path(), "groups").tag("group=media").start();
-    let b = Spec::new("b", tmp.path(), "groups").tag("group=web").seed(&a).start();
+    let a = Spec::new("a", tmp.path(), "groups")
+        .tag("group=media")
+        .start();
+    let b = Spec::new("b", tmp.path(), "groups")
+        .tag("group=web")
+        .seed(&a)
+        .start();
     let c = Spec::new("c", tmp.path(), "groups").seed(&a).start();
     for agent in [&a, &b, &c] {
         agent.wait_members(3);
@@ -44,7 +49,10 @@ fn a_pushed_config_runs_workers_on_their_groups_and_changes_touch_only_what_chan
     assert!(out.contains("version 1"), "{out}");
 
     let first = c.wait_workers("the workers on their groups", |w| {
-        running(w, "a", "everywhere") && running(w, "a", "media-only") && running(w, "b", "everywhere") && running(w, "c", "everywhere")
+        running(w, "a", "everywhere")
+            && running(w, "a", "media-only")
+            && running(w, "b", "everywhere")
+            && running(w, "c", "everywhere")
     });
     assert_eq!(first.len(), 4, "media-only runs on a alone: {first:?}");
     for agent in [&a, &b, &c] {
@@ -63,17 +71,33 @@ fn a_pushed_config_runs_workers_on_their_groups_and_changes_touch_only_what_chan
         running(w, "a", "media-only") && find(w, "a", "media-only").unwrap().1 != old_media
     });
     for node in ["a", "b", "c"] {
-        assert_eq!(find(&second, node, "everywhere"), find(&first, node, "everywhere"), "everywhere on {node} untouched");
+        assert_eq!(
+            find(&second, node, "everywhere"),
+            find(&first, node, "everywhere"),
+            "everywhere on {node} untouched"
+        );
     }
-    assert!(!alive(old_media.unwrap()), "the old media-only process is gone");
+    assert!(
+        !alive(old_media.unwrap()),
+        "the old media-only process is gone"
+    );
 
     // Remove media-only: it stops.
-    let file = write(tmp.path(), "cluster.toml", "[[worker]]\nname = \"everywhere\"\ncommand = \"sleep\"\nargs = [\"3600\"]\n");
+    let file = write(
+        tmp.path(),
+        "cluster.toml",
+        "[[worker]]\nname = \"everywhere\"\ncommand = \"sleep\"\nargs = [\"3600\"]\n",
+    );
     c.cli_ok(&["config", "push", &file]);
-    let third = a.wait_workers("media-only removed", |w| find(w, "a", "media-only").is_none() && w.len() == 3);
+    let third = a.wait_workers("media-only removed", |w| {
+        find(w, "a", "media-only").is_none() && w.len() == 3
+    });
     let media_pid = find(&second, "a", "media-only").unwrap().1.unwrap();
     wait_until("the removed worker's process to end", || !alive(media_pid));
-    assert_eq!(find(&third, "b", "everywhere"), find(&first, "b", "everywhere"));
+    assert_eq!(
+        find(&third, "b", "everywhere"),
+        find(&first, "b", "everywhere")
+    );
 
     // A late joiner gets the config and starts its workers.
     let d = Spec::new("d", tmp.path(), "groups").seed(&b).start();
@@ -92,7 +116,10 @@ fn an_agent_restarted_alone_restores_its_workers_from_disk() {
     let file = write(tmp.path(), "cluster.toml", TWO_WORKERS);
     agent_a.cli_ok(&["config", "push", &file]);
     agent_b.wait_workers("b's worker", |w| running(w, "b", "everywhere"));
-    let before = find(&agent_b.workers(), "b", "everywhere").unwrap().1.unwrap();
+    let before = find(&agent_b.workers(), "b", "everywhere")
+        .unwrap()
+        .1
+        .unwrap();
 
     // Kill every agent (SIGKILL): their workers die with them.
     agent_a.kill();
@@ -118,17 +145,32 @@ fn a_corrupt_data_file_is_set_aside_and_the_config_recovered_from_peers() {
     b.kill();
 
     // Truncate b's persisted config.
-    let files: Vec<_> = fs::read_dir(&b_spec.data_dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let files: Vec<_> = fs::read_dir(&b_spec.data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let bytes = fs::read(&files[0]).unwrap();
     fs::write(&files[0], &bytes[..bytes.len() / 2]).unwrap();
 
     let b = b_spec.start();
-    b.wait_workers("b's worker after recovery", |w| running(w, "b", "everywhere"));
+    b.wait_workers("b's worker after recovery", |w| {
+        running(w, "b", "everywhere")
+    });
     assert_eq!(b.get("/v1/config")["version"], 1);
-    assert!(b.log_contains("corrupt"), "the corruption is reported: {:#?}", b.log.lock().unwrap());
-    let kept: Vec<_> = fs::read_dir(&b_spec.data_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    assert!(kept.iter().any(|n| n.contains("corrupt")), "the bad file is kept aside: {kept:?}");
+    assert!(
+        b.log_contains("corrupt"),
+        "the corruption is reported: {:#?}",
+        b.log.lock().unwrap()
+    );
+    let kept: Vec<_> = fs::read_dir(&b_spec.data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        kept.iter().any(|n| n.contains("corrupt")),
+        "the bad file is kept aside: {kept:?}"
+    );
     assert!(kept.len() >= 2, "and a good one written: {kept:?}");
 }
 
@@ -153,19 +195,36 @@ fn invalid_pushes_are_rejected_and_change_nothing() {
         assert!(err.contains(needle), "{name}: {err}");
     }
     // The API rejects them too, naming the problem.
-    let (status, body) = http("PUT", &a.url("/v1/config"), Some(r#"{"toml": "[[worker]]\nname = \"x\"\n"}"#));
+    let (status, body) = http(
+        "PUT",
+        &a.url("/v1/config"),
+        Some(r#"{"toml": "[[worker]]\nname = \"x\"\n"}"#),
+    );
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("command"), "{body}");
-    let (status, body) = http("PUT", &a.url("/v1/config"), Some(r#"{"toml": "", "colour": 1}"#));
+    assert!(
+        body["error"].as_str().unwrap().contains("command"),
+        "{body}"
+    );
+    let (status, body) = http(
+        "PUT",
+        &a.url("/v1/config"),
+        Some(r#"{"toml": "", "colour": 1}"#),
+    );
     assert_eq!(status, 400);
     assert!(body["error"].as_str().unwrap().contains("colour"), "{body}");
     let (status, body) = http("PUT", &a.url("/v1/config"), Some("{not json"));
     assert_eq!(status, 400, "{body}");
-    let (status, body) = http("PUT", &a.url("/v1/config"), Some(r#"{"toml": "", "base_version": 0}"#));
+    let (status, body) = http(
+        "PUT",
+        &a.url("/v1/config"),
+        Some(r#"{"toml": "", "base_version": 0}"#),
+    );
     assert_eq!(status, 409, "{body}");
 
     assert_eq!(a.get("/v1/config")["version"], 1, "nothing changed");
-    a.wait_workers("the workers still running", |w| running(w, "a", "everywhere"));
+    a.wait_workers("the workers still running", |w| {
+        running(w, "a", "everywhere")
+    });
 }
 
 #[test]
@@ -174,16 +233,24 @@ fn every_cli_verb_works_against_a_live_agent() {
     let a = Spec::new("a", tmp.path(), "cli").tag("group=media").start();
     let file = write(tmp.path(), "cluster.toml", TWO_WORKERS);
     a.cli_ok(&["config", "push", &file]);
-    let workers = a.wait_workers("both workers", |w| running(w, "a", "everywhere") && running(w, "a", "media-only"));
+    let workers = a.wait_workers("both workers", |w| {
+        running(w, "a", "everywhere") && running(w, "a", "media-only")
+    });
     let pid = find(&workers, "a", "everywhere").unwrap().1.unwrap();
 
     let members = a.cli_ok(&["members"]);
-    assert!(members.contains("ID") && members.contains("group=media"), "{members}");
+    assert!(
+        members.contains("ID") && members.contains("group=media"),
+        "{members}"
+    );
     let json: serde_json::Value = serde_json::from_str(&a.cli_ok(&["members", "--json"])).unwrap();
     assert_eq!(json[0]["id"], "a");
 
     let listing = a.cli_ok(&["workers"]);
-    assert!(listing.contains("everywhere") && listing.contains("running"), "{listing}");
+    assert!(
+        listing.contains("everywhere") && listing.contains("running"),
+        "{listing}"
+    );
     a.cli_ok(&["workers", "--node", "a"]);
     let out = a.cli(&["workers", "--node", "nobody"]);
     assert!(!out.status.success());
@@ -191,15 +258,23 @@ fn every_cli_verb_works_against_a_live_agent() {
 
     let out = a.cli_ok(&["restart", "everywhere"]);
     assert!(out.contains("restarted everywhere on a"), "{out}");
-    a.wait_workers("a new pid", |w| running(w, "a", "everywhere") && find(w, "a", "everywhere").unwrap().1 != Some(pid));
+    a.wait_workers("a new pid", |w| {
+        running(w, "a", "everywhere") && find(w, "a", "everywhere").unwrap().1 != Some(pid)
+    });
 
     a.cli_ok(&["stop", "everywhere"]);
-    a.wait_workers("everywhere stopped", |w| find(w, "a", "everywhere").is_some_and(|(s, _)| s == "stopped"));
+    a.wait_workers("everywhere stopped", |w| {
+        find(w, "a", "everywhere").is_some_and(|(s, _)| s == "stopped")
+    });
     a.cli_ok(&["start", "everywhere"]);
-    a.wait_workers("everywhere running again", |w| running(w, "a", "everywhere"));
+    a.wait_workers("everywhere running again", |w| {
+        running(w, "a", "everywhere")
+    });
 
     a.cli_ok(&["delete", "media-only"]);
-    a.wait_workers("media-only deleted", |w| find(w, "a", "media-only").is_none());
+    a.wait_workers("media-only deleted", |w| {
+        find(w, "a", "media-only").is_none()
+    });
     a.cli_ok(&["start", "media-only"]);
     a.wait_workers("media-only back", |w| running(w, "a", "media-only"));
 
@@ -210,9 +285,17 @@ fn every_cli_verb_works_against_a_live_agent() {
     assert_eq!(status, 404);
 
     let shown = a.cli_ok(&["config", "show"]);
-    assert!(shown.contains("version 1") && shown.contains("media-only"), "{shown}");
+    assert!(
+        shown.contains("version 1") && shown.contains("media-only"),
+        "{shown}"
+    );
     let status = a.cli_ok(&["status"]);
-    assert!(status.contains("config version 1") && status.contains("MEMBER") && status.contains("WORKER"), "{status}");
+    assert!(
+        status.contains("config version 1")
+            && status.contains("MEMBER")
+            && status.contains("WORKER"),
+        "{status}"
+    );
     let health = a.get("/v1/health");
     assert_eq!(health["status"], "ok");
 }

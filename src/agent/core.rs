@@ -133,11 +133,18 @@ impl Core {
                 let result = if self.deleted.remove(&name) {
                     self.reconcile().await;
                     match self.start_errors.get(&name) {
-                        Some(err) => Err(AgentError::StartFailed { worker: name, reason: err.clone() }),
+                        Some(err) => Err(AgentError::StartFailed {
+                            worker: name,
+                            reason: err.clone(),
+                        }),
                         None => Ok(()),
                     }
                 } else {
-                    self.sup.start_existing(&name).await.map(drop).map_err(AgentError::from)
+                    self.sup
+                        .start_existing(&name)
+                        .await
+                        .map(drop)
+                        .map_err(AgentError::from)
                 };
                 let _ = reply.send(result);
             }
@@ -248,10 +255,13 @@ impl Core {
     /// Starts, stops and replaces workers until they match the config and this node's tags.
     async fn reconcile(&mut self) {
         let desired = match self.config() {
-            Some(config) => reconcile::desired(config.config(), self.node.id(), &self.tags, &self.deleted),
+            Some(config) => {
+                reconcile::desired(config.config(), self.node.id(), &self.tags, &self.deleted)
+            }
             None => BTreeMap::new(),
         };
-        self.start_errors.retain(|name, _| desired.contains_key(name));
+        self.start_errors
+            .retain(|name, _| desired.contains_key(name));
         for action in reconcile::plan(&desired, &self.running) {
             match action {
                 Action::Remove(name) => {
@@ -293,11 +303,24 @@ impl Core {
     }
 
     async fn publish_status(&mut self) {
-        let mut workers: Vec<WorkerInfo> = self.sup.status().await.iter().map(WorkerInfo::from_status).collect();
-        workers.extend(self.start_errors.iter().map(|(name, err)| WorkerInfo::not_started(name, err)));
+        let mut workers: Vec<WorkerInfo> = self
+            .sup
+            .status()
+            .await
+            .iter()
+            .map(WorkerInfo::from_status)
+            .collect();
+        workers.extend(
+            self.start_errors
+                .iter()
+                .map(|(name, err)| WorkerInfo::not_started(name, err)),
+        );
         workers.sort_by(|a, b| a.name.cmp(&b.name));
         let value = status::encode(&workers);
-        let _ = self.node.publish(vec![(keys::WORKERS.to_string(), value)], Vec::new()).await;
+        let _ = self
+            .node
+            .publish(vec![(keys::WORKERS.to_string(), value)], Vec::new())
+            .await;
     }
 }
 

@@ -86,8 +86,14 @@ mod tests {
     fn only_a_changed_spec_is_replaced() {
         let desired = map(&[spec("a", "1"), spec("b", "2")]);
         let running = map(&[spec("a", "1"), spec("b", "1")]);
-        assert_eq!(plan(&desired, &running), vec![Action::Replace(spec("b", "2"))]);
-        assert!(plan(&desired, &desired).is_empty(), "nothing to do when all match");
+        assert_eq!(
+            plan(&desired, &running),
+            vec![Action::Replace(spec("b", "2"))]
+        );
+        assert!(
+            plan(&desired, &desired).is_empty(),
+            "nothing to do when all match"
+        );
     }
 
     #[test]
@@ -102,7 +108,9 @@ mod tests {
         let tags: BTreeMap<String, String> = [("group".to_string(), "media".to_string())].into();
         let names = |deleted: &[&str]| {
             let deleted = deleted.iter().map(|s| s.to_string()).collect();
-            desired(&config, "n1", &tags, &deleted).into_keys().collect::<Vec<_>>()
+            desired(&config, "n1", &tags, &deleted)
+                .into_keys()
+                .collect::<Vec<_>>()
         };
         assert_eq!(names(&[]), vec!["everywhere", "media"]);
         assert_eq!(names(&["media"]), vec!["everywhere"]);

@@ -39,7 +39,9 @@ impl WorkerInfo {
         let (state, detail) = match &status.state {
             WorkerState::Starting => ("starting", None),
             WorkerState::Running { .. } => ("running", None),
-            WorkerState::Backoff { remaining_ms } => ("backoff", Some(format!("restart in {remaining_ms} ms"))),
+            WorkerState::Backoff { remaining_ms } => {
+                ("backoff", Some(format!("restart in {remaining_ms} ms")))
+            }
             WorkerState::Stopping { .. } => ("stopping", None),
             WorkerState::Stopped => ("stopped", None),
             WorkerState::Exited { exit } => ("exited", Some(exit.to_string())),
@@ -88,7 +90,9 @@ pub(crate) fn encode(workers: &[WorkerInfo]) -> String {
 pub(crate) fn cluster_workers(nodes: &[NodeKeys]) -> Vec<WorkerInfo> {
     let mut all = Vec::new();
     for node in nodes.iter().filter(|n| n.live) {
-        let Some(summary) = node.keys.get(keys::WORKERS) else { continue };
+        let Some(summary) = node.keys.get(keys::WORKERS) else {
+            continue;
+        };
         let Ok(mut workers) = serde_json::from_str::<Vec<WorkerInfo>>(summary) else {
             tracing::warn!(node = %node.id, "worker summary does not decode; skipped");
             continue;
@@ -122,7 +126,7 @@ mod tests {
             id: "b".into(),
             generation: 1,
             live: true,
-            keys: [(keys::WORKERS.to_string(), encode(&[w.clone()]))].into(),
+            keys: [(keys::WORKERS.to_string(), encode(std::slice::from_ref(&w)))].into(),
         };
         let garbage = NodeKeys {
             id: "c".into(),

@@ -85,7 +85,9 @@ pub(crate) fn full_keys(config: &VersionedConfig) -> Vec<(String, String)> {
 
 /// The head a node publishes, if it has one that parses.
 pub(crate) fn head_of(node: &NodeKeys) -> Option<Head> {
-    node.keys.get(keys::CONFIG_HEAD).and_then(|h| Head::parse(h))
+    node.keys
+        .get(keys::CONFIG_HEAD)
+        .and_then(|h| Head::parse(h))
 }
 
 /// The encoded config a node publishes in full, if all of its chunks are there.
@@ -122,8 +124,12 @@ pub(crate) fn newest_offer(
         if current.is_some_and(|c| !beats(c)) || best.as_ref().is_some_and(|b| !beats(b)) {
             continue;
         }
-        let Some(encoded) = assemble(node) else { continue };
-        let Ok(offer) = VersionedConfig::decode(&encoded) else { continue };
+        let Some(encoded) = assemble(node) else {
+            continue;
+        };
+        let Ok(offer) = VersionedConfig::decode(&encoded) else {
+            continue;
+        };
         let wins = |c: &VersionedConfig| offer.supersedes(c);
         if current.is_none_or(wins) && best.as_ref().is_none_or(wins) {
             best = Some(offer);
@@ -145,15 +151,19 @@ pub(crate) fn highest_version(nodes: &[NodeKeys]) -> u64 {
 /// Whether node `me` should publish config `held` in full: it keeps doing so unless a live node
 /// with a lower id does too; it starts when no live node does and it is the live holder of that
 /// config with the lowest id.
-pub(crate) fn should_publish(me: &str, held: &Head, publishing_now: bool, nodes: &[NodeKeys]) -> bool {
+pub(crate) fn should_publish(
+    me: &str,
+    held: &Head,
+    publishing_now: bool,
+    nodes: &[NodeKeys],
+) -> bool {
     let others = || nodes.iter().filter(|n| n.live && n.id != me);
     if publishing_now {
         return !others().any(|n| n.id.as_str() < me && publishes(n, held));
     }
     let anyone = others().any(|n| publishes(n, held));
-    let lower_holder = others().any(|n| {
-        n.id.as_str() < me && head_of(n).is_some_and(|h| h.same_config(held))
-    });
+    let lower_holder =
+        others().any(|n| n.id.as_str() < me && head_of(n).is_some_and(|h| h.same_config(held)));
     !anyone && !lower_holder
 }
 
@@ -174,7 +184,7 @@ mod tests {
     use super::*;
 
     fn config(version: u64, text: &str) -> VersionedConfig {
-        VersionedConfig::new(version, text.to_string(), "a".into(), 0).unwrap()
+        VersionedConfig::new(version, text, "a", 0).unwrap()
     }
 
     fn node(id: &str, live: bool, keys: Vec<(String, String)>) -> NodeKeys {
@@ -194,7 +204,11 @@ mod tests {
 
     #[test]
     fn heads_round_trip_and_garbage_is_ignored() {
-        let head = Head { version: 7, checksum: 42, chunks: 3 };
+        let head = Head {
+            version: 7,
+            checksum: 42,
+            chunks: 3,
+        };
         assert_eq!(Head::parse(&head.encode()), Some(head));
         for bad in ["", "7", "7:x:1", "1:2:3:4"] {
             assert_eq!(Head::parse(bad), None, "{bad}");
@@ -210,7 +224,11 @@ mod tests {
         let set = full_keys(&config);
         assert!(set.len() > 3, "100 KB must be several chunks");
         assert!(set.iter().all(|(_, v)| v.len() <= CHUNK_BYTES));
-        assert_eq!(set.last().unwrap().0, keys::CONFIG_HEAD, "the head is set last");
+        assert_eq!(
+            set.last().unwrap().0,
+            keys::CONFIG_HEAD,
+            "the head is set last"
+        );
         let offer = newest_offer(None, &[node("b", true, set)]).unwrap();
         assert_eq!(offer.version, 3);
         assert_eq!(offer.text, big);
@@ -223,11 +241,21 @@ mod tests {
         let mut partial = full_keys(&v2);
         partial.remove(0);
         let nodes = [node("b", true, partial), node("c", true, head_only(&v1))];
-        assert!(newest_offer(Some(&v1), &nodes).is_none(), "a head without its chunks is not enough");
+        assert!(
+            newest_offer(Some(&v1), &nodes).is_none(),
+            "a head without its chunks is not enough"
+        );
         let nodes = [node("b", true, full_keys(&v1))];
-        assert!(newest_offer(Some(&v2), &nodes).is_none(), "never go back to an older version");
+        assert!(
+            newest_offer(Some(&v2), &nodes).is_none(),
+            "never go back to an older version"
+        );
         let nodes = [node("b", false, full_keys(&v2))];
-        assert_eq!(newest_offer(Some(&v1), &nodes).unwrap().version, 2, "a dead node's copy still counts");
+        assert_eq!(
+            newest_offer(Some(&v1), &nodes).unwrap().version,
+            2,
+            "a dead node's copy still counts"
+        );
     }
 
     #[test]
@@ -237,15 +265,28 @@ mod tests {
         let origin = node("m", true, full_keys(&v));
         let holder = |id: &str| node(id, true, head_only(&v));
         // The origin publishes; lower-id holders do not join in.
-        assert!(!should_publish("a", &head, false, &[origin.clone(), holder("a")]));
-        assert!(should_publish("m", &head, true, &[origin.clone(), holder("a")]));
+        assert!(!should_publish(
+            "a",
+            &head,
+            false,
+            &[origin.clone(), holder("a")]
+        ));
+        assert!(should_publish(
+            "m",
+            &head,
+            true,
+            &[origin.clone(), holder("a")]
+        ));
         // The origin is gone: the lowest live holder takes over, and only it.
         let dead_origin = node("m", false, full_keys(&v));
         let nodes = [dead_origin, holder("a"), holder("b")];
         assert!(should_publish("a", &head, false, &nodes));
         assert!(!should_publish("b", &head, false, &nodes));
         // Two publishers: the higher id stops.
-        let nodes = [node("a", true, full_keys(&v)), node("b", true, full_keys(&v))];
+        let nodes = [
+            node("a", true, full_keys(&v)),
+            node("b", true, full_keys(&v)),
+        ];
         assert!(!should_publish("b", &head, true, &nodes));
         assert!(should_publish("a", &head, true, &nodes));
     }
@@ -258,7 +299,10 @@ mod tests {
             (keys::config_chunk_key(2, 0), "new".to_string()),
         ]
         .into();
-        assert_eq!(stale_chunk_keys(&own, Some(2)), vec![keys::config_chunk_key(1, 0)]);
+        assert_eq!(
+            stale_chunk_keys(&own, Some(2)),
+            vec![keys::config_chunk_key(1, 0)]
+        );
         assert_eq!(stale_chunk_keys(&own, None).len(), 2);
     }
 }

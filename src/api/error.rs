@@ -20,12 +20,18 @@ pub struct ApiError {
 impl ApiError {
     /// 400: the request itself is wrong; `message` says what and where.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, message: message.into() }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
     }
 
     /// 404: no such thing; `message` names it.
     pub fn not_found(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::NOT_FOUND, message: message.into() }
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
     }
 
     /// The status code this error answers with.
@@ -41,9 +47,8 @@ impl From<AgentError> for ApiError {
             AgentError::StaleVersion { .. } => StatusCode::CONFLICT,
             AgentError::Worker(supervisor::Error::UnknownWorker { .. }) => StatusCode::NOT_FOUND,
             AgentError::Worker(supervisor::Error::DuplicateWorker { .. }) => StatusCode::CONFLICT,
-            AgentError::Worker(supervisor::Error::Spawn { .. }) | AgentError::StartFailed { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            AgentError::Worker(supervisor::Error::Spawn { .. })
+            | AgentError::StartFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AgentError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             AgentError::Worker(_) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -56,7 +61,10 @@ impl From<AgentError> for ApiError {
             };
             return ApiError { status, message };
         }
-        ApiError { status, message: err.to_string() }
+        ApiError {
+            status,
+            message: err.to_string(),
+        }
     }
 }
 

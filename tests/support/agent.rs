@@ -107,11 +107,21 @@ impl Spec {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("agent {} did not start; its log: {:#?}", self.id, log.lock().unwrap());
+                panic!(
+                    "agent {} did not start; its log: {:#?}",
+                    self.id,
+                    log.lock().unwrap()
+                );
             }
         };
         let word_after = |marker: &str| {
-            line.split(marker).nth(1).unwrap().split([',', ' ']).next().unwrap().to_string()
+            line.split(marker)
+                .nth(1)
+                .unwrap()
+                .split([',', ' '])
+                .next()
+                .unwrap()
+                .to_string()
         };
         AgentProc {
             id: self.id.clone(),
@@ -187,7 +197,11 @@ impl AgentProc {
                 return workers;
             }
             if Instant::now() > deadline {
-                panic!("{} never saw {what}; it lists {workers:?}\nlog: {:#?}", self.id, self.log.lock().unwrap());
+                panic!(
+                    "{} never saw {what}; it lists {workers:?}\nlog: {:#?}",
+                    self.id,
+                    self.log.lock().unwrap()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -253,20 +267,34 @@ pub fn http(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
         ("GET", _) => agent.get(url).call(),
         ("DELETE", _) => agent.delete(url).call(),
         ("POST", None) => agent.post(url).send_empty(),
-        ("POST", Some(b)) => agent.post(url).header("content-type", "application/json").send(b),
-        ("PUT", Some(b)) => agent.put(url).header("content-type", "application/json").send(b),
+        ("POST", Some(b)) => agent
+            .post(url)
+            .header("content-type", "application/json")
+            .send(b),
+        ("PUT", Some(b)) => agent
+            .put(url)
+            .header("content-type", "application/json")
+            .send(b),
         _ => panic!("unsupported {method}"),
     };
     let mut response = response.expect("the API answers");
     let status = response.status().as_u16();
     let text = response.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// Whether a process with this pid exists (and is not a zombie).
 pub fn alive(pid: u64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }

@@ -27,7 +27,11 @@ pub fn run(action: &str, args: Args, api: &ApiArgs) -> anyhow::Result<()> {
     };
     let status = answer.get("status").cloned().unwrap_or_default();
     let pid = field(&status, "pid");
-    let pid = if pid == "-" { String::new() } else { format!(" (pid {pid})") };
+    let pid = if pid == "-" {
+        String::new()
+    } else {
+        format!(" (pid {pid})")
+    };
     println!("{done} {} on {}{pid}", args.name, field(&answer, "node"));
     Ok(())
 }

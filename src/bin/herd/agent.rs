@@ -60,7 +60,9 @@ fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
     use std::net::ToSocketAddrs;
     let addrs: Vec<SocketAddr> = addr
         .to_socket_addrs()
-        .with_context(|| format!("--advertise {addr:?} is not an ip:port or a resolvable host:port"))?
+        .with_context(|| {
+            format!("--advertise {addr:?} is not an ip:port or a resolvable host:port")
+        })?
         .collect();
     addrs
         .iter()
@@ -85,7 +87,11 @@ fn settings(args: Args, api: Option<&str>) -> anyhow::Result<AgentSettings> {
         Some(advertise) => Some(resolve(&advertise)?),
         None => file.advertise,
     };
-    settings.seeds = if args.seed.is_empty() { file.seeds } else { args.seed };
+    settings.seeds = if args.seed.is_empty() {
+        file.seeds
+    } else {
+        args.seed
+    };
     if let Some(cluster_id) = args.cluster_id.or(file.cluster_id) {
         settings.cluster_id = cluster_id;
     }
@@ -123,7 +129,10 @@ pub async fn run(args: Args, api: Option<String>) -> anyhow::Result<()> {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    eprintln!("herd agent {}: leaving the cluster (signal again to stop at once)", agent.node().id());
+    eprintln!(
+        "herd agent {}: leaving the cluster (signal again to stop at once)",
+        agent.node().id()
+    );
     tokio::select! {
         _ = agent.leave() => Ok(()),
         _ = term.recv() => std::process::exit(130),

@@ -68,14 +68,16 @@ impl Client {
             anyhow!("cannot reach the herd API at {}: {err} (is `herd agent` running there? set --api or HERD_API)", self.base)
         })?;
         let status = response.status();
-        let body: Value = response
-            .body_mut()
-            .read_json()
-            .with_context(|| format!("{path}: the API answered {status} with a body that is not JSON"))?;
+        let body: Value = response.body_mut().read_json().with_context(|| {
+            format!("{path}: the API answered {status} with a body that is not JSON")
+        })?;
         if status.is_success() {
             Ok(body)
         } else {
-            let message = body.get("error").and_then(Value::as_str).unwrap_or("no message");
+            let message = body
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no message");
             Err(anyhow!("{message} (HTTP {})", status.as_u16()))
         }
     }
@@ -105,7 +107,10 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
 
 /// Prints JSON, pretty.
 pub fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 /// A JSON field as text, or "-".

@@ -60,7 +60,13 @@ pub fn run(command: Command, api: &ApiArgs) -> anyhow::Result<()> {
                     field(&config, "version"),
                     field(&config, "pushed_by")
                 );
-                print!("{}", config.get("toml").and_then(|t| t.as_str()).unwrap_or_default());
+                print!(
+                    "{}",
+                    config
+                        .get("toml")
+                        .and_then(|t| t.as_str())
+                        .unwrap_or_default()
+                );
             }
         }
     }

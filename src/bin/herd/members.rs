@@ -15,7 +15,14 @@ pub fn run(api: &ApiArgs) -> anyhow::Result<()> {
         .map(Vec::as_slice)
         .unwrap_or_default()
         .iter()
-        .map(|m| vec![field(m, "id"), field(m, "addr"), field(m, "status"), tags(m)])
+        .map(|m| {
+            vec![
+                field(m, "id"),
+                field(m, "addr"),
+                field(m, "status"),
+                tags(m),
+            ]
+        })
         .collect();
     print_table(&["ID", "ADDRESS", "STATUS", "TAGS"], &rows);
     Ok(())

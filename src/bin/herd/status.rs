@@ -17,7 +17,10 @@ pub fn run(api: &ApiArgs) -> anyhow::Result<()> {
     }
     let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
     let workers_list = list(&workers);
-    let running = workers_list.iter().filter(|w| field(w, "state") == "running").count();
+    let running = workers_list
+        .iter()
+        .filter(|w| field(w, "state") == "running")
+        .count();
     println!(
         "node {} | {} members | config version {} | {running}/{} workers running",
         field(&health, "node"),
@@ -28,7 +31,14 @@ pub fn run(api: &ApiArgs) -> anyhow::Result<()> {
     println!();
     let rows: Vec<Vec<String>> = list(&members)
         .iter()
-        .map(|m| vec![field(m, "id"), field(m, "addr"), field(m, "status"), tags(m)])
+        .map(|m| {
+            vec![
+                field(m, "id"),
+                field(m, "addr"),
+                field(m, "status"),
+                tags(m),
+            ]
+        })
         .collect();
     print_table(&["MEMBER", "ADDRESS", "STATUS", "TAGS"], &rows);
     println!();

@@ -39,10 +39,21 @@ pub fn print_workers(workers: &Value) {
                 field(w, "state"),
                 field(w, "pid"),
                 field(w, "restarts"),
-                w.get("since_ms").and_then(Value::as_u64).map(age).unwrap_or_default(),
-                w.get("detail").and_then(Value::as_str).unwrap_or_default().to_string(),
+                w.get("since_ms")
+                    .and_then(Value::as_u64)
+                    .map(age)
+                    .unwrap_or_default(),
+                w.get("detail")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
             ]
         })
         .collect();
-    print_table(&["NODE", "WORKER", "STATE", "PID", "RESTARTS", "FOR", "DETAIL"], &rows);
+    print_table(
+        &[
+            "NODE", "WORKER", "STATE", "PID", "RESTARTS", "FOR", "DETAIL",
+        ],
+        &rows,
+    );
 }
