@@ -114,7 +114,7 @@ impl Core {
                 _ = sleep_until(repush_at) => {
                     repush_at = None;
                     self.repushes = self.repushes.saturating_sub(1);
-                    let _ = self.node.publish(Vec::new(), Vec::new()).await;
+                    self.node.push().await;
                 }
             }
         }
@@ -185,6 +185,9 @@ impl Core {
         info!(node = %self.node.id(), version = config.version, workers = config.config().workers.len(), "config pushed");
         let config = Arc::new(config);
         self.adopt(config.clone(), true, true).await;
+        // Only the pusher pushes: every peer hears within a round trip, and a config larger
+        // than one datagram follows with the repushes.
+        self.node.push().await;
         self.repushes = REPUSHES;
         Ok(config)
     }

@@ -35,8 +35,8 @@ impl KeyWatch {
 }
 
 impl Node {
-    /// Sets `set` and deletes `delete` in this node's state, then pushes the change to every live
-    /// peer at once.
+    /// Sets `set` and deletes `delete` in this node's state. Peers get the change with the next
+    /// gossip rounds, or at once after [`push`](Node::push).
     pub(crate) async fn publish(
         &self,
         set: Vec<(String, String)>,
@@ -57,8 +57,13 @@ impl Node {
                 }
             }
         }
-        self.inner.push_to_peers().await;
         Ok(())
+    }
+
+    /// Starts a gossip exchange with every live peer now, so that this node's latest changes
+    /// reach them within a round trip instead of a few gossip rounds.
+    pub(crate) async fn push(&self) {
+        self.inner.push_to_peers().await;
     }
 
     /// The keys under `prefix` of every node this one knows of: live ready members (the newest

@@ -84,8 +84,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs `job` on a single-threaded runtime: the agent's work is small and mostly waiting, and
+/// one thread wakes less often than a pool (each supervisor has a thread of its own anyway).
 fn block_on(job: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    tokio::runtime::Runtime::new()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .map_err(|err| anyhow::anyhow!("cannot start the async runtime: {err}"))?
         .block_on(job)
 }

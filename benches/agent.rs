@@ -1,0 +1,269 @@
+//! Agent benchmark: N `herd agent` processes on loopback, at default settings.
+//!
+//!     cargo bench --bench agent                       # N = 10 and 30, 5 pushes each
+//!     cargo bench --bench agent -- --agents 30 --runs 3
+//!
+//! Prints, per N: the median time from `PUT /v1/config` on one agent to the new worker running on
+//! every agent (each worker writes the time it started to a file named after its node: that is
+//! "running"); then, with 10 idle workers per agent, each agent's resident memory and CPU over 20
+//! idle seconds (the agent process alone, not its workers).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const HERD: &str = env!("CARGO_BIN_EXE_herd");
+
+struct Agent {
+    child: Child,
+    gossip: String,
+    api: String,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_agent(id: &str, data: &Path, seed: Option<&str>, cluster: &str) -> Agent {
+    let mut cmd = Command::new(HERD);
+    cmd.args([
+        "agent",
+        "--node-id",
+        id,
+        "--listen",
+        "127.0.0.1:0",
+        "--api",
+        "127.0.0.1:0",
+    ])
+    .args(["--cluster-id", cluster])
+    .arg("--data-dir")
+    .arg(data.join(id))
+    .env("HERD_LOG", "warn")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    if let Some(seed) = seed {
+        cmd.args(["--seed", seed]);
+    }
+    let mut child = cmd.spawn().expect("spawn herd agent");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains(" running: gossip "))
+        .expect("agent starts");
+    std::thread::spawn(move || for _ in lines {});
+    let after = |marker: &str| {
+        line.split(marker)
+            .nth(1)
+            .unwrap()
+            .split([',', ' '])
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    Agent {
+        child,
+        gossip: after("gossip "),
+        api: after("API http://"),
+    }
+}
+
+fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn get(api: &str, path: &str) -> serde_json::Value {
+    http()
+        .get(format!("http://{api}{path}"))
+        .call()
+        .expect("api answers")
+        .body_mut()
+        .read_json()
+        .expect("json")
+}
+
+fn push(api: &str, toml: &str) {
+    let body = serde_json::json!({ "toml": toml });
+    let mut response = http()
+        .put(format!("http://{api}/v1/config"))
+        .send_json(&body)
+        .expect("push");
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.body_mut().read_to_string()
+    );
+}
+
+fn wait(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values[values.len() / 2]
+}
+
+/// The worker that marks its start: a shell (the worker program here) writes the time, then
+/// becomes a long sleep.
+fn marker_config(run: usize, marks: &Path) -> String {
+    format!(
+        "[[worker]]\nname = \"mark{run}\"\ncommand = \"sh\"\nargs = [\"-c\", \"date +%s%N > {}/$HERD_NODE_ID; exec sleep 3600\"]\n",
+        marks.display()
+    )
+}
+
+fn idle_config() -> String {
+    (0..10)
+        .map(|i| {
+            format!("[[worker]]\nname = \"idle{i}\"\ncommand = \"sleep\"\nargs = [\"3600\"]\n")
+        })
+        .collect()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+fn bench(n: usize, runs: usize) {
+    let data = tempfile::tempdir().unwrap();
+    let cluster = format!("bench-agent-{n}");
+    let mut agents = vec![start_agent("a00", data.path(), None, &cluster)];
+    let seed = agents[0].gossip.clone();
+    for i in 1..n {
+        agents.push(start_agent(
+            &format!("a{i:02}"),
+            data.path(),
+            Some(&seed),
+            &cluster,
+        ));
+    }
+    wait("every agent to see all", Duration::from_secs(60), || {
+        agents
+            .iter()
+            .all(|a| get(&a.api, "/v1/members").as_array().map(Vec::len) == Some(n))
+    });
+
+    let mut times = Vec::new();
+    for run in 0..runs {
+        let marks = data.path().join(format!("marks{run}"));
+        std::fs::create_dir_all(&marks).unwrap();
+        let pusher = &agents[run % n].api;
+        let t0 = now_ns();
+        push(pusher, &marker_config(run, &marks));
+        wait("the worker on every agent", Duration::from_secs(60), || {
+            std::fs::read_dir(&marks).map(|d| d.count()).unwrap_or(0) == n
+        });
+        std::thread::sleep(Duration::from_millis(20)); // let the last writes land
+        let last = std::fs::read_dir(&marks)
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+            .filter_map(|t| t.trim().parse::<u128>().ok())
+            .max()
+            .unwrap();
+        let took = (last.saturating_sub(t0)) as f64 / 1e9;
+        eprintln!(
+            "  N={n} push {run}: running on all {n} agents after {:.3} s",
+            took
+        );
+        times.push(took);
+    }
+
+    push(&agents[0].api, &idle_config());
+    wait(
+        "10 idle workers on every agent",
+        Duration::from_secs(60),
+        || {
+            get(&agents[0].api, "/v1/workers")
+                .as_array()
+                .map(|w| w.iter().filter(|w| w["state"] == "running").count())
+                == Some(10 * n)
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let window = Duration::from_secs(20);
+    let pids: Vec<u32> = agents.iter().map(|a| a.child.id()).collect();
+    let before: Vec<u64> = pids.iter().map(|&p| cpu_ticks(p)).collect();
+    std::thread::sleep(window);
+    let mut cpu: Vec<f64> = pids
+        .iter()
+        .zip(&before)
+        .map(|(&p, b)| (cpu_ticks(p) - b) as f64 / 100.0 / window.as_secs_f64() * 100.0)
+        .collect();
+    let mut rss: Vec<f64> = pids.iter().map(|&p| rss_kib(p) as f64 / 1024.0).collect();
+    let max_rss = rss.iter().cloned().fold(0.0, f64::max);
+    let max_cpu = cpu.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "N={n:<3} pushes={runs} | push -> running on every agent: median {:.3} s | idle agent with 10 workers: RSS median {:.1} MiB (max {:.1}), CPU median {:.2}% of a core (max {:.2}%)",
+        median(&mut times),
+        median(&mut rss),
+        max_rss,
+        median(&mut cpu),
+        max_cpu,
+    );
+}
+
+fn main() {
+    let mut agents = vec![10, 30];
+    let mut runs = 5;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--agents" => {
+                agents = args
+                    .next()
+                    .unwrap()
+                    .split(',')
+                    .map(|n| n.parse().unwrap())
+                    .collect()
+            }
+            "--runs" => runs = args.next().unwrap().parse().unwrap(),
+            "--bench" => {}
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    for n in agents {
+        bench(n, runs);
+    }
+}
