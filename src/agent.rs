@@ -15,6 +15,7 @@
 mod core;
 mod error;
 pub(crate) mod reconcile;
+pub(crate) mod remote;
 mod settings;
 pub mod status;
 pub(crate) mod sync;
@@ -25,16 +26,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use error::AgentError;
+pub use remote::WorkerAction;
 pub use settings::{AgentSettings, DEFAULT_AGENT_LISTEN, DEFAULT_API, DEFAULT_DATA_DIR};
 pub use status::WorkerInfo;
 
+/// How long an action on another node may take, on top of a worker call's own timeout.
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
+
 use self::core::{Command, Core};
+use self::remote::{Local, RemoteAnswer, RemoteRequest};
 use crate::config::{ConfigStore, Loaded, VersionedConfig};
 use crate::supervisor::{Strategy, Supervisor};
 use crate::{async_trait, ClusterMember, Context, LeaveReason, Member, Node};
@@ -50,7 +56,7 @@ pub struct Agent {
 struct Inner {
     node: Node,
     sup: Supervisor,
-    commands: mpsc::Sender<Command>,
+    local: Local,
     current: watch::Receiver<Option<Arc<VersionedConfig>>>,
     api_addr: SocketAddr,
     core_cancel: CancellationToken,
@@ -151,6 +157,11 @@ impl Agent {
             core.adopt(config, false, true).await;
         }
         let (commands, commands_rx) = mpsc::channel(64);
+        let local = Local {
+            sup: sup.clone(),
+            commands,
+        };
+        node.set_system_handler(remote::handler(local.clone()));
         let core_cancel = CancellationToken::new();
         let api_cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -159,7 +170,7 @@ impl Agent {
             inner: Arc::new(Inner {
                 node,
                 sup,
-                commands,
+                local,
                 current,
                 api_addr,
                 core_cancel,
@@ -220,43 +231,105 @@ impl Agent {
         toml: String,
         base_version: Option<u64>,
     ) -> Result<Arc<VersionedConfig>, AgentError> {
-        self.ask(|reply| Command::PushConfig {
-            toml,
-            base_version,
-            reply,
-        })
-        .await?
-    }
-
-    /// Starts one of this node's workers: a stopped or failed one, or one deleted here.
-    ///
-    /// # Errors
-    /// An unknown worker, or one that cannot start.
-    pub async fn start_worker(&self, name: &str) -> Result<(), AgentError> {
-        let name = name.to_string();
-        self.ask(|reply| Command::Start { name, reply }).await?
-    }
-
-    /// Stops and forgets one of this node's workers until the config changes it.
-    ///
-    /// # Errors
-    /// An unknown worker.
-    pub async fn delete_worker(&self, name: &str) -> Result<(), AgentError> {
-        let name = name.to_string();
-        self.ask(|reply| Command::Delete { name, reply }).await?
-    }
-
-    async fn ask<T>(
-        &self,
-        command: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, AgentError> {
-        let (reply, answer) = oneshot::channel();
         self.inner
-            .commands
-            .send(command(reply))
+            .local
+            .ask(|reply| Command::PushConfig {
+                toml,
+                base_version,
+                reply,
+            })
+            .await?
+    }
+
+    /// Acts on worker `worker` of node `node` (this one, or another over RPC); returns its status
+    /// afterwards. Errors carry the HTTP status they map to and a message naming what failed.
+    pub async fn act_on(
+        &self,
+        node: &str,
+        worker: &str,
+        action: WorkerAction,
+    ) -> Result<Option<WorkerInfo>, (u16, String)> {
+        if node == self.node().id() {
+            return self
+                .inner
+                .local
+                .act(worker, action)
+                .await
+                .map_err(|err| (remote::status_of(&err), err.to_string()));
+        }
+        let request = RemoteRequest::Action {
+            worker: worker.to_string(),
+            action,
+        };
+        match self.ask_node(node, &request, REMOTE_TIMEOUT).await? {
+            RemoteAnswer::Done(status) => Ok(status),
+            RemoteAnswer::Called(_) => Err((
+                500,
+                format!("node {node:?} answered an action with a call result"),
+            )),
+            RemoteAnswer::Failed { status, message } => {
+                Err((status, format!("on node {node}: {message}")))
+            }
+        }
+    }
+
+    /// Calls jsonl worker `worker` on node `node` with `method` and `params`; returns its result.
+    /// Errors carry the HTTP status they map to and a message.
+    pub async fn call_on(
+        &self,
+        node: &str,
+        worker: &str,
+        method: &str,
+        params: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, (u16, String)> {
+        if node == self.node().id() {
+            return self
+                .inner
+                .local
+                .call(worker, method, params, timeout)
+                .await
+                .map_err(|err| (remote::status_of(&err), err.to_string()));
+        }
+        let request = RemoteRequest::Call {
+            worker: worker.to_string(),
+            method: method.to_string(),
+            params,
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        // The worker's own timeout runs there; allow for the trip on top.
+        match self
+            .ask_node(node, &request, timeout + REMOTE_TIMEOUT)
+            .await?
+        {
+            RemoteAnswer::Called(value) => Ok(value),
+            RemoteAnswer::Done(_) => Err((
+                500,
+                format!("node {node:?} answered a call with an action result"),
+            )),
+            RemoteAnswer::Failed { status, message } => {
+                Err((status, format!("on node {node}: {message}")))
+            }
+        }
+    }
+
+    async fn ask_node(
+        &self,
+        node: &str,
+        request: &RemoteRequest,
+        timeout: Duration,
+    ) -> Result<RemoteAnswer, (u16, String)> {
+        remote::ask_node(self.node(), node, request, timeout)
             .await
-            .map_err(|_| AgentError::ShuttingDown)?;
-        answer.await.map_err(|_| AgentError::ShuttingDown)
+            .map_err(|err| match err {
+                crate::Error::UnknownMember { .. } => (404, format!("unknown node {node:?}")),
+                crate::Error::Unreachable { .. }
+                | crate::Error::CallTimeout { .. }
+                | crate::Error::Stopped { .. } => {
+                    (503, format!("node {node:?} is unreachable: {err}"))
+                }
+                other => (502, format!("node {node:?}: {other}")),
+            })
     }
 
     /// Leaves gracefully: stops the core, announces the leave and lets it spread, stops every

@@ -5,13 +5,15 @@
 //! | `GET /v1/health` | `{"status":"ok", node, members, config_version}` |
 //! | `GET /v1/members` | live members: id, addr, generation, tags |
 //! | `GET /v1/workers[?node=ID]` | every node's workers, from gossip state |
-//! | `POST /v1/workers/{name}/start\|stop\|restart` | acts on this node's worker |
-//! | `DELETE /v1/workers/{name}` | stops and forgets this node's worker until the config changes it |
+//! | `POST /v1/workers/{name}/start\|stop\|restart[?node=ID]` | acts on the worker on node ID, or on every node that has it, reporting per node |
+//! | `DELETE /v1/workers/{name}[?node=ID]` | stops and forgets the worker (there) until the config changes it |
+//! | `POST /v1/workers/{name}/call` | `{"method", "params"?, "node"?, "timeout_ms"?}`: calls a jsonl worker wherever it runs |
 //! | `GET /v1/config` | the cluster config this node holds (version 0: none yet) |
 //! | `PUT /v1/config` | `{"toml": "...", "base_version": N?}`: validate, version, spread |
 //!
 //! Errors are `{"error": "..."}`: 400 for bad input (naming it), 404 for an unknown worker or
-//! node, 409 for a stale config version or a worker in the wrong state. [`router`] builds the
+//! node, 409 for a stale config version or a worker in the wrong state, 502 when a worker's call
+//! failed, 503 when a node is unreachable (naming it), 504 when a worker's call timed out. [`router`] builds the
 //! whole app, so tests can drive it without a socket. The server stops on the agent's API token.
 
 mod error;
@@ -27,7 +29,7 @@ use serde_json::{json, Value};
 
 pub use error::ApiError;
 
-use crate::agent::{Agent, WorkerInfo};
+use crate::agent::{Agent, WorkerAction, WorkerInfo};
 
 /// The API's routes over `agent`.
 pub fn router(agent: Agent) -> Router {
@@ -36,6 +38,7 @@ pub fn router(agent: Agent) -> Router {
         .route("/v1/members", get(members))
         .route("/v1/workers", get(workers))
         .route("/v1/workers/{name}", delete(delete_worker))
+        .route("/v1/workers/{name}/call", post(call_worker))
         .route("/v1/workers/{name}/{action}", post(worker_action))
         .route("/v1/config", get(get_config).put(put_config))
         .fallback(|| async {
@@ -102,37 +105,124 @@ async fn workers(
 async fn worker_action(
     State(agent): State<Agent>,
     Path((name, action)): Path<(String, String)>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let sup = agent.supervisor();
-    match action.as_str() {
-        "start" => agent.start_worker(&name).await?,
-        "stop" => sup.stop_worker(&name).await?,
-        "restart" => {
-            sup.restart_worker(&name).await?;
-        }
-        other => {
+    query(&params, &["node"])?;
+    let action = match WorkerAction::parse(&action) {
+        Some(action) if action != WorkerAction::Delete => action,
+        _ => {
             return Err(ApiError::not_found(format!(
-                "unknown worker action {other:?}; use start, stop or restart"
+                "unknown worker action {action:?}; use start, stop or restart (DELETE to delete)"
             )))
         }
-    }
-    let status = sup
-        .worker_status(&name)
-        .await
-        .ok()
-        .map(|s| WorkerInfo::from_status(&s));
-    Ok(Json(
-        json!({ "node": agent.node().id(), "worker": name, "action": action, "status": status }),
-    ))
+    };
+    act(&agent, &name, action, params.get("node")).await
 }
 
 async fn delete_worker(
     State(agent): State<Agent>,
     Path(name): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    agent.delete_worker(&name).await?;
+    query(&params, &["node"])?;
+    act(&agent, &name, WorkerAction::Delete, params.get("node")).await
+}
+
+/// Acts on `name` on `node`, or on every node that has it; reports per node. Fails (with the
+/// first failure's status) only when every node failed.
+async fn act(
+    agent: &Agent,
+    name: &str,
+    action: WorkerAction,
+    node: Option<&String>,
+) -> Result<Json<Value>, ApiError> {
+    let targets = match node {
+        Some(node) => vec![node.clone()],
+        None => {
+            let mut nodes: Vec<String> = agent
+                .cluster_workers()
+                .await
+                .into_iter()
+                .filter(|w| w.name == name)
+                .map(|w| w.node)
+                .collect();
+            nodes.dedup();
+            if nodes.is_empty() {
+                // A worker deleted here is listed nowhere but can still be started here.
+                nodes.push(agent.node().id().to_string());
+            }
+            nodes
+        }
+    };
+    let outcomes =
+        futures::future::join_all(targets.iter().map(|node| agent.act_on(node, name, action)))
+            .await;
+    let mut results = Vec::new();
+    let mut first_error = None;
+    for (node, outcome) in targets.iter().zip(outcomes) {
+        match outcome {
+            Ok(status) => results.push(json!({ "node": node, "status": status })),
+            Err((code, message)) => {
+                results.push(json!({ "node": node, "error": message }));
+                first_error.get_or_insert((code, message));
+            }
+        }
+    }
+    if let (Some((code, message)), false) = (
+        first_error,
+        results.iter().any(|r| r.get("status").is_some()),
+    ) {
+        return Err(ApiError::with_status(code, message));
+    }
     Ok(Json(
-        json!({ "node": agent.node().id(), "worker": name, "action": "delete" }),
+        json!({ "worker": name, "action": action, "results": results }),
+    ))
+}
+
+/// The body of `POST /v1/workers/{name}/call`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallBody {
+    method: String,
+    #[serde(default)]
+    params: Value,
+    #[serde(default)]
+    node: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+async fn call_worker(
+    State(agent): State<Agent>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body: CallBody = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_request(format!("invalid request body: {err}")))?;
+    let node = match body.node {
+        Some(node) => node,
+        None => {
+            // Here if it runs here, else the first node where it runs.
+            let workers = agent.cluster_workers().await;
+            let running: Vec<&WorkerInfo> = workers
+                .iter()
+                .filter(|w| w.name == name && w.state == "running")
+                .collect();
+            running
+                .iter()
+                .find(|w| w.node == agent.node().id())
+                .or(running.first())
+                .map(|w| w.node.clone())
+                .ok_or_else(|| ApiError::not_found(format!("no node runs worker {name:?}")))?
+        }
+    };
+    let timeout = std::time::Duration::from_millis(body.timeout_ms.unwrap_or(5_000));
+    let result = agent
+        .call_on(&node, &name, &body.method, body.params, timeout)
+        .await
+        .map_err(|(code, message)| ApiError::with_status(code, message))?;
+    Ok(Json(
+        json!({ "node": node, "worker": name, "method": body.method, "result": result }),
     ))
 }
 

@@ -58,6 +58,70 @@ pub enum Error {
         node: String,
     },
 
+    /// The RPC listener could not be bound.
+    #[error("cannot bind the RPC listener to {addr}: {source}")]
+    RpcBind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// No live member has this id.
+    #[error("no live member {member:?}")]
+    UnknownMember {
+        /// The id asked for.
+        member: String,
+    },
+
+    /// The member could not be reached, or the connection broke before its reply.
+    #[error("member {member:?} at {addr} is unreachable: {reason}")]
+    Unreachable {
+        /// The member's id.
+        member: String,
+        /// Its RPC address.
+        addr: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// The member did not reply in time.
+    #[error("member {member:?} did not reply within {timeout:?}")]
+    CallTimeout {
+        /// The member's id.
+        member: String,
+        /// The timeout that passed.
+        timeout: std::time::Duration,
+    },
+
+    /// The member answered with an error (its handler's, or a refusal of the request).
+    #[error("member {member:?} answered with an error: {message}")]
+    Remote {
+        /// The member's id.
+        member: String,
+        /// The error it sent.
+        message: String,
+    },
+
+    /// A message is larger than the frame limit.
+    #[error("a message of {size} bytes exceeds the frame limit of {limit} bytes")]
+    FrameTooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// A message could not be encoded or decoded as the expected type.
+    #[error("cannot encode or decode {what}: {reason}")]
+    Codec {
+        /// Which message.
+        what: String,
+        /// The codec's error.
+        reason: String,
+    },
+
     /// The gossip server failed to start for another reason.
     #[error("gossip on {addr} failed to start: {reason}")]
     Gossip {

@@ -43,6 +43,8 @@
 //! - [`member`]: the [`ClusterMember`] trait, [`Member`], [`LeaveReason`], [`Context`].
 //! - [`node`]: [`Node`] (start, queries, leave, shutdown) and [`NodeBuilder`].
 //! - [`membership`]: gossip snapshots turned into [`MembershipEvent`]s by a pure diff.
+//! - [`rpc`]: member-to-member calls and casts (serde + bincode over TCP).
+//! - [`config`], [`agent`], [`api`]: the cluster config, the `herd agent` daemon, its HTTP API.
 //! - [`supervisor`]: OTP-style supervision of external worker processes.
 //! - [`Error`]: what can go wrong, naming the value that was wrong.
 #![warn(missing_docs)]
@@ -54,6 +56,7 @@ mod error;
 pub mod member;
 pub mod membership;
 pub mod node;
+pub mod rpc;
 pub mod supervisor;
 
 pub use async_trait::async_trait;
@@ -61,3 +64,4 @@ pub use error::Error;
 pub use member::{ClusterMember, Context, LeaveReason, Member};
 pub use membership::{EventStream, GossipStats, MembershipEvent};
 pub use node::{Node, NodeBuilder};
+pub use rpc::{Reply, Request};

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 pub use context::Context;
 
+use crate::rpc::{Reply, Request};
+
 /// One incarnation of a cluster member, as gossip last described it.
 ///
 /// A member is identified by its id; each start of a node with that id is a new incarnation with a
@@ -28,6 +30,8 @@ pub struct Member {
     pub(crate) addr: SocketAddr,
     pub(crate) generation: u64,
     pub(crate) tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) rpc: Option<SocketAddr>,
 }
 
 impl Member {
@@ -49,6 +53,11 @@ impl Member {
     /// All of the member's tags, sorted by key.
     pub fn tags(&self) -> &BTreeMap<String, String> {
         &self.tags
+    }
+
+    /// The address the member takes messages on (TCP), if it published one.
+    pub fn rpc_addr(&self) -> Option<SocketAddr> {
+        self.rpc
     }
 
     /// One tag's value, if the member has it.
@@ -124,6 +133,20 @@ pub trait ClusterMember: Send + 'static {
     async fn on_member_updated(&mut self, cx: &Context, member: &Member) {
         let _ = (cx, member);
     }
+
+    /// Another member called this one ([`Node::call`](crate::Node::call)); decode the request
+    /// with [`Request::decode`] and answer with [`Reply::ok`] or [`Reply::error`]. Runs in order
+    /// with the other callbacks. The default answers that this member takes no calls.
+    async fn handle_call(&mut self, cx: &Context, request: Request) -> Reply {
+        let _ = cx;
+        Reply::error(format!("member takes no calls (from {})", request.from()))
+    }
+
+    /// Another member sent this one a message that needs no answer
+    /// ([`Node::cast`](crate::Node::cast)). Runs in order with the other callbacks.
+    async fn handle_cast(&mut self, cx: &Context, request: Request) {
+        let _ = (cx, request);
+    }
 }
 
 #[cfg(test)]
@@ -137,6 +160,7 @@ mod tests {
             addr: "127.0.0.1:7001".parse().unwrap(),
             generation: 7,
             tags: [("group".to_string(), "media".to_string())].into(),
+            rpc: None,
         };
         assert_eq!(member.id(), "a");
         assert_eq!(member.generation(), 7);

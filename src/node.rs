@@ -12,6 +12,7 @@
 
 mod builder;
 mod dispatch;
+mod messaging;
 pub(crate) mod published;
 mod seeds;
 
@@ -57,6 +58,8 @@ struct Inner {
     /// Taken when the node stops, so that every [`EventStream`] ends.
     events: std::sync::Mutex<Option<broadcast::Sender<MembershipEvent>>>,
     counters: Arc<Counters>,
+    rpc: Arc<crate::rpc::server::Shared>,
+    client: Arc<crate::rpc::client::Client>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     stopped: tokio::sync::OnceCell<()>,

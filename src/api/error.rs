@@ -34,6 +34,15 @@ impl ApiError {
         }
     }
 
+    /// An error with an explicit status, from an action on a worker or node; the message names
+    /// the node and worker, so it is kept even for 5xx (503: a node is unreachable).
+    pub fn with_status(status: u16, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message: message.into(),
+        }
+    }
+
     /// The status code this error answers with.
     pub fn status(&self) -> StatusCode {
         self.status

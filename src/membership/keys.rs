@@ -16,6 +16,9 @@ pub(crate) const LEAVING: &str = "herd.leaving";
 /// Prefix of user tags: tag `group=media` is the key `tag.group` with the value `media`.
 pub(crate) const TAG_PREFIX: &str = "tag.";
 
+/// The node's RPC address (`ip:port`, TCP), for member-to-member messages.
+pub(crate) const RPC: &str = "herd.rpc";
+
 /// Prefix of every key of the cluster config a node holds (see [`CONFIG_HEAD`]).
 pub(crate) const CONFIG_PREFIX: &str = "herd.config";
 
@@ -46,6 +49,11 @@ pub(crate) fn tags(state: &NodeState) -> BTreeMap<String, String> {
                 .map(|name| (name.to_string(), value.to_string()))
         })
         .collect()
+}
+
+/// The node's RPC address, if it publishes one that parses.
+pub(crate) fn rpc_addr(state: &NodeState) -> Option<std::net::SocketAddr> {
+    state.get(RPC).and_then(|addr| addr.parse().ok())
 }
 
 /// Whether the node has published all its initial keys.

@@ -41,6 +41,7 @@ impl Snapshot {
                 addr: id.gossip_advertise_addr,
                 generation: id.generation_id,
                 tags: keys::tags(state),
+                rpc: keys::rpc_addr(state),
             };
             match members.get(member.id()) {
                 Some(known) if known.generation >= member.generation => {}
@@ -93,6 +94,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             generation,
             tags: BTreeMap::new(),
+            rpc: None,
         }
     }
 

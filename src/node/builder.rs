@@ -19,7 +19,7 @@ use super::{dispatch, seeds, Inner, Node};
 use crate::membership::keys;
 use crate::membership::transport::{Counters, CountingUdp};
 use crate::membership::watcher::Watcher;
-use crate::{ClusterMember, Context, Error, Member};
+use crate::{rpc, ClusterMember, Context, Error, Member};
 
 /// Default gossip listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7946";
@@ -37,6 +37,8 @@ pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 pub const DEFAULT_PHI_THRESHOLD: f64 = 12.0;
 /// Default time a dead member's state is kept before it is forgotten.
 pub const DEFAULT_DEAD_NODE_GRACE_PERIOD: Duration = Duration::from_secs(60 * 60);
+/// Calls and casts waiting for the member; beyond this, callers get "queue full" at once.
+const MESSAGE_QUEUE: usize = 4096;
 /// Capacity of each [`EventStream`](crate::EventStream)'s buffer.
 const EVENT_BUFFER: usize = 4096;
 /// Heartbeat intervals observed for each peer, for the failure detector's mean.
@@ -56,6 +58,8 @@ pub struct NodeBuilder {
     leave_propagation: Option<Duration>,
     dead_node_grace_period: Duration,
     compress_digests: bool,
+    rpc_listen: Option<SocketAddr>,
+    max_frame: usize,
 }
 
 impl NodeBuilder {
@@ -74,6 +78,8 @@ impl NodeBuilder {
             leave_propagation: None,
             dead_node_grace_period: DEFAULT_DEAD_NODE_GRACE_PERIOD,
             compress_digests: false,
+            rpc_listen: None,
+            max_frame: crate::rpc::DEFAULT_MAX_FRAME,
         }
     }
 
@@ -160,6 +166,21 @@ impl NodeBuilder {
         self
     }
 
+    /// The TCP address member-to-member messages arrive on. Default: the gossip address's IP and
+    /// port (TCP and UDP ports are separate), or a free port when that is taken and the gossip
+    /// port was chosen freely. Peers learn the address from gossip.
+    pub fn rpc_listen(mut self, addr: SocketAddr) -> Self {
+        self.rpc_listen = Some(addr);
+        self
+    }
+
+    /// The largest message frame this node sends or accepts, in bytes (default
+    /// [`DEFAULT_MAX_FRAME`](crate::rpc::DEFAULT_MAX_FRAME), 16 MiB).
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
     /// Starts the node: binds the gossip socket, starts gossiping with the seeds, and spawns the
     /// tasks that watch membership and call `member`.
     ///
@@ -184,6 +205,17 @@ impl NodeBuilder {
             }
             None => bound,
         };
+        let rpc_listener = bind_rpc(self.rpc_listen, self.listen, bound).await?;
+        let rpc_addr = SocketAddr::new(
+            advertise.ip(),
+            rpc_listener
+                .local_addr()
+                .map_err(|source| Error::RpcBind {
+                    addr: bound,
+                    source,
+                })?
+                .port(),
+        );
         let founder = seeds
             .iter()
             .flat_map(|seed| seed.addrs.iter())
@@ -218,6 +250,7 @@ impl NodeBuilder {
             .iter()
             .map(|(key, value)| (keys::tag_key(key), value.clone()))
             .collect();
+        initial.push((keys::RPC.to_string(), rpc_addr.to_string()));
         initial.push((keys::READY.to_string(), "1".to_string()));
 
         let counters = Arc::new(Counters::default());
@@ -248,6 +281,7 @@ impl NodeBuilder {
             addr: advertise,
             generation,
             tags: self.tags.clone(),
+            rpc: Some(rpc_addr),
         };
         let (members_tx, members_rx) = watch::channel(Arc::from(vec![me]));
         let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
@@ -267,15 +301,36 @@ impl NodeBuilder {
             }
             .run(cancel.child_token()),
         );
+        let (messages_tx, messages_rx) = mpsc::channel(MESSAGE_QUEUE);
+        let rpc = Arc::new(rpc::server::Shared {
+            node_id: id.clone(),
+            incoming: messages_tx,
+            system: std::sync::RwLock::new(None),
+            max_frame: self.max_frame,
+            counters: Default::default(),
+        });
+        tracker.spawn(rpc::server::serve(
+            rpc_listener,
+            rpc.clone(),
+            tracker.clone(),
+            cancel.child_token(),
+        ));
+        let client = Arc::new(rpc::client::Client::new(
+            id.clone(),
+            self.max_frame,
+            tracker.clone(),
+            cancel.child_token(),
+        ));
         let cx = Context::new(id.clone(), members_rx.clone());
         tracker.spawn(dispatch::run(
             member,
             cx,
             deliveries_rx,
+            messages_rx,
             cancel.child_token(),
         ));
         tracker.close();
-        info!(node = %id, %advertise, generation, founder, "node started");
+        info!(node = %id, %advertise, %rpc_addr, generation, founder, "node started");
 
         Ok(Node {
             inner: Arc::new(Inner {
@@ -290,6 +345,8 @@ impl NodeBuilder {
                 members: members_rx,
                 events: std::sync::Mutex::new(Some(events_tx)),
                 counters,
+                rpc,
+                client,
                 cancel,
                 tracker,
                 stopped: tokio::sync::OnceCell::new(),
@@ -307,6 +364,26 @@ pub(crate) fn check_tag_key(key: &str) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// Binds the RPC listener: `asked`, or the gossip address's IP and port, or (when that port is
+/// taken and the gossip port was chosen freely) a free port.
+async fn bind_rpc(
+    asked: Option<SocketAddr>,
+    listen: SocketAddr,
+    bound: SocketAddr,
+) -> Result<tokio::net::TcpListener, Error> {
+    let addr = asked.unwrap_or(bound);
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => Ok(listener),
+        Err(_) if asked.is_none() && listen.port() == 0 => {
+            let any = SocketAddr::new(bound.ip(), 0);
+            tokio::net::TcpListener::bind(any)
+                .await
+                .map_err(|source| Error::RpcBind { addr: any, source })
+        }
+        Err(source) => Err(Error::RpcBind { addr, source }),
+    }
 }
 
 /// Binds the listen address once to report "in use" clearly and to learn the port that port 0

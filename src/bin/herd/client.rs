@@ -47,6 +47,10 @@ impl Client {
         self.finish(path, self.http.post(&self.url(path)).send_empty())
     }
 
+    pub fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.finish(path, self.http.post(&self.url(path)).send_json(body))
+    }
+
     pub fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.finish(path, self.http.put(&self.url(path)).send_json(body))
     }

@@ -3,6 +3,7 @@
 
 mod action;
 mod agent;
+mod call;
 mod client;
 mod config_cmd;
 mod demo;
@@ -42,6 +43,8 @@ enum Command {
     Restart(action::Args),
     /// Stop and forget a worker on the agent's node until the config changes it.
     Delete(action::Args),
+    /// Call a jsonl worker wherever it runs: herd call NAME METHOD 'JSON' [--node ID].
+    Call(call::Args),
     /// Push or show the cluster config.
     #[command(subcommand)]
     Config(config_cmd::Command),
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Stop(args) => action::run("stop", args, &api),
         Command::Restart(args) => action::run("restart", args, &api),
         Command::Delete(args) => action::run("delete", args, &api),
+        Command::Call(args) => call::run(args, &api),
         Command::Config(command) => config_cmd::run(command, &api),
         Command::Status => status::run(&api),
     };

@@ -1,0 +1,222 @@
+//! Acting on workers anywhere in the cluster: the actions and calls an agent performs on its own
+//! workers ([`Local`]), and the same carried to another node over the RPC layer as herd's own
+//! requests (JSON in system frames), answered there by [`RemoteHandler`], concurrently with
+//! everything else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::core::Command;
+use super::status::WorkerInfo;
+use super::AgentError;
+use crate::rpc::frame::{Outcome, Refusal};
+use crate::rpc::server::SystemHandler;
+use crate::supervisor::{self, Supervisor};
+
+/// An operator's action on a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerAction {
+    /// Start a stopped, failed or deleted worker.
+    Start,
+    /// Stop it; it stays stopped until started.
+    Stop,
+    /// Stop it and start it again.
+    Restart,
+    /// Stop and forget it until the config changes it.
+    Delete,
+}
+
+impl WorkerAction {
+    /// Parses `start`, `stop`, `restart` or `delete`.
+    pub fn parse(text: &str) -> Option<WorkerAction> {
+        match text {
+            "start" => Some(WorkerAction::Start),
+            "stop" => Some(WorkerAction::Stop),
+            "restart" => Some(WorkerAction::Restart),
+            "delete" => Some(WorkerAction::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// herd's own request to another node's agent.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum RemoteRequest {
+    Action {
+        worker: String,
+        action: WorkerAction,
+    },
+    Call {
+        worker: String,
+        method: String,
+        params: Value,
+        timeout_ms: u64,
+    },
+}
+
+/// The answer: the worker's status after an action, or a call's result; or an error with the
+/// HTTP status it maps to.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum RemoteAnswer {
+    Done(Option<WorkerInfo>),
+    Called(Value),
+    Failed { status: u16, message: String },
+}
+
+/// What an agent does to its own workers.
+#[derive(Clone)]
+pub(crate) struct Local {
+    pub(crate) sup: Supervisor,
+    pub(crate) commands: mpsc::Sender<Command>,
+}
+
+impl Local {
+    pub(crate) async fn act(
+        &self,
+        worker: &str,
+        action: WorkerAction,
+    ) -> Result<Option<WorkerInfo>, AgentError> {
+        match action {
+            WorkerAction::Start => {
+                let name = worker.to_string();
+                self.ask(|reply| Command::Start { name, reply }).await??;
+            }
+            WorkerAction::Stop => self.sup.stop_worker(worker).await?,
+            WorkerAction::Restart => {
+                self.sup.restart_worker(worker).await?;
+            }
+            WorkerAction::Delete => {
+                let name = worker.to_string();
+                self.ask(|reply| Command::Delete { name, reply }).await??;
+                return Ok(None);
+            }
+        }
+        Ok(self
+            .sup
+            .worker_status(worker)
+            .await
+            .ok()
+            .map(|s| WorkerInfo::from_status(&s)))
+    }
+
+    pub(crate) async fn call(
+        &self,
+        worker: &str,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+    ) -> Result<Value, AgentError> {
+        Ok(self.sup.call(worker, method, params, timeout).await?)
+    }
+
+    pub(crate) async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, AgentError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| AgentError::ShuttingDown)?;
+        answer.await.map_err(|_| AgentError::ShuttingDown)
+    }
+}
+
+/// The HTTP status an agent error maps to; shared by the API and remote answers.
+pub(crate) fn status_of(err: &AgentError) -> u16 {
+    match err {
+        AgentError::Config(_) => 400,
+        AgentError::StaleVersion { .. } => 409,
+        AgentError::Worker(supervisor::Error::UnknownWorker { .. }) => 404,
+        AgentError::Worker(
+            supervisor::Error::DuplicateWorker { .. }
+            | supervisor::Error::NotJsonl { .. }
+            | supervisor::Error::NotRunning { .. },
+        ) => 409,
+        AgentError::Worker(supervisor::Error::CallTimeout { .. }) => 504,
+        AgentError::Worker(
+            supervisor::Error::WorkerDied { .. } | supervisor::Error::Remote { .. },
+        ) => 502,
+        AgentError::Worker(supervisor::Error::Spawn { .. }) | AgentError::StartFailed { .. } => 422,
+        AgentError::Worker(_) => 409,
+        AgentError::ShuttingDown => 503,
+        _ => 500,
+    }
+}
+
+/// Answers other nodes' requests with this node's [`Local`].
+pub(crate) struct RemoteHandler {
+    pub(crate) local: Local,
+}
+
+#[async_trait]
+impl SystemHandler for RemoteHandler {
+    async fn handle(&self, from: String, payload: Vec<u8>) -> Outcome {
+        let request: RemoteRequest = match serde_json::from_slice(&payload) {
+            Ok(request) => request,
+            Err(err) => {
+                return Outcome::Err(Refusal::Decode(format!("agent request from {from}: {err}")))
+            }
+        };
+        let answer = match request {
+            RemoteRequest::Action { worker, action } => match self.local.act(&worker, action).await
+            {
+                Ok(status) => RemoteAnswer::Done(status),
+                Err(err) => RemoteAnswer::Failed {
+                    status: status_of(&err),
+                    message: err.to_string(),
+                },
+            },
+            RemoteRequest::Call {
+                worker,
+                method,
+                params,
+                timeout_ms,
+            } => {
+                let timeout = Duration::from_millis(timeout_ms);
+                match self.local.call(&worker, &method, params, timeout).await {
+                    Ok(value) => RemoteAnswer::Called(value),
+                    Err(err) => RemoteAnswer::Failed {
+                        status: status_of(&err),
+                        message: err.to_string(),
+                    },
+                }
+            }
+        };
+        match serde_json::to_vec(&answer) {
+            Ok(bytes) => Outcome::Ok(bytes),
+            Err(err) => Outcome::Err(Refusal::Handler(format!(
+                "answer could not be encoded: {err}"
+            ))),
+        }
+    }
+}
+
+/// Sends `request` to node `to` and returns its answer.
+pub(crate) async fn ask_node(
+    node: &crate::Node,
+    to: &str,
+    request: &RemoteRequest,
+    timeout: Duration,
+) -> Result<RemoteAnswer, crate::Error> {
+    let payload = serde_json::to_vec(request).map_err(|err| crate::Error::Codec {
+        what: "an agent request".into(),
+        reason: err.to_string(),
+    })?;
+    let bytes = node.system_call(to, payload, timeout).await?;
+    serde_json::from_slice(&bytes).map_err(|err| crate::Error::Codec {
+        what: format!("the answer of {to}"),
+        reason: err.to_string(),
+    })
+}
+
+/// Keeps the handler type-erased for the node.
+pub(crate) fn handler(local: Local) -> Arc<dyn SystemHandler> {
+    Arc::new(RemoteHandler { local })
+}

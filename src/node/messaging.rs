@@ -1,0 +1,164 @@
+//! Member-to-member messages on a [`Node`]: `call`, `cast`, `multi_call`, and the crate's own
+//! requests to another node's herd handler (`system_call`). The member's address comes from its
+//! gossip state; the bytes never reach the user.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::Node;
+use crate::rpc::client::Failure;
+use crate::rpc::frame::{Kind, Outcome};
+use crate::rpc::server::SystemHandler;
+use crate::Error;
+
+/// How long a cast may wait for a connection.
+const CAST_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Node {
+    /// Calls member `to` with `request` and waits up to `timeout` for its reply, decoded as
+    /// `Resp`. The member answers from its [`handle_call`](crate::ClusterMember::handle_call).
+    ///
+    /// # Errors
+    /// [`Error::UnknownMember`] at once for an id that is not a live member;
+    /// [`Error::Unreachable`], [`Error::CallTimeout`], [`Error::Remote`] (the member's error),
+    /// [`Error::FrameTooLarge`], [`Error::Codec`].
+    pub async fn call<Req, Resp>(
+        &self,
+        to: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, Error>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let payload = encode(request)?;
+        let bytes = self.request(to, Kind::Call, payload, timeout).await?;
+        bincode::deserialize(&bytes).map_err(|err| Error::Codec {
+            what: format!("the reply of {to}"),
+            reason: err.to_string(),
+        })
+    }
+
+    /// Sends `message` to member `to` without waiting for an answer; done once it is on its way.
+    /// The member gets it in its [`handle_cast`](crate::ClusterMember::handle_cast).
+    ///
+    /// # Errors
+    /// [`Error::UnknownMember`], [`Error::Unreachable`], [`Error::FrameTooLarge`], [`Error::Codec`].
+    pub async fn cast<Msg: Serialize + ?Sized>(
+        &self,
+        to: &str,
+        message: &Msg,
+    ) -> Result<(), Error> {
+        let payload = encode(message)?;
+        let addr = self.rpc_addr_of(to)?;
+        self.inner
+            .client
+            .cast(addr, payload, CAST_CONNECT_TIMEOUT)
+            .await
+            .map_err(|failure| failure_error(to, addr, CAST_CONNECT_TIMEOUT, failure))
+    }
+
+    /// Calls every live member (this one included) at once and returns each one's result, by
+    /// member id, sorted. The whole call takes at most `timeout`.
+    ///
+    /// A member calling `multi_call` from inside its own callback waits for itself: its own entry
+    /// then ends in [`Error::CallTimeout`].
+    pub async fn multi_call<Req, Resp>(
+        &self,
+        request: &Req,
+        timeout: Duration,
+    ) -> Vec<(String, Result<Resp, Error>)>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let calls = self.members().into_iter().map(|member| async move {
+            let result = self.call(member.id(), request, timeout).await;
+            (member.id().to_string(), result)
+        });
+        futures::future::join_all(calls).await
+    }
+
+    /// Sends herd's own request to node `to`'s system handler and returns its answer's bytes.
+    pub(crate) async fn system_call(
+        &self,
+        to: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Error> {
+        self.request(to, Kind::System, payload, timeout).await
+    }
+
+    /// Sets the handler of herd's own requests to this node (the agent's remote actions).
+    pub(crate) fn set_system_handler(&self, handler: Arc<dyn SystemHandler>) {
+        *self.inner.rpc.system.write().expect("system handler lock") = Some(handler);
+    }
+
+    async fn request(
+        &self,
+        to: &str,
+        kind: Kind,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Error> {
+        let addr = self.rpc_addr_of(to)?;
+        match self
+            .inner
+            .client
+            .request(addr, kind, payload, timeout)
+            .await
+        {
+            Ok(Outcome::Ok(bytes)) => Ok(bytes),
+            Ok(Outcome::Err(refusal)) => Err(Error::Remote {
+                member: to.to_string(),
+                message: refusal.to_string(),
+            }),
+            Err(failure) => Err(failure_error(to, addr, timeout, failure)),
+        }
+    }
+
+    /// The RPC address of live member `id`.
+    fn rpc_addr_of(&self, id: &str) -> Result<SocketAddr, Error> {
+        self.running()?;
+        self.inner
+            .members
+            .borrow()
+            .iter()
+            .find(|m| m.id() == id)
+            .and_then(|m| m.rpc_addr())
+            .ok_or_else(|| Error::UnknownMember {
+                member: id.to_string(),
+            })
+    }
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
+    bincode::serialize(value).map_err(|err| Error::Codec {
+        what: "a request".into(),
+        reason: err.to_string(),
+    })
+}
+
+fn failure_error(member: &str, addr: SocketAddr, timeout: Duration, failure: Failure) -> Error {
+    match failure {
+        Failure::Unreachable(reason) => Error::Unreachable {
+            member: member.to_string(),
+            addr,
+            reason,
+        },
+        Failure::Timeout => Error::CallTimeout {
+            member: member.to_string(),
+            timeout,
+        },
+        Failure::TooLarge { size, limit } => Error::FrameTooLarge { size, limit },
+        Failure::Encode(reason) => Error::Codec {
+            what: "a request".into(),
+            reason,
+        },
+    }
+}

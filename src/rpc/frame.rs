@@ -1,0 +1,145 @@
+//! The wire format of member-to-member messages: length-prefixed frames over TCP.
+//!
+//! ```text
+//! u32 length (big endian, of everything after it) | u8 kind | u64 id | body (bincode)
+//! ```
+//!
+//! The kind and id come before the body so that a receiver can answer a frame it refuses (too
+//! large, undecodable) to the right caller, and keep the connection. Pure encoding and decoding;
+//! the reading and writing tasks live in `server.rs` and `client.rs`.
+
+use serde::{Deserialize, Serialize};
+
+/// Bytes of kind and id after the length.
+pub(crate) const HEADER_LEN: usize = 1 + 8;
+
+/// The default largest frame a node sends or accepts: 16 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    /// A request to the member's `handle_call`; a `Reply` with the same id answers it.
+    Call = 1,
+    /// A one-way message to the member's `handle_cast`.
+    Cast = 2,
+    /// A request to herd's own handler on the node (the agent's remote actions).
+    System = 3,
+    /// The answer to a `Call` or `System` frame.
+    Reply = 4,
+}
+
+impl Kind {
+    pub(crate) fn from_u8(byte: u8) -> Option<Kind> {
+        match byte {
+            1 => Some(Kind::Call),
+            2 => Some(Kind::Cast),
+            3 => Some(Kind::System),
+            4 => Some(Kind::Reply),
+            _ => None,
+        }
+    }
+}
+
+/// The body of a `Call`, `Cast` or `System` frame.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Request {
+    /// The sender's node id.
+    pub(crate) from: String,
+    /// The user's (or herd's) message, bincode-encoded.
+    pub(crate) payload: Vec<u8>,
+}
+
+/// The body of a `Reply` frame.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Outcome {
+    /// The handler's answer, bincode-encoded.
+    Ok(Vec<u8>),
+    /// The receiver could not answer: why.
+    Err(Refusal),
+}
+
+/// Why a receiver answered with an error instead of a reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Refusal {
+    /// The handler ran and returned an error (its message).
+    Handler(String),
+    /// The receiver could not decode the request as the type its handler takes.
+    Decode(String),
+    /// The frame was larger than the receiver accepts.
+    TooLarge { size: usize, limit: usize },
+    /// The frame was not a request the receiver understands.
+    Malformed(String),
+    /// The node has no handler for this kind of request, or it is stopping.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Handler(message) => write!(f, "{message}"),
+            Refusal::Decode(message) => {
+                write!(f, "the receiver could not decode the request: {message}")
+            }
+            Refusal::TooLarge { size, limit } => {
+                write!(
+                    f,
+                    "a frame of {size} bytes exceeds the receiver's limit of {limit}"
+                )
+            }
+            Refusal::Malformed(message) => write!(f, "malformed frame: {message}"),
+            Refusal::Unavailable(message) => write!(f, "{message}"),
+        }
+    }
+}
+
+/// Encodes one frame: header and bincode body.
+pub(crate) fn encode<T: Serialize>(
+    kind: Kind,
+    id: u64,
+    body: &T,
+) -> Result<Vec<u8>, bincode::Error> {
+    let size = bincode::serialized_size(body)? as usize;
+    let mut frame = Vec::with_capacity(4 + HEADER_LEN + size);
+    frame.extend_from_slice(&((HEADER_LEN + size) as u32).to_be_bytes());
+    frame.push(kind as u8);
+    frame.extend_from_slice(&id.to_be_bytes());
+    bincode::serialize_into(&mut frame, body)?;
+    Ok(frame)
+}
+
+/// Splits a frame (without its length prefix) into kind byte, id and body.
+pub(crate) fn split(frame: &[u8]) -> Option<(u8, u64, &[u8])> {
+    if frame.len() < HEADER_LEN {
+        return None;
+    }
+    let id = u64::from_be_bytes(frame[1..9].try_into().ok()?);
+    Some((frame[0], id, &frame[HEADER_LEN..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_round_trips_through_its_header() {
+        let request = Request {
+            from: "a".into(),
+            payload: vec![1, 2, 3],
+        };
+        let frame = encode(Kind::Call, 42, &request).unwrap();
+        let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 4);
+        let (kind, id, body) = split(&frame[4..]).unwrap();
+        assert_eq!((Kind::from_u8(kind), id), (Some(Kind::Call), 42));
+        let back: Request = bincode::deserialize(body).unwrap();
+        assert_eq!((back.from.as_str(), back.payload), ("a", vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn short_frames_and_unknown_kinds_are_refused() {
+        assert!(split(&[1, 0, 0]).is_none());
+        assert_eq!(Kind::from_u8(9), None);
+    }
+}

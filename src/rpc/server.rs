@@ -1,0 +1,283 @@
+//! The RPC server: accepts TCP connections from peers and turns their frames into deliveries.
+//!
+//! One task accepts; one task per connection reads frames, and one more writes that connection's
+//! replies (batched: every reply waiting is written with one system call). A `Call` or `Cast` goes
+//! to the node's dispatcher, which runs the member's `handle_call` / `handle_cast` in order with the
+//! other callbacks; a `System` frame goes to herd's own handler (the agent's remote actions),
+//! concurrently. A frame that is too large or does not decode is answered with an error when it
+//! carries a request id, counted, and logged; the connection and everyone else go on. Every task
+//! stops on the node's cancellation token.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use super::frame::{self, Kind, Outcome, Refusal, Request};
+
+/// A request from a peer for the member's callbacks.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// Answer through `reply`.
+    Call {
+        from: String,
+        payload: Vec<u8>,
+        reply: oneshot::Sender<Outcome>,
+    },
+    /// No answer.
+    Cast { from: String, payload: Vec<u8> },
+}
+
+/// herd's own request handler on a node (the agent registers one).
+#[async_trait]
+pub(crate) trait SystemHandler: Send + Sync + 'static {
+    /// Answers one request from node `from`.
+    async fn handle(&self, from: String, payload: Vec<u8>) -> Outcome;
+}
+
+/// Counters of what the server refused.
+#[derive(Debug, Default)]
+pub(crate) struct ServerCounters {
+    pub(crate) bad_frames: AtomicU64,
+    pub(crate) oversized_frames: AtomicU64,
+}
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    pub(crate) node_id: Arc<str>,
+    pub(crate) incoming: mpsc::Sender<Incoming>,
+    pub(crate) system: RwLock<Option<Arc<dyn SystemHandler>>>,
+    pub(crate) max_frame: usize,
+    pub(crate) counters: ServerCounters,
+}
+
+/// Accepts connections until `cancel` fires.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tracker.spawn(connection(
+                    stream,
+                    peer,
+                    shared.clone(),
+                    tracker.clone(),
+                    cancel.clone(),
+                ));
+            }
+            Err(err) => {
+                warn!(node = %shared.node_id, error = %err, "rpc accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+) {
+    let (read, write) = stream.into_split();
+    let (replies, replies_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    tracker.spawn(write_frames(write, replies_rx, cancel.clone()));
+    let mut reader = BufReader::with_capacity(64 * 1024, read);
+    loop {
+        let frame = tokio::select! {
+            _ = cancel.cancelled() => break,
+            frame = read_frame(&mut reader, shared.max_frame) => frame,
+        };
+        match frame {
+            Ok(ReadFrame::Frame(bytes)) => handle(&bytes, peer, &shared, &replies, &tracker),
+            Ok(ReadFrame::TooLarge { kind, id, size }) => {
+                shared
+                    .counters
+                    .oversized_frames
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(node = %shared.node_id, %peer, size, limit = shared.max_frame, "rpc frame over the size limit dropped");
+                if matches!(Kind::from_u8(kind), Some(Kind::Call | Kind::System)) {
+                    let refusal = Refusal::TooLarge {
+                        size,
+                        limit: shared.max_frame,
+                    };
+                    reply(&replies, id, Outcome::Err(refusal));
+                }
+            }
+            Err(err) => {
+                debug!(node = %shared.node_id, %peer, error = %err, "rpc connection closed");
+                break;
+            }
+        }
+    }
+}
+
+/// What [`read_frame`] read.
+pub(crate) enum ReadFrame {
+    /// A frame within the limit, without its length prefix.
+    Frame(Vec<u8>),
+    /// A frame over the limit, skipped; its header, when it had one.
+    TooLarge { kind: u8, id: u64, size: usize },
+}
+
+/// Reads one frame; frames over `max_frame` are read past (not kept) so the stream stays usable.
+pub(crate) async fn read_frame<R: AsyncReadExt + Unpin>(
+    reader: &mut R,
+    max_frame: usize,
+) -> std::io::Result<ReadFrame> {
+    let len = reader.read_u32().await? as usize;
+    if len <= max_frame + frame::HEADER_LEN {
+        let mut bytes = vec![0; len];
+        reader.read_exact(&mut bytes).await?;
+        return Ok(ReadFrame::Frame(bytes));
+    }
+    let mut header = [0u8; frame::HEADER_LEN];
+    reader.read_exact(&mut header).await?;
+    let mut rest = (&mut *reader).take((len - frame::HEADER_LEN) as u64);
+    tokio::io::copy(&mut rest, &mut tokio::io::sink()).await?;
+    let id = u64::from_be_bytes(header[1..9].try_into().expect("8 bytes"));
+    Ok(ReadFrame::TooLarge {
+        kind: header[0],
+        id,
+        size: len - frame::HEADER_LEN,
+    })
+}
+
+fn handle(
+    bytes: &[u8],
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    replies: &mpsc::UnboundedSender<Vec<u8>>,
+    tracker: &TaskTracker,
+) {
+    let refuse = |id: u64, kind: Option<Kind>, why: String| {
+        shared.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
+        warn!(node = %shared.node_id, %peer, id, reason = %why, "rpc frame dropped");
+        if matches!(kind, Some(Kind::Call | Kind::System)) {
+            reply(replies, id, Outcome::Err(Refusal::Malformed(why)));
+        }
+    };
+    let Some((kind_byte, id, body)) = frame::split(bytes) else {
+        return refuse(
+            0,
+            None,
+            format!(
+                "a frame of {} bytes is shorter than its header",
+                bytes.len()
+            ),
+        );
+    };
+    let kind = Kind::from_u8(kind_byte);
+    let request: Request = match kind {
+        Some(Kind::Call | Kind::Cast | Kind::System) => match bincode::deserialize(body) {
+            Ok(request) => request,
+            Err(err) => return refuse(id, kind, format!("undecodable request: {err}")),
+        },
+        _ => return refuse(id, kind, format!("unexpected frame kind {kind_byte}")),
+    };
+    match kind {
+        Some(Kind::Call) => {
+            let (tx, rx) = oneshot::channel();
+            let incoming = Incoming::Call {
+                from: request.from,
+                payload: request.payload,
+                reply: tx,
+            };
+            if let Err(err) = shared.incoming.try_send(incoming) {
+                let why = match err {
+                    mpsc::error::TrySendError::Full(_) => "the member's message queue is full",
+                    mpsc::error::TrySendError::Closed(_) => "the member is stopping",
+                };
+                return reply(replies, id, Outcome::Err(Refusal::Unavailable(why.into())));
+            }
+            let replies = replies.clone();
+            tracker.spawn(async move {
+                let outcome = rx.await.unwrap_or_else(|_| {
+                    Outcome::Err(Refusal::Unavailable(
+                        "the member stopped before answering".into(),
+                    ))
+                });
+                reply(&replies, id, outcome);
+            });
+        }
+        Some(Kind::Cast) => {
+            let incoming = Incoming::Cast {
+                from: request.from,
+                payload: request.payload,
+            };
+            if shared.incoming.try_send(incoming).is_err() {
+                warn!(node = %shared.node_id, %peer, "cast dropped: the member's message queue is full or closed");
+            }
+        }
+        _ => {
+            let handler = shared.system.read().expect("system handler lock").clone();
+            let replies = replies.clone();
+            tracker.spawn(async move {
+                let outcome = match handler {
+                    Some(handler) => handler.handle(request.from, request.payload).await,
+                    None => Outcome::Err(Refusal::Unavailable(
+                        "this node takes no herd requests".into(),
+                    )),
+                };
+                reply(&replies, id, outcome);
+            });
+        }
+    }
+}
+
+fn reply(replies: &mpsc::UnboundedSender<Vec<u8>>, id: u64, outcome: Outcome) {
+    match frame::encode(Kind::Reply, id, &outcome) {
+        Ok(bytes) => {
+            let _ = replies.send(bytes);
+        }
+        Err(err) => warn!(id, error = %err, "rpc reply could not be encoded"),
+    }
+}
+
+/// Writes frames as they come, every frame waiting in one write, until the channel closes or
+/// `cancel` fires.
+pub(crate) async fn write_frames<W: AsyncWriteExt + Unpin>(
+    mut writer: W,
+    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
+    cancel: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(64 * 1024);
+    loop {
+        let first = tokio::select! {
+            _ = cancel.cancelled() => break,
+            frame = frames.recv() => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+        };
+        batch.clear();
+        batch.extend_from_slice(&first);
+        while batch.len() < 256 * 1024 {
+            match frames.try_recv() {
+                Ok(frame) => batch.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        if writer.write_all(&batch).await.is_err() {
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
