@@ -121,7 +121,12 @@ async fn herd(seconds: f64) -> Result {
     let rate_64 = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     client.shutdown().await;
     server.shutdown().await;
-    Result { p50: percentile(&latencies, 0.5), p99: percentile(&latencies, 0.99), rate_1, rate_64 }
+    Result {
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+        rate_1,
+        rate_64,
+    }
 }
 
 /// A plain length-prefixed echo over tokio TCP, with frames as large as herd's call frames.
@@ -137,7 +142,9 @@ async fn echo(seconds: f64, frame: usize) -> Result {
                 let mut write = BufWriter::new(write);
                 let mut buf = vec![0u8; 1 << 16];
                 loop {
-                    let Ok(len) = read.read_u32().await else { return };
+                    let Ok(len) = read.read_u32().await else {
+                        return;
+                    };
                     let len = len as usize;
                     if read.read_exact(&mut buf[..len]).await.is_err() {
                         return;
@@ -202,7 +209,12 @@ async fn echo(seconds: f64, frame: usize) -> Result {
         }
     }
     let rate_64 = done as f64 / started.elapsed().as_secs_f64();
-    Result { p50: percentile(&latencies, 0.5), p99: percentile(&latencies, 0.99), rate_1, rate_64 }
+    Result {
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+        rate_1,
+        rate_64,
+    }
 }
 
 fn main() {
@@ -216,8 +228,14 @@ fn main() {
         }
     }
     // A call frame: length, kind, id, then the request (sender id and the encoded Ping).
-    let frame = 1 + 8 + bincode::serialized_size(&("client", bincode::serialize(&Ping(1)).unwrap())).unwrap() as usize;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let frame = 1
+        + 8
+        + bincode::serialized_size(&("client", bincode::serialize(&Ping(1)).unwrap())).unwrap()
+            as usize;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let echo = echo(seconds, frame).await;
         let herd = herd(seconds).await;

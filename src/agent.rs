@@ -7,13 +7,15 @@
 //! - the core task (`core.rs`): holds the cluster config, takes it from disk at start and from
 //!   gossip after (`sync.rs`), persists it (`config::ConfigStore`), reconciles the workers to it
 //!   (`reconcile.rs`) and publishes their status (`status.rs`);
-//! - the HTTP API ([`crate::api`]).
+//! - the HTTP API ([`crate::api`]);
+//! - the metrics recorder ([`metrics`]): counts membership and worker events for `GET /metrics`.
 //!
 //! Stopping ([`Agent::leave`]) goes in one order: stop the core, announce the leave and let it
 //! spread, stop the workers, stop the API.
 
 mod core;
 mod error;
+pub mod metrics;
 pub(crate) mod reconcile;
 pub(crate) mod remote;
 mod settings;
@@ -40,6 +42,7 @@ pub use status::WorkerInfo;
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
 
 use self::core::{Command, Core};
+use self::metrics::Metrics;
 use self::remote::{Local, RemoteAnswer, RemoteRequest};
 use crate::config::{ConfigStore, Loaded, VersionedConfig};
 use crate::supervisor::{Strategy, Supervisor};
@@ -59,6 +62,7 @@ struct Inner {
     local: Local,
     current: watch::Receiver<Option<Arc<VersionedConfig>>>,
     api_addr: SocketAddr,
+    metrics: Arc<Metrics>,
     core_cancel: CancellationToken,
     api_cancel: CancellationToken,
     tracker: TaskTracker,
@@ -141,6 +145,14 @@ impl Agent {
             .start();
 
         let (current_tx, current) = watch::channel(None);
+        let metrics = Metrics::new(node.clone(), sup.clone(), current.clone());
+        let recorder = metrics.recorder(); // subscribed before any worker starts
+        let observed = Arc::downgrade(&metrics);
+        node.set_rpc_observer(Arc::new(move |kind, outcome, elapsed| {
+            if let Some(metrics) = observed.upgrade() {
+                metrics.rpc_call(kind, outcome, elapsed);
+            }
+        }));
         let mut core = Core {
             node: node.clone(),
             sup: sup.clone(),
@@ -166,6 +178,7 @@ impl Agent {
         let api_cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         tracker.spawn(core.run(commands_rx, core_cancel.clone()));
+        tracker.spawn(recorder.run(api_cancel.clone()));
         let agent = Agent {
             inner: Arc::new(Inner {
                 node,
@@ -173,6 +186,7 @@ impl Agent {
                 local,
                 current,
                 api_addr,
+                metrics,
                 core_cancel,
                 api_cancel: api_cancel.clone(),
                 tracker: tracker.clone(),
@@ -199,6 +213,11 @@ impl Agent {
     /// The agent's supervisor.
     pub fn supervisor(&self) -> &Supervisor {
         &self.inner.sup
+    }
+
+    /// The agent's metrics, rendered by `GET /metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// The address the HTTP API listens on.

@@ -10,6 +10,7 @@
 //! | `POST /v1/workers/{name}/call` | `{"method", "params"?, "node"?, "timeout_ms"?}`: calls a jsonl worker wherever it runs |
 //! | `GET /v1/config` | the cluster config this node holds (version 0: none yet) |
 //! | `PUT /v1/config` | `{"toml": "...", "base_version": N?}`: validate, version, spread |
+//! | `GET /metrics` | Prometheus metrics, OpenMetrics text ([`crate::agent::metrics`]) |
 //!
 //! Errors are `{"error": "..."}`: 400 for bad input (naming it), 404 for an unknown worker or
 //! node, 409 for a stale config version or a worker in the wrong state, 502 when a worker's call
@@ -41,6 +42,7 @@ pub fn router(agent: Agent) -> Router {
         .route("/v1/workers/{name}/call", post(call_worker))
         .route("/v1/workers/{name}/{action}", post(worker_action))
         .route("/v1/config", get(get_config).put(put_config))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::not_found(
                 "no such endpoint; see /v1/health, /v1/members, /v1/workers, /v1/config",
@@ -258,4 +260,12 @@ async fn put_config(State(agent): State<Agent>, body: Bytes) -> Result<Json<Valu
         "workers": config.config().workers.len(),
         "pushed_by": config.pushed_by,
     })))
+}
+
+async fn metrics(State(agent): State<Agent>) -> impl axum::response::IntoResponse {
+    let content_type = [(
+        axum::http::header::CONTENT_TYPE,
+        crate::agent::metrics::CONTENT_TYPE,
+    )];
+    (content_type, agent.metrics().render().await)
 }

@@ -60,10 +60,15 @@ struct Inner {
     counters: Arc<Counters>,
     rpc: Arc<crate::rpc::server::Shared>,
     client: Arc<crate::rpc::client::Client>,
+    rpc_observer: std::sync::RwLock<Option<RpcObserver>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     stopped: tokio::sync::OnceCell<()>,
 }
+
+/// Told of every call and cast this node makes: kind (`call`, `cast`), outcome (`ok`, `error`,
+/// `timeout`), and how long it took.
+pub(crate) type RpcObserver = Arc<dyn Fn(&str, &str, Duration) + Send + Sync>;
 
 impl Drop for Inner {
     fn drop(&mut self) {

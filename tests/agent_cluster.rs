@@ -129,6 +129,20 @@ fn actions_and_calls_through_one_agent_reach_workers_on_every_agent() {
     );
     assert_eq!(status, 400, "{answer}");
 
+    // Those calls show in a's metrics.
+    let (status, metrics) = http("GET", &a.url("/metrics"), None);
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap().to_string();
+    let ok_calls = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("herd_rpc_calls_total{")
+                && l.contains("kind=\"call\"")
+                && l.contains("outcome=\"ok\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(ok_calls.is_some_and(|n| n >= 3.0), "{metrics}");
+
     // A node that cannot be reached (killed, not yet declared failed): 503, naming it.
     c.kill();
     let (status, answer) = http("POST", &a.url("/v1/workers/sleeper/restart?node=c"), None);

@@ -347,6 +347,7 @@ impl NodeBuilder {
                 counters,
                 rpc,
                 client,
+                rpc_observer: std::sync::RwLock::new(None),
                 cancel,
                 tracker,
                 stopped: tokio::sync::OnceCell::new(),

@@ -54,13 +54,17 @@ impl Node {
         to: &str,
         message: &Msg,
     ) -> Result<(), Error> {
+        let started = std::time::Instant::now();
         let payload = encode(message)?;
         let addr = self.rpc_addr_of(to)?;
-        self.inner
+        let result = self
+            .inner
             .client
             .cast(addr, payload, CAST_CONNECT_TIMEOUT)
             .await
-            .map_err(|failure| failure_error(to, addr, CAST_CONNECT_TIMEOUT, failure))
+            .map_err(|failure| failure_error(to, addr, CAST_CONNECT_TIMEOUT, failure));
+        self.observe("cast", &result, started);
+        result
     }
 
     /// Calls every live member (this one included) at once and returns each one's result, by
@@ -106,8 +110,9 @@ impl Node {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, Error> {
+        let started = std::time::Instant::now();
         let addr = self.rpc_addr_of(to)?;
-        match self
+        let result = match self
             .inner
             .client
             .request(addr, kind, payload, timeout)
@@ -119,6 +124,30 @@ impl Node {
                 message: refusal.to_string(),
             }),
             Err(failure) => Err(failure_error(to, addr, timeout, failure)),
+        };
+        self.observe("call", &result, started);
+        result
+    }
+
+    /// Sets who is told of every call and cast (the agent's metrics).
+    pub(crate) fn set_rpc_observer(&self, observer: super::RpcObserver) {
+        *self.inner.rpc_observer.write().expect("observer lock") = Some(observer);
+    }
+
+    fn observe<T>(&self, kind: &str, result: &Result<T, Error>, started: std::time::Instant) {
+        let observer = self
+            .inner
+            .rpc_observer
+            .read()
+            .expect("observer lock")
+            .clone();
+        if let Some(observer) = observer {
+            let outcome = match result {
+                Ok(_) => "ok",
+                Err(Error::CallTimeout { .. }) => "timeout",
+                Err(_) => "error",
+            };
+            observer(kind, outcome, started.elapsed());
         }
     }
 

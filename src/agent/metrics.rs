@@ -1,0 +1,487 @@
+//! The agent's Prometheus metrics, served by `GET /metrics` in the OpenMetrics text format.
+//!
+//! [`Metrics`] owns one `prometheus-client` [`Registry`] per agent (no global state). Two kinds
+//! of values live in it:
+//!
+//! - **Counted events**: member joins and leaves, worker restarts, supervisor failures and
+//!   give-ups. The `Recorder` task counts them from the node's membership stream and the
+//!   supervisor's event channel. `Agent::start` subscribes both before any worker starts and
+//!   runs the task on the agent's tracker; it stops on the agent's API token (the metrics are
+//!   served as long as the API is), or keeps waiting for it once both streams have ended.
+//! - **Read at scrape time** from state that already exists: live members, gossip traffic and
+//!   the config version (a [`Collector`] over the node and the config watch), and each worker's
+//!   state (from `Supervisor::status`, in [`Metrics::render`]).
+//!
+//! The RPC layer records its calls with [`Metrics::rpc_call`].
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `herd_members_alive` | gauge | |
+//! | `herd_member_joins_total` | counter | |
+//! | `herd_member_leaves_total` | counter | `reason`: graceful, failed, restarted |
+//! | `herd_worker_restarts_total` | counter | `worker` |
+//! | `herd_worker_state` | gauge (1 for the current state, 0 for the others) | `worker`, `state` |
+//! | `herd_supervisor_failures_total` | counter | `worker` |
+//! | `herd_supervisor_gave_up_total` | counter | |
+//! | `herd_gossip_{bytes,messages}_{sent,received}_total` | counter | |
+//! | `herd_config_version` | gauge | |
+//! | `herd_rpc_calls_total` | counter | `kind`: call, cast; `outcome`: ok, error, timeout |
+//! | `herd_rpc_call_duration_seconds` | histogram (50 µs to 5 s) | |
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::config::VersionedConfig;
+use crate::supervisor::{Supervisor, WorkerEvent, WorkerState};
+use crate::{EventStream, LeaveReason, MembershipEvent, Node};
+
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds of the RPC latency buckets, in seconds: 50 µs to 5 s.
+const RPC_BUCKETS: [f64; 16] = [
+    50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 0.5,
+    1.0, 2.5, 5.0,
+];
+
+/// Every state `herd_worker_state` reports, in the supervisor's order.
+const WORKER_STATES: [&str; 7] = [
+    "starting", "running", "backoff", "stopping", "stopped", "exited", "failed",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerStateLabels {
+    worker: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    kind: String,
+    outcome: String,
+}
+
+/// One agent's metrics: a registry, the counters its `Recorder` and the RPC layer update, and
+/// what it reads at scrape time. The agent holds it; `GET /metrics` renders it.
+pub struct Metrics {
+    registry: Registry,
+    node: Node,
+    sup: Supervisor,
+    joins: Counter,
+    leaves: Family<ReasonLabels, Counter>,
+    restarts: Family<WorkerLabels, Counter>,
+    failures: Family<WorkerLabels, Counter>,
+    gave_up: Counter,
+    worker_state: Family<WorkerStateLabels, Gauge>,
+    rpc_calls: Family<RpcLabels, Counter>,
+    rpc_duration: Histogram,
+    /// Held while `worker_state` is rebuilt and encoded, so concurrent scrapes do not interleave.
+    scrape: Mutex<()>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics")
+            .field("node", &self.node.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Creates the metrics of the agent running `node` and `sup`, whose config is `config`.
+    pub(crate) fn new(
+        node: Node,
+        sup: Supervisor,
+        config: watch::Receiver<Option<Arc<VersionedConfig>>>,
+    ) -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("herd");
+        let joins = Counter::default();
+        let leaves = Family::<ReasonLabels, Counter>::default();
+        let restarts = Family::<WorkerLabels, Counter>::default();
+        let failures = Family::<WorkerLabels, Counter>::default();
+        let gave_up = Counter::default();
+        let worker_state = Family::<WorkerStateLabels, Gauge>::default();
+        let rpc_calls = Family::<RpcLabels, Counter>::default();
+        let rpc_duration = Histogram::new(RPC_BUCKETS);
+        for reason in [
+            LeaveReason::Graceful,
+            LeaveReason::Failed,
+            LeaveReason::Restarted,
+        ] {
+            let _ = leaves.get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            });
+        }
+        registry.register(
+            "member_joins",
+            "Members that joined, as this node saw them",
+            joins.clone(),
+        );
+        registry.register(
+            "member_leaves",
+            "Members that left, by reason (graceful, failed, restarted)",
+            leaves.clone(),
+        );
+        registry.register(
+            "worker_restarts",
+            "Restarts of this node's workers by their restart policy",
+            restarts.clone(),
+        );
+        registry.register(
+            "worker_state",
+            "Each of this node's workers: 1 for its current state, 0 for the others",
+            worker_state.clone(),
+        );
+        registry.register(
+            "supervisor_failures",
+            "Workers the supervisor gave up on (left in the failed state)",
+            failures.clone(),
+        );
+        registry.register(
+            "supervisor_gave_up",
+            "Times the supervisor's restart intensity was exceeded",
+            gave_up.clone(),
+        );
+        registry.register(
+            "rpc_calls",
+            "Member-to-member messages sent, by kind (call, cast) and outcome (ok, error, timeout)",
+            rpc_calls.clone(),
+        );
+        registry.register_with_unit(
+            "rpc_call_duration",
+            "Latency of member-to-member calls, from send to reply or failure",
+            Unit::Seconds,
+            rpc_duration.clone(),
+        );
+        registry.register_collector(Box::new(Scraped {
+            node: node.clone(),
+            config,
+        }));
+        Arc::new(Metrics {
+            registry,
+            node,
+            sup,
+            joins,
+            leaves,
+            restarts,
+            failures,
+            gave_up,
+            worker_state,
+            rpc_calls,
+            rpc_duration,
+            scrape: Mutex::new(()),
+        })
+    }
+
+    /// Subscribes to the node's membership events and the supervisor's worker events now; the
+    /// returned [`Recorder`] counts them once it runs.
+    pub(crate) fn recorder(self: &Arc<Self>) -> Recorder {
+        Recorder {
+            metrics: self.clone(),
+            members: self.node.events(),
+            workers: self.sup.subscribe(),
+        }
+    }
+
+    /// Records one member-to-member message: `kind` is `"call"` or `"cast"`, `outcome` is
+    /// `"ok"`, `"error"` or `"timeout"`, `elapsed` the time from sending to the reply or the
+    /// failure. Counts it in `herd_rpc_calls_total{kind, outcome}`; a call's `elapsed` also goes
+    /// to the `herd_rpc_call_duration_seconds` histogram (a cast has no reply to wait for).
+    ///
+    /// Keep the label values to these few: every distinct pair is a series of its own.
+    pub fn rpc_call(&self, kind: &str, outcome: &str, elapsed: Duration) {
+        self.rpc_calls
+            .get_or_create(&RpcLabels {
+                kind: kind.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        if kind == "call" {
+            self.rpc_duration.observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Every metric in the OpenMetrics text format ([`CONTENT_TYPE`]), ending with `# EOF`.
+    /// Reads the workers' states from the supervisor first.
+    pub async fn render(&self) -> String {
+        let statuses = self.sup.status().await;
+        let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        self.worker_state.clear();
+        for status in &statuses {
+            let current = state_name(&status.state);
+            for state in WORKER_STATES {
+                self.worker_state
+                    .get_or_create(&WorkerStateLabels {
+                        worker: status.name.clone(),
+                        state,
+                    })
+                    .set(i64::from(state == current));
+            }
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    fn membership_event(&self, event: &MembershipEvent) {
+        match event {
+            MembershipEvent::Joined(_) => {
+                self.joins.inc();
+            }
+            MembershipEvent::Left(_, reason) => {
+                self.leaves
+                    .get_or_create(&ReasonLabels {
+                        reason: reason.to_string(),
+                    })
+                    .inc();
+            }
+            MembershipEvent::Updated(_) => {}
+        }
+    }
+
+    fn worker_event(&self, event: &WorkerEvent) {
+        let worker = |name: &str| WorkerLabels {
+            worker: name.to_owned(),
+        };
+        match event {
+            // A worker's counters appear at 0 when it first starts, so the first restart or
+            // failure is an increase a query can see.
+            WorkerEvent::Started { name, .. } => {
+                let _ = self.restarts.get_or_create(&worker(name));
+                let _ = self.failures.get_or_create(&worker(name));
+            }
+            WorkerEvent::Restarting { name, .. } => {
+                self.restarts.get_or_create(&worker(name)).inc();
+            }
+            WorkerEvent::Failed { name, .. } => {
+                self.failures.get_or_create(&worker(name)).inc();
+            }
+            WorkerEvent::GaveUp { .. } => {
+                self.gave_up.inc();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The stable, lower-case name of a worker state (its `Display` carries details).
+fn state_name(state: &WorkerState) -> &'static str {
+    match state {
+        WorkerState::Starting => "starting",
+        WorkerState::Running { .. } => "running",
+        WorkerState::Backoff { .. } => "backoff",
+        WorkerState::Stopping { .. } => "stopping",
+        WorkerState::Stopped => "stopped",
+        WorkerState::Exited { .. } => "exited",
+        WorkerState::Failed { .. } => "failed",
+    }
+}
+
+/// The task that counts membership and worker events into [`Metrics`]. Its subscriptions are
+/// taken by [`Metrics::recorder`], so nothing is missed between then and [`Recorder::run`].
+pub(crate) struct Recorder {
+    metrics: Arc<Metrics>,
+    members: EventStream,
+    workers: broadcast::Receiver<WorkerEvent>,
+}
+
+impl Recorder {
+    /// Counts events until `stop` is cancelled. A stream that ends is no longer read; falling
+    /// behind the supervisor's channel loses those events' counts, with a warning.
+    pub(crate) async fn run(mut self, stop: CancellationToken) {
+        let (mut members_open, mut workers_open) = (true, true);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                event = self.members.next(), if members_open => match event {
+                    Some(event) => self.metrics.membership_event(&event),
+                    None => members_open = false,
+                },
+                event = self.workers.recv(), if workers_open => match event {
+                    Ok(event) => self.metrics.worker_event(&event),
+                    Err(RecvError::Lagged(missed)) => {
+                        warn!(missed, "metrics fell behind the supervisor's events; their counts are lost");
+                    }
+                    Err(RecvError::Closed) => workers_open = false,
+                },
+            }
+        }
+    }
+}
+
+/// The values read at scrape time from the node and the config watch.
+#[derive(Debug)]
+struct Scraped {
+    node: Node,
+    config: watch::Receiver<Option<Arc<VersionedConfig>>>,
+}
+
+impl Collector for Scraped {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let members = self.node.members().len();
+        gauge(
+            &mut encoder,
+            "members_alive",
+            "Live members, this node included.",
+            i64::try_from(members).unwrap_or(i64::MAX),
+        )?;
+        let version = self.config.borrow().as_ref().map_or(0, |c| c.version);
+        gauge(
+            &mut encoder,
+            "config_version",
+            "Version of the cluster config this node holds (0: none yet).",
+            i64::try_from(version).unwrap_or(i64::MAX),
+        )?;
+        let stats = self.node.gossip_stats();
+        for (name, help, value) in [
+            (
+                "gossip_bytes_sent",
+                "Bytes of gossip sent.",
+                stats.bytes_sent,
+            ),
+            (
+                "gossip_bytes_received",
+                "Bytes of valid gossip received.",
+                stats.bytes_received,
+            ),
+            (
+                "gossip_messages_sent",
+                "Gossip messages sent.",
+                stats.messages_sent,
+            ),
+            (
+                "gossip_messages_received",
+                "Valid gossip messages received.",
+                stats.messages_received,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), fmt::Error> {
+    let gauge = ConstGauge::new(value);
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::Exit;
+    use crate::ClusterMember;
+
+    struct Quiet;
+    impl ClusterMember for Quiet {}
+
+    #[test]
+    fn every_worker_state_has_a_listed_name() {
+        for state in [
+            WorkerState::Starting,
+            WorkerState::Running { pid: 7 },
+            WorkerState::Backoff { remaining_ms: 5 },
+            WorkerState::Stopping { pid: 7 },
+            WorkerState::Stopped,
+            WorkerState::Exited {
+                exit: Exit::Code(1),
+            },
+            WorkerState::Failed { reason: "x".into() },
+        ] {
+            let name = state_name(&state);
+            assert!(WORKER_STATES.contains(&name), "{name}");
+            assert!(state.to_string().starts_with(name), "{state} vs {name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn events_and_rpc_calls_are_counted_and_rendered() {
+        let node = Node::builder("m")
+            .listen("127.0.0.1:0".parse().unwrap())
+            .cluster_id("metrics-unit")
+            .start(Quiet)
+            .await
+            .unwrap();
+        let sup = Supervisor::builder().start();
+        let (_config_tx, config) = watch::channel(None);
+        let metrics = Metrics::new(node.clone(), sup.clone(), config);
+
+        let member = node.members()[0].clone();
+        metrics.membership_event(&MembershipEvent::Joined(member.clone()));
+        metrics.membership_event(&MembershipEvent::Left(member, LeaveReason::Failed));
+        metrics.worker_event(&WorkerEvent::Restarting {
+            name: "w".into(),
+            delay: Duration::ZERO,
+        });
+        metrics.worker_event(&WorkerEvent::Failed {
+            name: "w".into(),
+            reason: "too many restarts".into(),
+        });
+        metrics.worker_event(&WorkerEvent::GaveUp {
+            reason: "intensity".into(),
+        });
+        metrics.rpc_call("call", "ok", Duration::from_micros(80));
+        metrics.rpc_call("call", "timeout", Duration::from_secs(1));
+        metrics.rpc_call("cast", "ok", Duration::from_micros(10));
+
+        let text = metrics.render().await;
+        for line in [
+            "herd_members_alive 1",
+            "herd_config_version 0",
+            "herd_member_joins_total 1",
+            "herd_member_leaves_total{reason=\"failed\"} 1",
+            "herd_member_leaves_total{reason=\"graceful\"} 0",
+            "herd_worker_restarts_total{worker=\"w\"} 1",
+            "herd_supervisor_failures_total{worker=\"w\"} 1",
+            "herd_supervisor_gave_up_total 1",
+            "herd_rpc_calls_total{kind=\"call\",outcome=\"ok\"} 1",
+            "herd_rpc_calls_total{kind=\"call\",outcome=\"timeout\"} 1",
+            "herd_rpc_calls_total{kind=\"cast\",outcome=\"ok\"} 1",
+            "# UNIT herd_rpc_call_duration_seconds seconds",
+            "herd_rpc_call_duration_seconds_count 2",
+            "herd_rpc_call_duration_seconds_bucket{le=\"0.0001\"} 1",
+            "herd_rpc_call_duration_seconds_bucket{le=\"5.0\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        sup.shutdown().await;
+        node.shutdown().await;
+    }
+}
