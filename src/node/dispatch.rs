@@ -63,7 +63,7 @@ pub(crate) async fn run<M: ClusterMember>(
                         Reply::error("the member's handle_call panicked")
                     }
                 };
-                let _ = reply.send(answer.0);
+                reply.send(answer.0);
                 continue;
             }
             Next::Message(Incoming::Cast { from, payload }) => {

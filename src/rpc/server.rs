@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
@@ -29,10 +29,36 @@ pub(crate) enum Incoming {
     Call {
         from: String,
         payload: Vec<u8>,
-        reply: oneshot::Sender<Outcome>,
+        reply: Responder,
     },
     /// No answer.
     Cast { from: String, payload: Vec<u8> },
+}
+
+/// Answers one call: writes the reply frame straight to the caller's connection. A call dropped
+/// unanswered (the member is stopping) is answered with a refusal.
+#[derive(Debug)]
+pub(crate) struct Responder {
+    id: u64,
+    replies: Option<mpsc::UnboundedSender<Vec<u8>>>,
+}
+
+impl Responder {
+    /// Sends the answer.
+    pub(crate) fn send(mut self, outcome: Outcome) {
+        if let Some(replies) = self.replies.take() {
+            reply(&replies, self.id, outcome);
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(replies) = self.replies.take() {
+            let refusal = Refusal::Unavailable("the member stopped before answering".into());
+            reply(&replies, self.id, Outcome::Err(refusal));
+        }
+    }
 }
 
 /// herd's own request handler on a node (the agent registers one).
@@ -194,28 +220,17 @@ fn handle(
     };
     match kind {
         Some(Kind::Call) => {
-            let (tx, rx) = oneshot::channel();
-            let incoming = Incoming::Call {
-                from: request.from,
-                payload: request.payload,
-                reply: tx,
-            };
+            let responder = Responder { id, replies: Some(replies.clone()) };
+            let incoming = Incoming::Call { from: request.from, payload: request.payload, reply: responder };
             if let Err(err) = shared.incoming.try_send(incoming) {
-                let why = match err {
-                    mpsc::error::TrySendError::Full(_) => "the member's message queue is full",
-                    mpsc::error::TrySendError::Closed(_) => "the member is stopping",
+                let (why, incoming) = match err {
+                    mpsc::error::TrySendError::Full(i) => ("the member's message queue is full", i),
+                    mpsc::error::TrySendError::Closed(i) => ("the member is stopping", i),
                 };
-                return reply(replies, id, Outcome::Err(Refusal::Unavailable(why.into())));
+                if let Incoming::Call { reply: responder, .. } = incoming {
+                    responder.send(Outcome::Err(Refusal::Unavailable(why.into())));
+                }
             }
-            let replies = replies.clone();
-            tracker.spawn(async move {
-                let outcome = rx.await.unwrap_or_else(|_| {
-                    Outcome::Err(Refusal::Unavailable(
-                        "the member stopped before answering".into(),
-                    ))
-                });
-                reply(&replies, id, outcome);
-            });
         }
         Some(Kind::Cast) => {
             let incoming = Incoming::Cast {
