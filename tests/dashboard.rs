@@ -1,7 +1,7 @@
 //! The dashboard at `GET /` in a real headless Chromium (Debian's `chromium` and
 //! `chromium-driver`, driven over WebDriver): a real `herd agent` with a pushed config, the page
-//! shows the node, the members and the workers with their pids, and its restart button restarts
-//! the worker (the page shows the new pid) or shows the API's error.
+//! shows the node, the members with their tags and the workers with their pids, and its restart
+//! button restarts the worker (the page shows the new pid) or shows the API's error.
 //!
 //! `HERD_DASHBOARD_SCREENSHOT=/path.png` also saves a screenshot of the page.
 
@@ -15,7 +15,17 @@ use std::time::Instant;
 use browser::Browser;
 use support::*;
 
-const CONFIG: &str = r#"{"toml": "[[worker]]\nname = \"sleeper\"\ncommand = \"sleep\"\nargs = [\"3600\"]\n\n[[worker]]\nname = \"broken\"\ncommand = \"/nonexistent/herd-dashboard-test\"\n"}"#;
+/// The cluster config: one worker that runs, one that cannot start.
+const CONFIG: &str = r#"
+[[worker]]
+name = "sleeper"
+command = "sleep"
+args = ["3600"]
+
+[[worker]]
+name = "broken"
+command = "/nonexistent/herd-dashboard-test"
+"#;
 
 const SLEEPER: &str = r#"tr[data-node="a"][data-worker="sleeper"]"#;
 const BROKEN: &str = r#"tr[data-node="a"][data-worker="broken"]"#;
@@ -28,8 +38,14 @@ fn pid(text: &str) -> Option<u64> {
 fn the_dashboard_shows_workers_and_its_restart_button_changes_the_pid() {
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let agent = Spec::new("a", tmp.path(), "dash").start();
-    let (status, body) = http("PUT", &agent.url("/v1/config"), Some(CONFIG));
+    let agent = Spec::new("a", tmp.path(), "dash")
+        .tag("group=media")
+        .start();
+    let (status, body) = http(
+        "PUT",
+        &agent.url("/v1/config"),
+        Some(&serde_json::json!({ "toml": CONFIG }).to_string()),
+    );
     assert_eq!(status, 200, "push: {body}");
 
     let browser = Browser::start();
