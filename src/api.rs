@@ -2,6 +2,7 @@
 //!
 //! | method and path | what it does |
 //! |---|---|
+//! | `GET /` | the live dashboard page (see `dashboard`) |
 //! | `GET /v1/health` | `{"status":"ok", node, members, config_version}` |
 //! | `GET /v1/members` | live members: id, addr, generation, tags |
 //! | `GET /v1/workers[?node=ID]` | every node's workers, from gossip state |
@@ -17,6 +18,7 @@
 //! failed, 503 when a node is unreachable (naming it), 504 when a worker's call timed out. [`router`] builds the
 //! whole app, so tests can drive it without a socket. The server stops on the agent's API token.
 
+mod dashboard;
 mod error;
 
 use std::collections::HashMap;
@@ -35,6 +37,7 @@ use crate::agent::{Agent, WorkerAction, WorkerInfo};
 /// The API's routes over `agent`.
 pub fn router(agent: Agent) -> Router {
     Router::new()
+        .route("/", get(dashboard::page))
         .route("/v1/health", get(health))
         .route("/v1/members", get(members))
         .route("/v1/workers", get(workers))

@@ -1,0 +1,107 @@
+//! The dashboard at `GET /` in a real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, driven over WebDriver): a real `herd agent` with a pushed config, the page
+//! shows the node, the members with their tags and the workers with their pids, and its restart
+//! button restarts the worker (the page shows the new pid) or shows the API's error.
+//!
+//! `HERD_DASHBOARD_SCREENSHOT=/path.png` also saves a screenshot of the page.
+
+#[path = "support/browser.rs"]
+mod browser;
+#[path = "support/agent.rs"]
+mod support;
+
+use std::time::Instant;
+
+use browser::Browser;
+use support::*;
+
+/// The cluster config: one worker that runs, one that cannot start.
+const CONFIG: &str = r#"
+[[worker]]
+name = "sleeper"
+command = "sleep"
+args = ["3600"]
+
+[[worker]]
+name = "broken"
+command = "/nonexistent/herd-dashboard-test"
+"#;
+
+const SLEEPER: &str = r#"tr[data-node="a"][data-worker="sleeper"]"#;
+const BROKEN: &str = r#"tr[data-node="a"][data-worker="broken"]"#;
+
+fn pid(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
+}
+
+#[test]
+fn the_dashboard_shows_workers_and_its_restart_button_changes_the_pid() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Spec::new("a", tmp.path(), "dash")
+        .tag("group=media")
+        .start();
+    let (status, body) = http(
+        "PUT",
+        &agent.url("/v1/config"),
+        Some(&serde_json::json!({ "toml": CONFIG }).to_string()),
+    );
+    assert_eq!(status, 200, "push: {body}");
+
+    let browser = Browser::start();
+    browser.goto(&agent.url("/"));
+
+    // The header, the members.
+    browser.wait_text("#node", "this node's id", |t| t == "a");
+    browser.wait_text("#members-count", "one member", |t| t == "1");
+    browser.wait_text("#config-version", "config version 1", |t| t == "1");
+    browser.wait_text(r#"tr[data-member="a"] td.status"#, "member a alive", |t| {
+        t == "alive"
+    });
+
+    // The worker, running, with the pid the API reports.
+    browser.wait_text(&format!("{SLEEPER} td.state"), "sleeper running", |t| {
+        t == "running"
+    });
+    let shown = browser.wait_text(&format!("{SLEEPER} td.pid"), "sleeper's pid", |t| {
+        pid(t).is_some()
+    });
+    let first = pid(&shown).unwrap();
+    let api_pid = find(&agent.workers(), "a", "sleeper").and_then(|(_, pid)| pid);
+    assert_eq!(api_pid, Some(first), "the page shows the API's pid");
+    assert!(alive(first), "pid {first} is a live process");
+
+    // Restart: the page shows a new pid, and the old process is gone.
+    browser.click(&format!(r#"{SLEEPER} button[data-action="restart"]"#));
+    let shown = browser.wait_text(&format!("{SLEEPER} td.pid"), "a new pid", |t| {
+        pid(t).is_some_and(|p| p != first)
+    });
+    let second = pid(&shown).unwrap();
+    browser.wait_text("#message", "the restart's result", |t| {
+        t.contains("restart sleeper on a: done")
+    });
+    browser.wait_text(
+        &format!("{SLEEPER} td.state"),
+        "sleeper running again",
+        |t| t == "running",
+    );
+    let api_pid = find(&agent.workers(), "a", "sleeper").and_then(|(_, pid)| pid);
+    assert_eq!(api_pid, Some(second), "the page shows the API's new pid");
+    wait_until("the old process to end", || !alive(first));
+
+    // A worker that cannot start: shown failed, and a failed action's error is shown.
+    browser.wait_text(&format!("{BROKEN} td.state"), "broken failed", |t| {
+        t == "failed"
+    });
+    let detail = browser.text(&format!("{BROKEN} td.detail")).unwrap();
+    assert!(detail.contains("cannot start"), "detail: {detail:?}");
+    browser.click(&format!(r#"{BROKEN} button[data-action="restart"]"#));
+    browser.wait_text("#message", "the API's error", |t| {
+        t.contains("restart broken on a failed: no worker named \"broken\"")
+    });
+
+    if let Some(path) = std::env::var_os("HERD_DASHBOARD_SCREENSHOT") {
+        browser.screenshot(std::path::Path::new(&path));
+    }
+    eprintln!("dashboard test took {:?}", started.elapsed());
+}
