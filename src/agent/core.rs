@@ -130,7 +130,9 @@ impl Core {
                 let _ = reply.send(self.push_config(toml, base_version).await);
             }
             Command::Start { name, reply } => {
-                let result = if self.deleted.remove(&name) {
+                // A worker deleted here, or one that could not start, is started by reconciling.
+                let retry = self.start_errors.contains_key(&name);
+                let result = if self.deleted.remove(&name) || retry {
                     self.reconcile().await;
                     match self.start_errors.get(&name) {
                         Some(err) => Err(AgentError::StartFailed {

@@ -220,14 +220,24 @@ fn handle(
     };
     match kind {
         Some(Kind::Call) => {
-            let responder = Responder { id, replies: Some(replies.clone()) };
-            let incoming = Incoming::Call { from: request.from, payload: request.payload, reply: responder };
+            let responder = Responder {
+                id,
+                replies: Some(replies.clone()),
+            };
+            let incoming = Incoming::Call {
+                from: request.from,
+                payload: request.payload,
+                reply: responder,
+            };
             if let Err(err) = shared.incoming.try_send(incoming) {
                 let (why, incoming) = match err {
                     mpsc::error::TrySendError::Full(i) => ("the member's message queue is full", i),
                     mpsc::error::TrySendError::Closed(i) => ("the member is stopping", i),
                 };
-                if let Incoming::Call { reply: responder, .. } = incoming {
+                if let Incoming::Call {
+                    reply: responder, ..
+                } = incoming
+                {
                     responder.send(Outcome::Err(Refusal::Unavailable(why.into())));
                 }
             }
