@@ -4,8 +4,10 @@
 //!     cargo bench --bench rpc
 //!     cargo bench --bench rpc -- --seconds 5
 //!
-//! Prints p50/p99 latency of sequential calls, and calls per second with 1 and 64 in flight (64
-//! callers sharing one connection), for herd's `Node::call` and for the echo.
+//! Prints p50/p99 latency of sequential calls and calls per second with 1 and 64 in flight, for
+//! herd's `Node::call` (64 independent caller tasks sharing the node's one connection) and for the
+//! echo (one task; with 64 in flight it writes 64 frames at once and reads their 64 echoes, the
+//! best case for one connection). Both clients run as tasks on a 2-worker runtime.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -54,6 +56,7 @@ fn print(name: &str, r: &Result) {
     );
 }
 
+/// Times `call` back to back for `seconds`, after a warm-up; returns sorted latencies and the rate.
 async fn sequential<F, Fut>(seconds: f64, mut call: F) -> (Vec<Duration>, f64)
 where
     F: FnMut(u64) -> Fut,
@@ -166,47 +169,40 @@ async fn echo(seconds: f64, frame: usize) -> Result {
 
     let stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
-    let (read, write) = stream.into_split();
-    let halves = tokio::sync::Mutex::new((BufReader::new(read), write));
-    let (latencies, rate_1) = sequential(seconds, |_| {
-        let halves = &halves;
-        let request = &request;
-        async move {
-            let mut guard = halves.lock().await;
-            let (read, write) = &mut *guard;
-            write.write_all(request).await.unwrap();
-            let len = read.read_u32().await.unwrap() as usize;
-            let mut reply = vec![0u8; len];
-            read.read_exact(&mut reply).await.unwrap();
-        }
-    })
-    .await;
-
-    // 64 in flight on one connection: keep 64 frames outstanding.
-    let (mut read, mut write) = halves.into_inner();
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(seconds);
-    let mut done = 0u64;
-    let writer = async {
-        let mut sent = 0u64;
-        for _ in 0..64 {
-            write.write_all(&request).await.unwrap();
-            sent += 1;
-        }
-        sent
-    };
-    let mut outstanding = writer.await;
-    // Replies are read through the buffer; a new request goes out per reply.
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
     let mut reply = vec![0u8; frame];
-    while outstanding > 0 {
+
+    // Sequential: one task owns the connection; write a frame, read the echo.
+    for _ in 0..1000 {
+        write.write_all(&request).await.unwrap();
         let len = read.read_u32().await.unwrap() as usize;
         read.read_exact(&mut reply[..len]).await.unwrap();
-        done += 1;
-        outstanding -= 1;
-        if Instant::now() < deadline {
-            write.write_all(&request).await.unwrap();
-            outstanding += 1;
+    }
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < seconds {
+        let t = Instant::now();
+        write.write_all(&request).await.unwrap();
+        let len = read.read_u32().await.unwrap() as usize;
+        read.read_exact(&mut reply[..len]).await.unwrap();
+        latencies.push(t.elapsed());
+    }
+    let rate_1 = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    latencies.sort();
+
+    // 64 in flight: 64 frames go out in one write, their 64 echoes come back, and again: the
+    // best case for one connection.
+    let batch: Vec<u8> = request.repeat(64);
+    let started = Instant::now();
+    let mut done = 0u64;
+    while started.elapsed().as_secs_f64() < seconds {
+        write.write_all(&batch).await.unwrap();
+        for _ in 0..64 {
+            let len = read.read_u32().await.unwrap() as usize;
+            read.read_exact(&mut reply[..len]).await.unwrap();
         }
+        done += 64;
     }
     let rate_64 = done as f64 / started.elapsed().as_secs_f64();
     Result {
@@ -237,8 +233,9 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let echo = echo(seconds, frame).await;
-        let herd = herd(seconds).await;
+        // Both clients run as tasks on the runtime's workers, like any caller in a server.
+        let echo = tokio::spawn(echo(seconds, frame)).await.unwrap();
+        let herd = tokio::spawn(herd(seconds)).await.unwrap();
         println!("frame size {frame} bytes, {seconds} s per measurement, 2-core machine");
         print("tokio echo", &echo);
         print("herd call", &herd);
