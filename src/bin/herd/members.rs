@@ -10,6 +10,12 @@ pub fn run(api: &ApiArgs) -> anyhow::Result<()> {
         print_json(&members);
         return Ok(());
     }
+    print_members(&members, "ID");
+    Ok(())
+}
+
+/// Prints members as a table whose first column is headed `first`.
+pub fn print_members(members: &Value, first: &str) {
     let rows: Vec<Vec<String>> = members
         .as_array()
         .map(Vec::as_slice)
@@ -24,11 +30,10 @@ pub fn run(api: &ApiArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print_table(&["ID", "ADDRESS", "STATUS", "TAGS"], &rows);
-    Ok(())
+    print_table(&[first, "ADDRESS", "STATUS", "TAGS"], &rows);
 }
 
-pub fn tags(member: &Value) -> String {
+fn tags(member: &Value) -> String {
     member
         .get("tags")
         .and_then(Value::as_object)

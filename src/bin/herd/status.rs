@@ -2,8 +2,8 @@
 
 use serde_json::{json, Value};
 
-use crate::client::{field, print_json, print_table, ApiArgs, Client};
-use crate::members::tags;
+use crate::client::{field, print_json, ApiArgs, Client};
+use crate::members::print_members;
 use crate::workers::print_workers;
 
 pub fn run(api: &ApiArgs) -> anyhow::Result<()> {
@@ -29,18 +29,7 @@ pub fn run(api: &ApiArgs) -> anyhow::Result<()> {
         workers_list.len(),
     );
     println!();
-    let rows: Vec<Vec<String>> = list(&members)
-        .iter()
-        .map(|m| {
-            vec![
-                field(m, "id"),
-                field(m, "addr"),
-                field(m, "status"),
-                tags(m),
-            ]
-        })
-        .collect();
-    print_table(&["MEMBER", "ADDRESS", "STATUS", "TAGS"], &rows);
+    print_members(&members, "MEMBER");
     println!();
     print_workers(&workers);
     Ok(())
