@@ -4,7 +4,8 @@
 //! - `frame.rs`: the wire format and the refusals a receiver can answer with;
 //! - `server.rs`: accepting peers, reading frames, handing requests to the dispatcher (the
 //!   member's `handle_call` / `handle_cast`) or to herd's own handler;
-//! - `client.rs`: one reused connection per peer, requests multiplexed by id, timeouts.
+//! - `client.rs`: one reused connection per peer, requests multiplexed by id, timeouts;
+//! - `writer.rs`: the sending side of a connection, shared by everyone who sends on it.
 //!
 //! Users never touch bytes: [`Node::call`](crate::Node::call), [`Node::cast`](crate::Node::cast)
 //! and [`Node::multi_call`](crate::Node::multi_call) take and return their own serde types, and a
@@ -13,6 +14,7 @@
 pub(crate) mod client;
 pub(crate) mod frame;
 pub(crate) mod server;
+pub(crate) mod writer;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -1,7 +1,7 @@
 //! The RPC client: one reused TCP connection per peer address, requests multiplexed on it by id.
 //!
-//! Each connection has a writer task (every request waiting goes out in one write) and a reader
-//! task that hands each reply to the caller waiting for its id. When a connection breaks, every
+//! A caller writes its request through the connection's [`FrameWriter`] (straight to the socket
+//! when nothing is queued); a reader task hands each reply to the caller waiting for its id. When a connection breaks, every
 //! call waiting on it fails at once and the next call connects again. Tasks stop on the node's
 //! cancellation token.
 
@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::frame::{self, Kind, Outcome, Request};
-use super::server::{read_frame, write_frames, ReadFrame};
+use super::server::{read_frame, ReadFrame};
+use super::writer::{self, FrameWriter};
 
 /// Why a request got no reply.
 #[derive(Debug)]
@@ -36,7 +37,7 @@ pub(crate) enum Failure {
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Outcome>>>>;
 
 struct Conn {
-    frames: mpsc::UnboundedSender<Vec<u8>>,
+    frames: Arc<FrameWriter>,
     pending: Pending,
     closed: Arc<AtomicBool>,
 }
@@ -84,8 +85,12 @@ impl Client {
             .await
             .map_err(|_| Failure::Timeout)??;
         let (tx, rx) = oneshot::channel();
-        conn.pending.lock().expect("pending lock").insert(id, tx);
-        if conn.closed.load(Ordering::Acquire) || conn.frames.send(bytes).is_err() {
+        let alone = {
+            let mut pending = conn.pending.lock().expect("pending lock");
+            pending.insert(id, tx);
+            pending.len() == 1
+        };
+        if conn.closed.load(Ordering::Acquire) || conn.frames.send(bytes, alone).is_err() {
             conn.pending.lock().expect("pending lock").remove(&id);
             return Err(Failure::Unreachable("the connection closed".into()));
         }
@@ -113,7 +118,7 @@ impl Client {
             .await
             .map_err(|_| Failure::Timeout)??;
         conn.frames
-            .send(bytes)
+            .send(bytes, false)
             .map_err(|_| Failure::Unreachable("the connection closed".into()))
     }
 
@@ -145,14 +150,14 @@ impl Client {
             .map_err(|err| Failure::Unreachable(format!("cannot connect: {err}")))?;
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
-        let (frames, frames_rx) = mpsc::unbounded_channel();
+        let frames = FrameWriter::new(write);
         let conn = Arc::new(Conn {
-            frames,
+            frames: frames.clone(),
             pending: Arc::new(Mutex::new(HashMap::new())),
             closed: Arc::new(AtomicBool::new(false)),
         });
         self.tracker
-            .spawn(write_frames(write, frames_rx, self.cancel.clone()));
+            .spawn(writer::flush(frames, self.cancel.clone()));
         self.tracker.spawn(read_replies(
             BufReader::with_capacity(64 * 1024, read),
             conn.pending.clone(),

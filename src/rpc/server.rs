@@ -1,7 +1,8 @@
 //! The RPC server: accepts TCP connections from peers and turns their frames into deliveries.
 //!
-//! One task accepts; one task per connection reads frames, and one more writes that connection's
-//! replies (batched: every reply waiting is written with one system call). A `Call` or `Cast` goes
+//! One task accepts; one task per connection reads frames. Replies go out through the
+//! connection's [`FrameWriter`]: straight from whoever answers when the socket takes them, else
+//! queued for the connection's flush task. A `Call` or `Cast` goes
 //! to the node's dispatcher, which runs the member's `handle_call` / `handle_cast` in order with the
 //! other callbacks; a `System` frame goes to herd's own handler (the agent's remote actions),
 //! concurrently. A frame that is too large or does not decode is answered with an error when it
@@ -9,11 +10,11 @@
 //! stops on the node's cancellation token.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::frame::{self, Kind, Outcome, Refusal, Request};
+use super::writer::{self, FrameWriter};
 
 /// A request from a peer for the member's callbacks.
 #[derive(Debug)]
@@ -37,17 +39,25 @@ pub(crate) enum Incoming {
 
 /// Answers one call: writes the reply frame straight to the caller's connection. A call dropped
 /// unanswered (the member is stopping) is answered with a refusal.
-#[derive(Debug)]
 pub(crate) struct Responder {
     id: u64,
-    replies: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    replies: Option<Arc<FrameWriter>>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder").field("id", &self.id).finish()
+    }
 }
 
 impl Responder {
     /// Sends the answer.
     pub(crate) fn send(mut self, outcome: Outcome) {
         if let Some(replies) = self.replies.take() {
-            reply(&replies, self.id, outcome);
+            // The only call in flight on its connection: write the reply at once.
+            let alone = self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1;
+            send_reply(&replies, self.id, outcome, alone);
         }
     }
 }
@@ -55,6 +65,7 @@ impl Responder {
 impl Drop for Responder {
     fn drop(&mut self) {
         if let Some(replies) = self.replies.take() {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
             let refusal = Refusal::Unavailable("the member stopped before answering".into());
             reply(&replies, self.id, Outcome::Err(refusal));
         }
@@ -123,8 +134,9 @@ async fn connection(
     cancel: CancellationToken,
 ) {
     let (read, write) = stream.into_split();
-    let (replies, replies_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    tracker.spawn(write_frames(write, replies_rx, cancel.clone()));
+    let replies = FrameWriter::new(write);
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    tracker.spawn(writer::flush(replies.clone(), cancel.clone()));
     let mut reader = BufReader::with_capacity(64 * 1024, read);
     loop {
         let frame = tokio::select! {
@@ -132,7 +144,9 @@ async fn connection(
             frame = read_frame(&mut reader, shared.max_frame) => frame,
         };
         match frame {
-            Ok(ReadFrame::Frame(bytes)) => handle(&bytes, peer, &shared, &replies, &tracker),
+            Ok(ReadFrame::Frame(bytes)) => {
+                handle(&bytes, peer, &shared, &replies, &in_flight, &tracker)
+            }
             Ok(ReadFrame::TooLarge { kind, id, size }) => {
                 shared
                     .counters
@@ -190,7 +204,8 @@ fn handle(
     bytes: &[u8],
     peer: SocketAddr,
     shared: &Arc<Shared>,
-    replies: &mpsc::UnboundedSender<Vec<u8>>,
+    replies: &Arc<FrameWriter>,
+    in_flight: &Arc<AtomicUsize>,
     tracker: &TaskTracker,
 ) {
     let refuse = |id: u64, kind: Option<Kind>, why: String| {
@@ -220,9 +235,11 @@ fn handle(
     };
     match kind {
         Some(Kind::Call) => {
+            in_flight.fetch_add(1, Ordering::AcqRel);
             let responder = Responder {
                 id,
                 replies: Some(replies.clone()),
+                in_flight: in_flight.clone(),
             };
             let incoming = Incoming::Call {
                 from: request.from,
@@ -267,42 +284,15 @@ fn handle(
     }
 }
 
-fn reply(replies: &mpsc::UnboundedSender<Vec<u8>>, id: u64, outcome: Outcome) {
+fn reply(replies: &FrameWriter, id: u64, outcome: Outcome) {
+    send_reply(replies, id, outcome, false);
+}
+
+fn send_reply(replies: &FrameWriter, id: u64, outcome: Outcome, direct: bool) {
     match frame::encode(Kind::Reply, id, &outcome) {
         Ok(bytes) => {
-            let _ = replies.send(bytes);
+            let _ = replies.send(bytes, direct);
         }
         Err(err) => warn!(id, error = %err, "rpc reply could not be encoded"),
     }
-}
-
-/// Writes frames as they come, every frame waiting in one write, until the channel closes or
-/// `cancel` fires.
-pub(crate) async fn write_frames<W: AsyncWriteExt + Unpin>(
-    mut writer: W,
-    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
-    cancel: CancellationToken,
-) {
-    let mut batch = Vec::with_capacity(64 * 1024);
-    loop {
-        let first = tokio::select! {
-            _ = cancel.cancelled() => break,
-            frame = frames.recv() => match frame {
-                Some(frame) => frame,
-                None => break,
-            },
-        };
-        batch.clear();
-        batch.extend_from_slice(&first);
-        while batch.len() < 256 * 1024 {
-            match frames.try_recv() {
-                Ok(frame) => batch.extend_from_slice(&frame),
-                Err(_) => break,
-            }
-        }
-        if writer.write_all(&batch).await.is_err() {
-            break;
-        }
-    }
-    let _ = writer.shutdown().await;
 }

@@ -1,0 +1,161 @@
+//! [`FrameWriter`]: the sending side of one connection, shared by everyone who sends on it.
+//!
+//! A lone sender (nothing else in flight on the connection) writes its frame straight to the
+//! socket when nothing is queued: one non-blocking system call, no hop to another task. Otherwise,
+//! or when the socket is full, the frame is queued and the connection's flush task writes the
+//! queue, many frames per system call: under load, batching beats a call per frame. Direct writes
+//! are synchronous (`try_write`), so a caller's future dropped mid-call can never leave half a
+//! frame on the connection; a mutex held only across those non-blocking calls keeps frames whole
+//! and in order. The flush task stops when the connection breaks or on cancellation.
+
+use std::collections::VecDeque;
+use std::io::{ErrorKind, IoSlice};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// The connection is broken or closed.
+#[derive(Debug)]
+pub(crate) struct Closed;
+
+/// Frames taken for writing, and how much of the first one was already written.
+type Batch = (Vec<Vec<u8>>, usize);
+
+/// Frames queued for the flush task; the head may be partly written.
+struct Queue {
+    frames: VecDeque<Vec<u8>>,
+    head_written: usize,
+    /// The flush task is writing a batch it took from the queue: nobody writes directly.
+    flushing: bool,
+    closed: bool,
+}
+
+/// The shared sending side of one connection.
+pub(crate) struct FrameWriter {
+    stream: OwnedWriteHalf,
+    queue: Mutex<Queue>,
+    wake: Notify,
+}
+
+impl FrameWriter {
+    pub(crate) fn new(stream: OwnedWriteHalf) -> Arc<FrameWriter> {
+        Arc::new(FrameWriter {
+            stream,
+            queue: Mutex::new(Queue {
+                frames: VecDeque::new(),
+                head_written: 0,
+                flushing: false,
+                closed: false,
+            }),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Sends one whole frame: with `direct`, now if nothing is queued or being flushed and the
+    /// socket takes it; else after what is queued, by the flush task.
+    pub(crate) fn send(&self, frame: Vec<u8>, direct: bool) -> Result<(), Closed> {
+        let mut queue = self.queue.lock().expect("writer lock");
+        if queue.closed {
+            return Err(Closed);
+        }
+        if direct && queue.frames.is_empty() && !queue.flushing {
+            match self.stream.try_write(&frame) {
+                Ok(n) if n == frame.len() => return Ok(()),
+                Ok(n) => queue.head_written = n,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => queue.head_written = 0,
+                Err(_) => {
+                    queue.closed = true;
+                    return Err(Closed);
+                }
+            }
+        }
+        queue.frames.push_back(frame);
+        drop(queue);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Marks the connection closed: later sends fail.
+    pub(crate) fn close(&self) {
+        self.queue.lock().expect("writer lock").closed = true;
+        self.wake.notify_one();
+    }
+
+    /// Takes everything queued, marking a flush in progress; `None` when there is nothing.
+    fn take(&self) -> Result<Option<Batch>, Closed> {
+        let mut queue = self.queue.lock().expect("writer lock");
+        if queue.closed {
+            return Err(Closed);
+        }
+        queue.flushing = false;
+        if queue.frames.is_empty() {
+            return Ok(None);
+        }
+        queue.flushing = true;
+        let skip = std::mem::take(&mut queue.head_written);
+        Ok(Some((queue.frames.drain(..).collect(), skip)))
+    }
+
+    /// Writes `frames` (the first from byte `skip`) to the end, waiting when the socket is full.
+    async fn write_all(&self, frames: &[Vec<u8>], mut skip: usize) -> Result<(), Closed> {
+        let mut first = 0;
+        while first < frames.len() {
+            let written = {
+                let slices: Vec<IoSlice<'_>> = frames[first..]
+                    .iter()
+                    .take(64)
+                    .enumerate()
+                    .map(|(i, f)| IoSlice::new(if i == 0 { &f[skip..] } else { f }))
+                    .collect();
+                self.stream.try_write_vectored(&slices)
+            };
+            match written {
+                Ok(mut n) => {
+                    while n > 0 && first < frames.len() {
+                        let left = frames[first].len() - skip;
+                        if n >= left {
+                            n -= left;
+                            first += 1;
+                            skip = 0;
+                        } else {
+                            skip += n;
+                            n = 0;
+                        }
+                    }
+                }
+                Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                    self.stream.writable().await.map_err(|_| Closed)?;
+                }
+                Err(_) => return Err(Closed),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes queued frames whenever there are some, until the connection breaks or `cancel` fires.
+pub(crate) async fn flush(writer: Arc<FrameWriter>, cancel: CancellationToken) {
+    loop {
+        match writer.take() {
+            Ok(Some((frames, skip))) => {
+                let written = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    written = writer.write_all(&frames, skip) => written,
+                };
+                if written.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = writer.wake.notified() => {}
+                }
+            }
+            Err(Closed) => break,
+        }
+    }
+    writer.close();
+}
