@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 
 use super::reconcile::{self, Action};
 use super::status::{self, WorkerInfo};
-use super::sync::{self, Head};
+use super::sync;
 use super::AgentError;
 use crate::config::{ConfigStore, VersionedConfig};
 use crate::membership::keys;
@@ -225,8 +225,7 @@ impl Core {
         let (set, keep) = if full {
             (sync::full_keys(config), Some(config.version))
         } else {
-            let chunks = sync::split(&config.encode()).len();
-            let head = Head::of(config, chunks);
+            let head = sync::head_for(config);
             (vec![(keys::CONFIG_HEAD.to_string(), head.encode())], None)
         };
         let delete = sync::stale_chunk_keys(&own, keep);
@@ -248,8 +247,7 @@ impl Core {
 
     async fn settle_publishing(&mut self, nodes: &[NodeKeys]) {
         let Some(config) = self.config() else { return };
-        let chunks = sync::split(&config.encode()).len();
-        let head = Head::of(&config, chunks);
+        let head = sync::head_for(&config);
         let should = sync::should_publish(self.node.id(), &head, self.publishing, nodes);
         if should != self.publishing {
             info!(node = %self.node.id(), version = config.version, publishing = should, "config republishing duty changed");

@@ -2,7 +2,6 @@
 //! summary of its own workers in its gossip state ([`keys::WORKERS`]), so any node can list the
 //! whole cluster's workers from its local state, with no call to other nodes.
 
-use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -104,15 +103,6 @@ pub(crate) fn cluster_workers(nodes: &[NodeKeys]) -> Vec<WorkerInfo> {
     }
     all.sort_by(|a, b| (&a.node, &a.name).cmp(&(&b.node, &b.name)));
     all
-}
-
-/// Counts of workers by state, for `herd status`.
-pub fn count_by_state(workers: &[WorkerInfo]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for worker in workers {
-        *counts.entry(worker.state.clone()).or_insert(0) += 1;
-    }
-    counts
 }
 
 #[cfg(test)]

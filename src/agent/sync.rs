@@ -70,6 +70,11 @@ pub(crate) fn split(encoded: &str) -> Vec<String> {
     chunks
 }
 
+/// The head a node publishes for holding `config`.
+pub(crate) fn head_for(config: &VersionedConfig) -> Head {
+    Head::of(config, split(&config.encode()).len())
+}
+
 /// The keys to set for publishing `config` in full: chunks first, head last.
 pub(crate) fn full_keys(config: &VersionedConfig) -> Vec<(String, String)> {
     let chunks = split(&config.encode());
