@@ -49,7 +49,7 @@ impl Browser {
             assert!(
                 Path::new(path).exists(),
                 "{path} is missing: the dashboard test needs a real browser; install Debian's \
-                 packages with `apt-get install chromium chromium-driver` (.ci/run does)"
+                 packages with `apt-get install chromium chromium-driver` (`bash scripts/test.sh` does)"
             );
         }
         let port = TcpListener::bind("127.0.0.1:0")
