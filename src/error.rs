@@ -15,6 +15,17 @@ pub enum Error {
     #[error("node id must not be empty")]
     EmptyNodeId,
 
+    /// The node id is longer than [`MAX_NODE_ID`](crate::node::MAX_NODE_ID) bytes.
+    #[error("node id {id:?}... is {len} bytes long; the limit is {limit}")]
+    NodeIdTooLong {
+        /// The id's first characters.
+        id: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+
     /// A seed is neither `ip:port` nor `host:port`, or its host name did not resolve.
     #[error("invalid seed {seed:?}: {reason}")]
     InvalidSeed {
@@ -66,6 +77,19 @@ pub enum Error {
         /// The operating system's error.
         #[source]
         source: std::io::Error,
+    },
+
+    /// The member's node refused the connection, or this node refused it: they hold no cluster
+    /// key in common, one of them holds none, a proof did not verify, or another node answered
+    /// at the member's address.
+    #[error("member {member:?} at {addr} refused the connection: {reason}")]
+    Refused {
+        /// The member called.
+        member: String,
+        /// Its RPC address.
+        addr: SocketAddr,
+        /// What the handshake found.
+        reason: String,
     },
 
     /// No live member has this id.

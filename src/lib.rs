@@ -46,6 +46,7 @@
 //! - [`rpc`]: member-to-member calls and casts (serde + bincode over TCP).
 //! - [`config`], [`agent`], [`api`]: the cluster config, the `herd agent` daemon, its HTTP API.
 //! - [`supervisor`]: OTP-style supervision of external worker processes.
+//! - [`trust`]: cluster keys ([`trust::Keyring`]): sealed gossip, authenticated messages.
 //! - [`Error`]: what can go wrong, naming the value that was wrong.
 #![warn(missing_docs)]
 
@@ -53,15 +54,17 @@ pub mod agent;
 pub mod api;
 pub mod config;
 mod error;
+mod log_limit;
 pub mod member;
 pub mod membership;
 pub mod node;
 pub mod rpc;
 pub mod supervisor;
+pub mod trust;
 
 pub use async_trait::async_trait;
 pub use error::Error;
 pub use member::{ClusterMember, Context, LeaveReason, Member};
 pub use membership::{EventStream, GossipStats, MembershipEvent};
-pub use node::{Node, NodeBuilder};
+pub use node::{Node, NodeBuilder, RpcStats};
 pub use rpc::{Reply, Request};

@@ -58,12 +58,26 @@ struct Inner {
     /// Taken when the node stops, so that every [`EventStream`] ends.
     events: std::sync::Mutex<Option<broadcast::Sender<MembershipEvent>>>,
     counters: Arc<Counters>,
+    keyring: Option<crate::trust::Keyring>,
     rpc: Arc<crate::rpc::server::Shared>,
     client: Arc<crate::rpc::client::Client>,
     rpc_observer: std::sync::RwLock<Option<RpcObserver>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     stopped: tokio::sync::OnceCell<()>,
+}
+
+/// What a node's messaging layer refused since it started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RpcStats {
+    /// Frames dropped as malformed (too short, an unknown kind).
+    pub bad_frames: u64,
+    /// Frames over the size limit.
+    pub oversized_frames: u64,
+    /// Connections refused, by reason (`no_common_key`, `bad_proof`, `plaintext`, `malformed`,
+    /// `timeout`, `closed`, `forged_frame`), every reason listed.
+    pub refused: Vec<(&'static str, u64)>,
 }
 
 /// Told of every call and cast this node makes: kind (`call`, `cast`), outcome (`ok`, `error`,
@@ -119,6 +133,28 @@ impl Node {
                 drop(closed);
                 EventStream::new(receiver)
             }
+        }
+    }
+
+    /// The node's cluster keys, when it has any ([`NodeBuilder::keyring`]). Changes to it take
+    /// effect at once.
+    pub fn keyring(&self) -> Option<&crate::trust::Keyring> {
+        self.inner.keyring.as_ref()
+    }
+
+    /// What the messaging layer refused since the node started.
+    pub fn rpc_stats(&self) -> RpcStats {
+        let c = &self.inner.rpc.counters;
+        RpcStats {
+            bad_frames: c.bad_frames.load(std::sync::atomic::Ordering::Relaxed),
+            oversized_frames: c
+                .oversized_frames
+                .load(std::sync::atomic::Ordering::Relaxed),
+            refused: crate::rpc::server::REFUSED_REASONS
+                .iter()
+                .zip(&c.refused)
+                .map(|(reason, n)| (*reason, n.load(std::sync::atomic::Ordering::Relaxed)))
+                .collect(),
         }
     }
 

@@ -39,6 +39,7 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
@@ -388,8 +389,35 @@ impl Collector for Scraped {
                 counter.metric_type(),
             )?)?;
         }
+        by_reason(
+            &mut encoder,
+            "gossip_rejected",
+            "Gossip datagrams dropped before chitchat saw them, by reason.",
+            stats.rejected.by_reason().iter().copied(),
+        )?;
+        by_reason(
+            &mut encoder,
+            "rpc_rejected",
+            "Member-to-member connections refused at the handshake (or closed for a frame that \
+             did not authenticate), by reason.",
+            self.node.rpc_stats().refused.into_iter(),
+        )?;
         Ok(())
     }
+}
+
+/// One counter family labelled by `reason`.
+fn by_reason(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    counts: impl Iterator<Item = (&'static str, u64)>,
+) -> Result<(), fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (reason, count) in counts {
+        ConstCounter::new(count).encode(family.encode_family(&[("reason", reason)])?)?;
+    }
+    Ok(())
 }
 
 fn gauge(

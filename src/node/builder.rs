@@ -17,8 +17,9 @@ use tracing::info;
 
 use super::{dispatch, seeds, Inner, Node};
 use crate::membership::keys;
-use crate::membership::transport::{Counters, CountingUdp};
+use crate::membership::transport::{Counters, GossipTransport, Protection};
 use crate::membership::watcher::Watcher;
+use crate::trust::Keyring;
 use crate::{rpc, ClusterMember, Context, Error, Member};
 
 /// Default gossip listen address.
@@ -37,6 +38,8 @@ pub const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
 pub const DEFAULT_PHI_THRESHOLD: f64 = 12.0;
 /// Default time a dead member's state is kept before it is forgotten.
 pub const DEFAULT_DEAD_NODE_GRACE_PERIOD: Duration = Duration::from_secs(60 * 60);
+/// The longest node id, in bytes (it travels in every connection's handshake).
+pub const MAX_NODE_ID: usize = 255;
 /// Calls and casts waiting for the member; beyond this, callers get "queue full" at once.
 const MESSAGE_QUEUE: usize = 4096;
 /// Capacity of each [`EventStream`](crate::EventStream)'s buffer.
@@ -60,6 +63,8 @@ pub struct NodeBuilder {
     compress_digests: bool,
     rpc_listen: Option<SocketAddr>,
     max_frame: usize,
+    keyring: Option<Keyring>,
+    verify_incoming: bool,
 }
 
 impl NodeBuilder {
@@ -80,6 +85,8 @@ impl NodeBuilder {
             compress_digests: false,
             rpc_listen: None,
             max_frame: crate::rpc::DEFAULT_MAX_FRAME,
+            keyring: None,
+            verify_incoming: true,
         }
     }
 
@@ -181,6 +188,26 @@ impl NodeBuilder {
         self
     }
 
+    /// The cluster keys (default: none, plain gossip and messages, for loopback clusters). With a
+    /// keyring, every gossip datagram is sealed with its primary key and every datagram received
+    /// must open with one of its keys; every member-to-member connection starts with a handshake
+    /// in which both ends prove they hold a common key, and its frames are sealed. Nodes without
+    /// a key of the ring cannot gossip with this node, join through it or call it. The keyring is
+    /// shared: keys installed, used or removed later (see [`Keyring`]) take effect at once.
+    pub fn keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = Some(keyring);
+        self
+    }
+
+    /// With a keyring: whether plain gossip datagrams are refused (default true). Set false only
+    /// while a running plaintext cluster turns encryption on: such a node accepts plain and sealed
+    /// datagrams, seals what it sends, and answers a peer whose last datagram was plain in plain.
+    /// Messages between members always need a common key when this node has a keyring.
+    pub fn verify_incoming(mut self, verify: bool) -> Self {
+        self.verify_incoming = verify;
+        self
+    }
+
     /// Starts the node: binds the gossip socket, starts gossiping with the seeds, and spawns the
     /// tasks that watch membership and call `member`.
     ///
@@ -191,6 +218,13 @@ impl NodeBuilder {
         let id = self.id.trim();
         if id.is_empty() {
             return Err(Error::EmptyNodeId);
+        }
+        if id.len() > MAX_NODE_ID {
+            return Err(Error::NodeIdTooLong {
+                id: id.chars().take(40).collect(),
+                len: id.len(),
+                limit: MAX_NODE_ID,
+            });
         }
         let id: Arc<str> = id.into();
         for key in self.tags.keys() {
@@ -254,8 +288,13 @@ impl NodeBuilder {
         initial.push((keys::READY.to_string(), "1".to_string()));
 
         let counters = Arc::new(Counters::default());
-        let transport = CountingUdp {
+        let transport = GossipTransport {
+            node: id.clone(),
             counters: counters.clone(),
+            protection: Protection {
+                keyring: self.keyring.clone(),
+                verify_incoming: self.verify_incoming,
+            },
         };
         let handle = spawn_chitchat(config, initial, &transport as &dyn Transport)
             .await
@@ -308,6 +347,10 @@ impl NodeBuilder {
             system: std::sync::RwLock::new(None),
             max_frame: self.max_frame,
             counters: Default::default(),
+            keyring: self.keyring.clone(),
+            logged: std::sync::Mutex::new(crate::log_limit::LogLimit::new(
+                std::time::Duration::from_secs(60),
+            )),
         });
         tracker.spawn(rpc::server::serve(
             rpc_listener,
@@ -318,6 +361,7 @@ impl NodeBuilder {
         let client = Arc::new(rpc::client::Client::new(
             id.clone(),
             self.max_frame,
+            self.keyring.clone(),
             tracker.clone(),
             cancel.child_token(),
         ));
@@ -345,6 +389,7 @@ impl NodeBuilder {
                 members: members_rx,
                 events: std::sync::Mutex::new(Some(events_tx)),
                 counters,
+                keyring: self.keyring,
                 rpc,
                 client,
                 rpc_observer: std::sync::RwLock::new(None),

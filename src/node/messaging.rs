@@ -60,7 +60,7 @@ impl Node {
         let result = self
             .inner
             .client
-            .cast(addr, payload, CAST_CONNECT_TIMEOUT)
+            .cast(to, addr, payload, CAST_CONNECT_TIMEOUT)
             .await
             .map_err(|failure| failure_error(to, addr, CAST_CONNECT_TIMEOUT, failure));
         self.observe("cast", &result, started);
@@ -115,7 +115,7 @@ impl Node {
         let result = match self
             .inner
             .client
-            .request(addr, kind, payload, timeout)
+            .request(to, addr, kind, payload, timeout)
             .await
         {
             Ok(Outcome::Ok(bytes)) => Ok(bytes),
@@ -185,8 +185,9 @@ fn failure_error(member: &str, addr: SocketAddr, timeout: Duration, failure: Fai
             timeout,
         },
         Failure::TooLarge { size, limit } => Error::FrameTooLarge { size, limit },
-        Failure::Encode(reason) => Error::Codec {
-            what: "a request".into(),
+        Failure::Refused(reason) => Error::Refused {
+            member: member.to_string(),
+            addr,
             reason,
         },
     }

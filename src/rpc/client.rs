@@ -1,5 +1,10 @@
 //! The RPC client: one reused TCP connection per peer address, requests multiplexed on it by id.
 //!
+//! A new connection is opened with the handshake (`trust/handshake.rs`), which names the peer;
+//! a peer that is not the member asked for (another node now at that address) is refused. With a
+//! keyring every frame is sealed, and a connection closes when the key it was opened with is
+//! removed.
+//!
 //! A caller writes its request through the connection's [`FrameWriter`] (straight to the socket
 //! when nothing is queued); a reader task hands each reply to the caller waiting for its id. When a connection breaks, every
 //! call waiting on it fails at once and the next call connects again. Tasks stop on the node's
@@ -17,9 +22,11 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::frame::{self, Kind, Outcome, Request};
-use super::server::{read_frame, ReadFrame};
+use super::frame::{self, Kind, Outcome};
+use super::server::{key_removed, read_frame, ReadFrame};
 use super::writer::{self, FrameWriter};
+use crate::trust::handshake::{self, SessionReader};
+use crate::trust::Keyring;
 
 /// Why a request got no reply.
 #[derive(Debug)]
@@ -30,13 +37,15 @@ pub(crate) enum Failure {
     Timeout,
     /// The request is larger than the frame limit.
     TooLarge { size: usize, limit: usize },
-    /// The request could not be encoded.
-    Encode(String),
+    /// The handshake failed: no common key, a bad proof, or another node at the address.
+    Refused(String),
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Outcome>>>>;
 
 struct Conn {
+    /// The peer's node id, as the handshake named it.
+    peer: Arc<str>,
     frames: Arc<FrameWriter>,
     pending: Pending,
     closed: Arc<AtomicBool>,
@@ -48,6 +57,7 @@ pub(crate) struct Client {
     conns: Mutex<HashMap<SocketAddr, Arc<Conn>>>,
     next_id: AtomicU64,
     max_frame: usize,
+    keyring: Option<Keyring>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
@@ -56,6 +66,7 @@ impl Client {
     pub(crate) fn new(
         node_id: Arc<str>,
         max_frame: usize,
+        keyring: Option<Keyring>,
         tracker: TaskTracker,
         cancel: CancellationToken,
     ) -> Client {
@@ -64,6 +75,7 @@ impl Client {
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             max_frame,
+            keyring,
             tracker,
             cancel,
         }
@@ -73,6 +85,7 @@ impl Client {
     /// (connecting included).
     pub(crate) async fn request(
         &self,
+        to: &str,
         addr: SocketAddr,
         kind: Kind,
         payload: Vec<u8>,
@@ -80,8 +93,8 @@ impl Client {
     ) -> Result<Outcome, Failure> {
         let deadline = tokio::time::Instant::now() + timeout;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let bytes = self.encode(kind, id, payload)?;
-        let conn = tokio::time::timeout_at(deadline, self.connection(addr))
+        let bytes = self.encode(kind, id, &payload)?;
+        let conn = tokio::time::timeout_at(deadline, self.connection(to, addr))
             .await
             .map_err(|_| Failure::Timeout)??;
         let (tx, rx) = oneshot::channel();
@@ -109,12 +122,13 @@ impl Client {
     /// Sends a `Cast`: done once the frame is queued on a live connection.
     pub(crate) async fn cast(
         &self,
+        to: &str,
         addr: SocketAddr,
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<(), Failure> {
-        let bytes = self.encode(Kind::Cast, 0, payload)?;
-        let conn = tokio::time::timeout(timeout, self.connection(addr))
+        let bytes = self.encode(Kind::Cast, 0, &payload)?;
+        let conn = tokio::time::timeout(timeout, self.connection(to, addr))
             .await
             .map_err(|_| Failure::Timeout)??;
         conn.frames
@@ -122,36 +136,33 @@ impl Client {
             .map_err(|_| Failure::Unreachable("the connection closed".into()))
     }
 
-    fn encode(&self, kind: Kind, id: u64, payload: Vec<u8>) -> Result<Vec<u8>, Failure> {
-        let request = Request {
-            from: self.node_id.to_string(),
-            payload,
-        };
-        let bytes =
-            frame::encode(kind, id, &request).map_err(|e| Failure::Encode(e.to_string()))?;
-        let size = bytes.len() - 4 - frame::HEADER_LEN;
-        if size > self.max_frame {
+    fn encode(&self, kind: Kind, id: u64, payload: &[u8]) -> Result<Vec<u8>, Failure> {
+        if payload.len() > self.max_frame {
             return Err(Failure::TooLarge {
-                size,
+                size: payload.len(),
                 limit: self.max_frame,
             });
         }
-        Ok(bytes)
+        Ok(frame::encode_bytes(kind, id, payload))
     }
 
-    async fn connection(&self, addr: SocketAddr) -> Result<Arc<Conn>, Failure> {
+    async fn connection(&self, to: &str, addr: SocketAddr) -> Result<Arc<Conn>, Failure> {
         if let Some(conn) = self.conns.lock().expect("conns lock").get(&addr) {
             if !conn.closed.load(Ordering::Acquire) {
-                return Ok(conn.clone());
+                return check_peer(conn, to, addr);
             }
         }
-        let stream = TcpStream::connect(addr)
+        let mut stream = TcpStream::connect(addr)
             .await
             .map_err(|err| Failure::Unreachable(format!("cannot connect: {err}")))?;
         let _ = stream.set_nodelay(true);
+        let session = handshake::client(&mut stream, self.keyring.as_ref(), &self.node_id)
+            .await
+            .map_err(|err| Failure::Refused(err.to_string()))?;
         let (read, write) = stream.into_split();
-        let frames = FrameWriter::new(write);
+        let frames = FrameWriter::new(write, session.writer);
         let conn = Arc::new(Conn {
+            peer: session.peer.into(),
             frames: frames.clone(),
             pending: Arc::new(Mutex::new(HashMap::new())),
             closed: Arc::new(AtomicBool::new(false)),
@@ -160,38 +171,85 @@ impl Client {
             .spawn(writer::flush(frames, self.cancel.clone()));
         self.tracker.spawn(read_replies(
             BufReader::with_capacity(64 * 1024, read),
-            conn.pending.clone(),
-            conn.closed.clone(),
-            self.max_frame,
+            Replies {
+                opener: session.reader,
+                pending: conn.pending.clone(),
+                closed: conn.closed.clone(),
+                frames: conn.frames.clone(),
+                max_frame: self.max_frame,
+                keyring: self.keyring.clone(),
+                key: session.key,
+            },
             self.cancel.clone(),
         ));
-        let mut conns = self.conns.lock().expect("conns lock");
-        match conns.get(&addr) {
-            // Another caller connected meanwhile: use theirs; ours closes when dropped.
-            Some(existing) if !existing.closed.load(Ordering::Acquire) => Ok(existing.clone()),
-            _ => {
-                conns.insert(addr, conn.clone());
-                Ok(conn)
+        let conn = {
+            let mut conns = self.conns.lock().expect("conns lock");
+            match conns.get(&addr) {
+                // Another caller connected meanwhile: use theirs; ours closes when dropped.
+                Some(existing) if !existing.closed.load(Ordering::Acquire) => existing.clone(),
+                _ => {
+                    conns.insert(addr, conn.clone());
+                    conn
+                }
             }
-        }
+        };
+        check_peer(&conn, to, addr)
     }
+}
+
+/// The connection, if the node at its far end is `to`.
+fn check_peer(conn: &Arc<Conn>, to: &str, addr: SocketAddr) -> Result<Arc<Conn>, Failure> {
+    if &*conn.peer == to {
+        Ok(conn.clone())
+    } else {
+        Err(Failure::Refused(format!(
+            "the node at {addr} is {:?}, not {to:?}",
+            conn.peer
+        )))
+    }
+}
+
+/// What the reader of one connection's replies holds.
+struct Replies {
+    opener: SessionReader,
+    pending: Pending,
+    closed: Arc<AtomicBool>,
+    frames: Arc<FrameWriter>,
+    max_frame: usize,
+    keyring: Option<Keyring>,
+    key: Option<crate::trust::KeyId>,
 }
 
 async fn read_replies(
     mut reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    pending: Pending,
-    closed: Arc<AtomicBool>,
-    max_frame: usize,
+    replies: Replies,
     cancel: CancellationToken,
 ) {
+    let Replies {
+        mut opener,
+        pending,
+        closed,
+        frames,
+        max_frame,
+        keyring,
+        key,
+    } = replies;
+    let mut key_changes = keyring.as_ref().map(Keyring::changes);
     loop {
         let frame = tokio::select! {
             _ = cancel.cancelled() => break,
-            frame = read_frame(&mut reader, max_frame) => frame,
+            _ = key_removed(&mut key_changes, keyring.as_ref(), key) => break,
+            frame = read_frame(&mut reader, max_frame, opener.overhead()) => frame,
         };
         let bytes = match frame {
-            Ok(ReadFrame::Frame(bytes)) => bytes,
+            Ok(ReadFrame::Frame(mut bytes)) => {
+                if opener.open(&mut bytes, frame::HEADER_LEN).is_err() {
+                    break;
+                }
+                bytes
+            }
             Ok(ReadFrame::TooLarge { id, size, .. }) => {
+                opener.skip();
                 let refusal = frame::Refusal::TooLarge {
                     size,
                     limit: max_frame,
@@ -219,6 +277,7 @@ async fn read_replies(
         }
     }
     closed.store(true, Ordering::Release);
+    frames.close();
     // Dropping the senders fails every call still waiting on this connection.
     pending.lock().expect("pending lock").clear();
 }

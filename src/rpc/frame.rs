@@ -1,8 +1,13 @@
 //! The wire format of member-to-member messages: length-prefixed frames over TCP.
 //!
 //! ```text
-//! u32 length (big endian, of everything after it) | u8 kind | u64 id | body (bincode)
+//! u32 length (big endian, of everything after it) | u8 kind | u64 id | body | tag (16, sealed only)
 //! ```
+//!
+//! A request's body is the caller's bincode-encoded message as it is; a reply's is a bincode
+//! [`Outcome`]. On a connection opened with a cluster key (`trust/handshake.rs`) the body is
+//! encrypted and a tag follows it that authenticates the length, kind, id and body. A request
+//! carries no sender: the receiver knows the peer from the connection's handshake.
 //!
 //! The kind and id come before the body so that a receiver can answer a frame it refuses (too
 //! large, undecodable) to the right caller, and keep the connection. Pure encoding and decoding;
@@ -40,15 +45,6 @@ impl Kind {
             _ => None,
         }
     }
-}
-
-/// The body of a `Call`, `Cast` or `System` frame.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Request {
-    /// The sender's node id.
-    pub(crate) from: String,
-    /// The user's (or herd's) message, bincode-encoded.
-    pub(crate) payload: Vec<u8>,
 }
 
 /// The body of a `Reply` frame.
@@ -94,6 +90,9 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+/// Room left at the end of every encoded frame for a seal's tag, so sealing never reallocates.
+const SEAL_ROOM: usize = crate::trust::handshake::TAG_LEN;
+
 /// Encodes one frame: header and bincode body.
 pub(crate) fn encode<T: Serialize>(
     kind: Kind,
@@ -101,12 +100,25 @@ pub(crate) fn encode<T: Serialize>(
     body: &T,
 ) -> Result<Vec<u8>, bincode::Error> {
     let size = bincode::serialized_size(body)? as usize;
-    let mut frame = Vec::with_capacity(4 + HEADER_LEN + size);
-    frame.extend_from_slice(&((HEADER_LEN + size) as u32).to_be_bytes());
-    frame.push(kind as u8);
-    frame.extend_from_slice(&id.to_be_bytes());
+    let mut frame = start(kind, id, size);
     bincode::serialize_into(&mut frame, body)?;
     Ok(frame)
+}
+
+/// Encodes one frame whose body is `body` as it is (a request's payload).
+pub(crate) fn encode_bytes(kind: Kind, id: u64, body: &[u8]) -> Vec<u8> {
+    let mut frame = start(kind, id, body.len());
+    frame.extend_from_slice(body);
+    frame
+}
+
+fn start(kind: Kind, id: u64, size: usize) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(4 + HEADER_LEN + size + SEAL_ROOM);
+    let len = u32::try_from(HEADER_LEN + size).unwrap_or(u32::MAX);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.push(kind as u8);
+    frame.extend_from_slice(&id.to_be_bytes());
+    frame
 }
 
 /// Splits a frame (without its length prefix) into kind byte, id and body.
@@ -124,17 +136,18 @@ mod tests {
 
     #[test]
     fn a_frame_round_trips_through_its_header() {
-        let request = Request {
-            from: "a".into(),
-            payload: vec![1, 2, 3],
-        };
-        let frame = encode(Kind::Call, 42, &request).unwrap();
+        let frame = encode_bytes(Kind::Call, 42, &[1, 2, 3]);
         let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
         assert_eq!(len, frame.len() - 4);
         let (kind, id, body) = split(&frame[4..]).unwrap();
         assert_eq!((Kind::from_u8(kind), id), (Some(Kind::Call), 42));
-        let back: Request = bincode::deserialize(body).unwrap();
-        assert_eq!((back.from.as_str(), back.payload), ("a", vec![1, 2, 3]));
+        assert_eq!(body, [1, 2, 3]);
+
+        let reply = encode(Kind::Reply, 7, &Outcome::Ok(vec![9])).unwrap();
+        assert!(reply.capacity() >= reply.len() + SEAL_ROOM);
+        let (_, id, body) = split(&reply[4..]).unwrap();
+        let back: Outcome = bincode::deserialize(body).unwrap();
+        assert!(matches!((id, back), (7, Outcome::Ok(v)) if v == [9]));
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The RPC server: accepts TCP connections from peers and turns their frames into deliveries.
 //!
-//! One task accepts; one task per connection reads frames. Replies go out through the
+//! One task accepts; one task per connection opens it with the handshake (`trust/handshake.rs`:
+//! with a keyring, the peer must prove it holds a cluster key, within [`HANDSHAKE_TIMEOUT`]; a
+//! connection that fails is closed, counted and logged at most once per peer address a minute),
+//! then reads frames, opening each with the session's key (a frame that does not authenticate
+//! closes the connection). The sender of every request is the peer the handshake named. Replies go out through the
 //! connection's [`FrameWriter`]: straight from whoever answers when the socket takes them, else
 //! queued for the connection's flush task. A `Call` or `Cast` goes
 //! to the node's dispatcher, which runs the member's `handle_call` / `handle_cast` in order with the
@@ -9,9 +13,10 @@
 //! carries a request id, counted, and logged; the connection and everyone else go on. Every task
 //! stops on the node's cancellation token.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, BufReader};
@@ -21,8 +26,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use super::frame::{self, Kind, Outcome, Refusal, Request};
+use super::frame::{self, Kind, Outcome, Refusal};
 use super::writer::{self, FrameWriter};
+use crate::log_limit::LogLimit;
+use crate::trust::handshake;
+use crate::trust::Keyring;
+
+/// How long a peer has to complete the handshake after connecting.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A request from a peer for the member's callbacks.
 #[derive(Debug)]
@@ -84,6 +95,27 @@ pub(crate) trait SystemHandler: Send + Sync + 'static {
 pub(crate) struct ServerCounters {
     pub(crate) bad_frames: AtomicU64,
     pub(crate) oversized_frames: AtomicU64,
+    /// Connections refused at the handshake, by [`Refused`] reason.
+    pub(crate) refused: [AtomicU64; REFUSED_REASONS.len()],
+}
+
+/// The reasons a connection is refused, as `herd_rpc_rejected_total{reason}` labels them.
+pub(crate) const REFUSED_REASONS: [&str; 7] = [
+    "closed",
+    "malformed",
+    "no_common_key",
+    "bad_proof",
+    "plaintext",
+    "timeout",
+    "forged_frame",
+];
+
+impl ServerCounters {
+    fn refused(&self, reason: &str) {
+        if let Some(at) = REFUSED_REASONS.iter().position(|r| *r == reason) {
+            self.refused[at].fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// What every connection task shares.
@@ -93,6 +125,18 @@ pub(crate) struct Shared {
     pub(crate) system: RwLock<Option<Arc<dyn SystemHandler>>>,
     pub(crate) max_frame: usize,
     pub(crate) counters: ServerCounters,
+    pub(crate) keyring: Option<Keyring>,
+    /// Refusals logged per peer address.
+    pub(crate) logged: Mutex<LogLimit<IpAddr>>,
+}
+
+impl Shared {
+    fn refuse(&self, peer: SocketAddr, reason: &'static str, why: &dyn std::fmt::Display) {
+        self.counters.refused(reason);
+        if self.logged.lock().expect("log limit lock").due(peer.ip()) {
+            warn!(node = %self.node_id, %peer, reason, "rpc connection refused: {why}");
+        }
+    }
 }
 
 /// Accepts connections until `cancel` fires.
@@ -127,27 +171,55 @@ pub(crate) async fn serve(
 }
 
 async fn connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
+    let opened = tokio::select! {
+        _ = cancel.cancelled() => return,
+        opened = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            handshake::server(&mut stream, shared.keyring.as_ref(), &shared.node_id),
+        ) => opened,
+    };
+    let session = match opened {
+        Ok(Ok(session)) => session,
+        Ok(Err(err)) => return shared.refuse(peer, err.reason(), &err),
+        Err(_) => {
+            let why = "no handshake within the time allowed";
+            return shared.refuse(peer, "timeout", &why);
+        }
+    };
+    let from: Arc<str> = session.peer.into();
+    let mut opener = session.reader;
+    let mut key_changes = shared.keyring.as_ref().map(Keyring::changes);
     let (read, write) = stream.into_split();
-    let replies = FrameWriter::new(write);
+    let replies = FrameWriter::new(write, session.writer);
     let in_flight = Arc::new(AtomicUsize::new(0));
     tracker.spawn(writer::flush(replies.clone(), cancel.clone()));
     let mut reader = BufReader::with_capacity(64 * 1024, read);
     loop {
         let frame = tokio::select! {
             _ = cancel.cancelled() => break,
-            frame = read_frame(&mut reader, shared.max_frame) => frame,
+            _ = key_removed(&mut key_changes, shared.keyring.as_ref(), session.key) => {
+                debug!(node = %shared.node_id, %peer, "rpc connection closed: its key was removed");
+                break;
+            }
+            frame = read_frame(&mut reader, shared.max_frame, opener.overhead()) => frame,
         };
         match frame {
-            Ok(ReadFrame::Frame(bytes)) => {
-                handle(&bytes, peer, &shared, &replies, &in_flight, &tracker)
+            Ok(ReadFrame::Frame(mut bytes)) => {
+                if opener.open(&mut bytes, frame::HEADER_LEN).is_err() {
+                    let why = "a frame did not authenticate";
+                    shared.refuse(peer, "forged_frame", &why);
+                    break;
+                }
+                handle(&bytes, peer, &from, &shared, &replies, &in_flight, &tracker)
             }
             Ok(ReadFrame::TooLarge { kind, id, size }) => {
+                opener.skip();
                 shared
                     .counters
                     .oversized_frames
@@ -167,6 +239,26 @@ async fn connection(
             }
         }
     }
+    replies.close();
+}
+
+/// Resolves when the key `used` is no longer in `ring` (never, on a plain connection).
+pub(crate) async fn key_removed(
+    changes: &mut Option<tokio::sync::watch::Receiver<u64>>,
+    ring: Option<&Keyring>,
+    used: Option<crate::trust::KeyId>,
+) {
+    let (Some(changes), Some(ring), Some(used)) = (changes.as_mut(), ring, used) else {
+        return std::future::pending().await;
+    };
+    loop {
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if ring.get(used).is_none() {
+            return;
+        }
+    }
 }
 
 /// What [`read_frame`] read.
@@ -177,13 +269,21 @@ pub(crate) enum ReadFrame {
     TooLarge { kind: u8, id: u64, size: usize },
 }
 
-/// Reads one frame; frames over `max_frame` are read past (not kept) so the stream stays usable.
+/// Reads one frame; frames whose body is over `max_frame` are read past (not kept) so the stream
+/// stays usable. `overhead` is what a seal adds (its tag), beyond the limit.
 pub(crate) async fn read_frame<R: AsyncReadExt + Unpin>(
     reader: &mut R,
     max_frame: usize,
+    overhead: usize,
 ) -> std::io::Result<ReadFrame> {
     let len = reader.read_u32().await? as usize;
-    if len <= max_frame + frame::HEADER_LEN {
+    if len < frame::HEADER_LEN + overhead {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a frame of {len} bytes is shorter than its header"),
+        ));
+    }
+    if len <= max_frame + frame::HEADER_LEN + overhead {
         let mut bytes = vec![0; len];
         reader.read_exact(&mut bytes).await?;
         return Ok(ReadFrame::Frame(bytes));
@@ -196,13 +296,14 @@ pub(crate) async fn read_frame<R: AsyncReadExt + Unpin>(
     Ok(ReadFrame::TooLarge {
         kind: header[0],
         id,
-        size: len - frame::HEADER_LEN,
+        size: len - frame::HEADER_LEN - overhead,
     })
 }
 
 fn handle(
     bytes: &[u8],
     peer: SocketAddr,
+    from: &Arc<str>,
     shared: &Arc<Shared>,
     replies: &Arc<FrameWriter>,
     in_flight: &Arc<AtomicUsize>,
@@ -226,13 +327,10 @@ fn handle(
         );
     };
     let kind = Kind::from_u8(kind_byte);
-    let request: Request = match kind {
-        Some(Kind::Call | Kind::Cast | Kind::System) => match bincode::deserialize(body) {
-            Ok(request) => request,
-            Err(err) => return refuse(id, kind, format!("undecodable request: {err}")),
-        },
-        _ => return refuse(id, kind, format!("unexpected frame kind {kind_byte}")),
-    };
+    if !matches!(kind, Some(Kind::Call | Kind::Cast | Kind::System)) {
+        return refuse(id, kind, format!("unexpected frame kind {kind_byte}"));
+    }
+    let payload = body.to_vec();
     match kind {
         Some(Kind::Call) => {
             in_flight.fetch_add(1, Ordering::AcqRel);
@@ -242,8 +340,8 @@ fn handle(
                 in_flight: in_flight.clone(),
             };
             let incoming = Incoming::Call {
-                from: request.from,
-                payload: request.payload,
+                from: from.to_string(),
+                payload,
                 reply: responder,
             };
             if let Err(err) = shared.incoming.try_send(incoming) {
@@ -261,8 +359,8 @@ fn handle(
         }
         Some(Kind::Cast) => {
             let incoming = Incoming::Cast {
-                from: request.from,
-                payload: request.payload,
+                from: from.to_string(),
+                payload,
             };
             if shared.incoming.try_send(incoming).is_err() {
                 warn!(node = %shared.node_id, %peer, "cast dropped: the member's message queue is full or closed");
@@ -271,9 +369,10 @@ fn handle(
         _ => {
             let handler = shared.system.read().expect("system handler lock").clone();
             let replies = replies.clone();
+            let from = from.to_string();
             tracker.spawn(async move {
                 let outcome = match handler {
-                    Some(handler) => handler.handle(request.from, request.payload).await,
+                    Some(handler) => handler.handle(from, payload).await,
                     None => Outcome::Err(Refusal::Unavailable(
                         "this node takes no herd requests".into(),
                     )),

@@ -6,7 +6,9 @@
 //! queue, many frames per system call: under load, batching beats a call per frame. Direct writes
 //! are synchronous (`try_write`), so a caller's future dropped mid-call can never leave half a
 //! frame on the connection; a mutex held only across those non-blocking calls keeps frames whole
-//! and in order. The flush task stops when the connection breaks or on cancellation.
+//! and in order. On a keyed connection each frame is sealed under the same mutex, so frames are
+//! numbered (the seal's nonce) in the order they reach the socket. The flush task stops when the
+//! connection breaks or on cancellation.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, IoSlice};
@@ -15,6 +17,9 @@ use std::sync::{Arc, Mutex};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use super::frame::HEADER_LEN;
+use crate::trust::handshake::SessionWriter;
 
 /// The connection is broken or closed.
 #[derive(Debug)]
@@ -30,6 +35,8 @@ struct Queue {
     /// The flush task is writing a batch it took from the queue: nobody writes directly.
     flushing: bool,
     closed: bool,
+    /// Seals each frame as it is sent, in order.
+    session: SessionWriter,
 }
 
 /// The shared sending side of one connection.
@@ -40,7 +47,7 @@ pub(crate) struct FrameWriter {
 }
 
 impl FrameWriter {
-    pub(crate) fn new(stream: OwnedWriteHalf) -> Arc<FrameWriter> {
+    pub(crate) fn new(stream: OwnedWriteHalf, session: SessionWriter) -> Arc<FrameWriter> {
         Arc::new(FrameWriter {
             stream,
             queue: Mutex::new(Queue {
@@ -48,6 +55,7 @@ impl FrameWriter {
                 head_written: 0,
                 flushing: false,
                 closed: false,
+                session,
             }),
             wake: Notify::new(),
         })
@@ -55,11 +63,12 @@ impl FrameWriter {
 
     /// Sends one whole frame: with `direct`, now if nothing is queued or being flushed and the
     /// socket takes it; else after what is queued, by the flush task.
-    pub(crate) fn send(&self, frame: Vec<u8>, direct: bool) -> Result<(), Closed> {
+    pub(crate) fn send(&self, mut frame: Vec<u8>, direct: bool) -> Result<(), Closed> {
         let mut queue = self.queue.lock().expect("writer lock");
         if queue.closed {
             return Err(Closed);
         }
+        queue.session.seal(&mut frame, HEADER_LEN);
         if direct && queue.frames.is_empty() && !queue.flushing {
             match self.stream.try_write(&frame) {
                 Ok(n) if n == frame.len() => return Ok(()),

@@ -81,6 +81,14 @@ impl Probe {
         }
     }
 
+    /// Everything seen so far, including callbacks no wait has read yet.
+    pub fn seen(&mut self) -> &[Seen] {
+        while let Ok(seen) = self.rx.try_recv() {
+            self.log.push(seen);
+        }
+        &self.log
+    }
+
     /// Waits for `on_join`, returning the member ids it was given.
     pub async fn joined_cluster(&mut self) -> Vec<String> {
         match self
