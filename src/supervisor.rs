@@ -85,8 +85,9 @@
 //!
 //! # Files
 //! `spec.rs` (what to run), `policy.rs` (pure decisions), `runner.rs` and `runner/` (the
-//! owning task), `process.rs` (spawn, signal, reap), `output.rs` (bounded
-//! lines), `jsonl.rs` (calls), `status.rs`, `event.rs`, `error.rs`.
+//! owning task), `process.rs` (spawn, signal, reap), `user.rs` (running a
+//! worker as another user), `output.rs` (bounded lines), `jsonl.rs` (calls),
+//! `status.rs`, `event.rs`, `error.rs`.
 
 mod error;
 mod event;
@@ -97,6 +98,7 @@ mod process;
 mod runner;
 mod spec;
 mod status;
+pub(crate) mod user;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +113,7 @@ pub use event::WorkerEvent;
 pub use output::{MAX_LINE_BYTES, TAIL_BYTES, TAIL_LINES};
 pub use spec::{Backoff, Intensity, Restart, Strategy, WorkerSpec, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use status::{Exit, Tail, WorkerState, WorkerStatus};
+pub use user::MAX_USER_LEN;
 
 use runner::{Command, Config, Runner};
 
