@@ -94,8 +94,9 @@ pub struct Intensity {
 /// Everything the supervisor needs to run one worker.
 ///
 /// The program is executed directly with its arguments (never through a
-/// shell). The worker's environment is herd's, plus `HERD_WORKER=<name>`, plus
-/// what [`env`](Self::env) adds.
+/// shell). The worker's environment is herd's, plus `HOME`, `USER` and
+/// `LOGNAME` of its [`user`](Self::user) if it has one, plus what
+/// [`env`](Self::env) adds, plus `HERD_WORKER=<name>`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct WorkerSpec {
