@@ -1,6 +1,9 @@
-# A herd agent image with Python for script workers.
+# A herd agent image with Python for script workers. The agent, and so every worker, runs as
+# the unprivileged user `herd` (uid 10001); its data dir is /var/lib/herd (a volume, mode 0700).
 #   docker build -t herd .
 #   docker compose -f deploy/docker-compose.yml up
+# Key files (gossip key, API token) are mounted read-only, e.g. as Docker secrets, readable by
+# uid 10001; see README.md, "Packaging and deployment".
 FROM rust:1.86-bookworm AS build
 WORKDIR /src
 COPY . .
@@ -8,9 +11,17 @@ RUN cargo build --release --locked --bin herd
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends python3 tini && rm -rf /var/lib/apt/lists/*
+# A fixed uid and gid, so volume and secret ownership can be set from outside the image.
+RUN groupadd --system --gid 10001 herd \
+ && useradd --system --uid 10001 --gid herd --home-dir /var/lib/herd --shell /usr/sbin/nologin herd \
+ && install -d -m 0700 -o herd -g herd /var/lib/herd
 COPY --from=build /src/target/release/herd /usr/local/bin/herd
 COPY examples/workers /srv/app/examples/workers
+COPY examples/cluster /srv/app/examples/cluster
 WORKDIR /srv/app
+# A named volume mounted here starts as a copy of this dir: owned by herd, mode 0700.
+VOLUME /var/lib/herd
+USER herd:herd
 EXPOSE 7946/udp 7947/tcp
 ENTRYPOINT ["tini", "--", "herd"]
 CMD ["agent", "--listen", "0.0.0.0:7946", "--api", "0.0.0.0:7947", "--data-dir", "/var/lib/herd"]

@@ -6,7 +6,7 @@
 //!   author, time and checksum; its text encoding for disk and gossip; which of
 //!   two versions wins.
 //! - [`ConfigStore`] (store.rs): the last config on disk, written atomically;
-//!   a corrupt file is set aside, never lost.
+//!   a corrupt file is set aside, never lost; the dir is private (0700, files 0600).
 //! - [`AgentFile`] (agent_file.rs): the settings of one `herd agent`.
 //! - [`ConfigError`] (error.rs): why a text was rejected, with its line and column.
 //!
@@ -28,6 +28,7 @@
 //! protocol = "jsonl"               # optional; JSON-lines calls on stdin/stdout
 //! env = { LOG_LEVEL = "info" }
 //! cwd = "/srv/app"                 # optional working directory
+//! user = "media"                   # optional; run as this user (the agent must be root)
 //! ```
 //!
 //! ```
@@ -57,5 +58,5 @@ pub use cluster::{
     DEFAULT_PERIOD, DEFAULT_SHUTDOWN_TIMEOUT, GROUP_TAG, MAX_NAME_LEN,
 };
 pub use error::{ConfigError, Scope};
-pub use store::{ConfigStore, Loaded, StoreError, STORE_FILE};
+pub use store::{ConfigStore, Loaded, StoreError, DIR_MODE, FILE_MODE, STORE_FILE};
 pub use versioned::{DecodeError, VersionedConfig, ENCODING_FORMAT, PUSHED_ORIGIN};

@@ -83,10 +83,22 @@
 //! `tracing` (fields `worker`, `stream`) and the last 200 of each stream are
 //! kept for [`Supervisor::tail`].
 //!
+//! # Running as another user
+//!
+//! A worker with [`WorkerSpec::user`] runs as that user: herd, running as
+//! root, looks the name up before each start and the child takes on the
+//! user's supplementary groups, primary group and uid, in that order, before
+//! its working directory, its death signal and the exec. Without root (and
+//! for another user than herd's own) the start fails with
+//! [`Error::NeedsRoot`]; an unknown name with [`Error::UnknownUser`]. Both
+//! are start errors like a program that cannot be executed: nothing is
+//! forked and a new worker is not registered.
+//!
 //! # Files
 //! `spec.rs` (what to run), `policy.rs` (pure decisions), `runner.rs` and `runner/` (the
-//! owning task), `process.rs` (spawn, signal, reap), `output.rs` (bounded
-//! lines), `jsonl.rs` (calls), `status.rs`, `event.rs`, `error.rs`.
+//! owning task), `process.rs` (spawn, signal, reap), `user.rs` (running a
+//! worker as another user), `output.rs` (bounded lines), `jsonl.rs` (calls),
+//! `status.rs`, `event.rs`, `error.rs`.
 
 mod error;
 mod event;
@@ -97,6 +109,7 @@ mod process;
 mod runner;
 mod spec;
 mod status;
+pub(crate) mod user;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +124,7 @@ pub use event::WorkerEvent;
 pub use output::{MAX_LINE_BYTES, TAIL_BYTES, TAIL_LINES};
 pub use spec::{Backoff, Intensity, Restart, Strategy, WorkerSpec, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use status::{Exit, Tail, WorkerState, WorkerStatus};
+pub use user::MAX_USER_LEN;
 
 use runner::{Command, Config, Runner};
 

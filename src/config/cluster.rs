@@ -13,7 +13,7 @@ use toml::de::DeValue;
 
 use super::error::{ConfigError, Scope};
 use super::toml_read::{Source, Table};
-use crate::supervisor::{Restart, WorkerSpec};
+use crate::supervisor::{user, Restart, WorkerSpec};
 
 /// Restarts allowed within [`DEFAULT_PERIOD`] before a worker is given up on.
 pub const DEFAULT_MAX_RESTARTS: u32 = 3;
@@ -39,6 +39,7 @@ const WORKER_KEYS: &[&str] = &[
     "protocol",
     "env",
     "cwd",
+    "user",
 ];
 
 /// The whole cluster's workers, as validated from the cluster config file.
@@ -75,6 +76,12 @@ pub struct WorkerConfig {
     pub env: BTreeMap<String, String>,
     /// Working directory; the agent's own when `None`.
     pub cwd: Option<PathBuf>,
+    /// The user the worker runs as (a name, looked up on each node when the
+    /// worker starts); the agent's own when `None`. Another user than the
+    /// agent's needs the agent to run as root (see
+    /// [`WorkerSpec::user`](crate::supervisor::WorkerSpec::user)).
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// A call protocol a worker can speak.
@@ -156,7 +163,7 @@ impl WorkerConfig {
     }
 
     /// The supervisor's spec: name, program, args, env, working directory,
-    /// restart type, shutdown timeout and protocol. Restart intensity
+    /// user, restart type, shutdown timeout and protocol. Restart intensity
     /// (`max_restarts` within `period`) is left to the caller.
     pub fn to_spec(&self) -> WorkerSpec {
         let mut spec = WorkerSpec::new(&self.name, &self.command)
@@ -168,6 +175,9 @@ impl WorkerConfig {
         }
         if let Some(dir) = &self.cwd {
             spec = spec.current_dir(dir);
+        }
+        if let Some(user) = &self.user {
+            spec = spec.user(user);
         }
         match self.protocol {
             Some(Protocol::Jsonl) => spec.jsonl(),
@@ -284,6 +294,10 @@ fn read_worker(t: &mut Table<'_, '_>) -> Result<WorkerConfig, ConfigError> {
     if cwd.as_deref().is_some_and(|dir| dir.trim().is_empty()) {
         return Err(t.invalid("cwd", "must not be empty"));
     }
+    let user = t.string("user")?;
+    if let Some(problem) = user.as_deref().and_then(user::name_problem) {
+        return Err(t.invalid("user", problem));
+    }
     Ok(WorkerConfig {
         name,
         command,
@@ -296,6 +310,7 @@ fn read_worker(t: &mut Table<'_, '_>) -> Result<WorkerConfig, ConfigError> {
         protocol,
         env,
         cwd: cwd.map(PathBuf::from),
+        user,
     })
 }
 

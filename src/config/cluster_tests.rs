@@ -15,6 +15,7 @@ shutdown_timeout = "2s"
 protocol = "jsonl"
 env = { LOG_LEVEL = "info" }
 cwd = "/srv/app"
+user = "media"
 
 [[worker]]
 name = "janitor"
@@ -50,6 +51,7 @@ fn every_field_of_a_worker_is_read() {
     assert_eq!(w.protocol, Some(Protocol::Jsonl));
     assert_eq!(w.env["LOG_LEVEL"], "info");
     assert_eq!(w.cwd, Some(PathBuf::from("/srv/app")));
+    assert_eq!(w.user.as_deref(), Some("media"));
 }
 
 #[test]
@@ -105,7 +107,7 @@ fn an_unknown_key_is_rejected_with_its_line_and_column() {
         error(text),
         "cluster.toml:7:1: worker \"thumbnailer\": unknown field \"comand\"; expected one of \
          name, command, args, group, restart, max_restarts, period, shutdown_timeout, protocol, \
-         env, cwd"
+         env, cwd, user"
     );
 }
 
@@ -276,6 +278,58 @@ fn a_group_must_be_a_single_valid_name() {
 }
 
 #[test]
+fn a_user_is_optional_and_read_as_a_name() {
+    let config = parse(EXAMPLE).unwrap();
+    assert_eq!(config.worker("janitor").unwrap().user, None);
+    for good in ["nobody", "www-data", "svc.media_1", &"u".repeat(64)] {
+        let text = format!("[[worker]]\nname = \"a\"\ncommand = \"x\"\nuser = {good:?}\n");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.workers[0].user.as_deref(), Some(good));
+    }
+}
+
+#[test]
+fn an_empty_user_is_rejected_with_its_line_and_column() {
+    let err = error("[[worker]]\nname = \"a\"\ncommand = \"x\"\nuser = \"\"\n");
+    assert_eq!(
+        err,
+        "cluster.toml:4:8: worker \"a\": field \"user\": must not be empty"
+    );
+}
+
+#[test]
+fn a_user_with_whitespace_or_separators_is_rejected_with_its_line_and_column() {
+    let err = error("[[worker]]\nname = \"a\"\ncommand = \"x\"\n  user = \"web admin\"\n");
+    assert_eq!(
+        err,
+        "cluster.toml:4:10: worker \"a\": field \"user\": \"web admin\" contains ' '; \
+         a user name has no whitespace, control characters, ':' or '/'"
+    );
+    let long = format!("{:?}", "u".repeat(65));
+    let bads = [
+        r#""tab\there""#,
+        r#""nul\u0000""#,
+        r#""new\nline""#,
+        r#""a:b""#,
+        r#""../root""#,
+        &long,
+    ];
+    for bad in bads {
+        let text = format!("[[worker]]\nname = \"a\"\ncommand = \"x\"\nuser = {bad}\n");
+        let err = error(&text);
+        assert!(
+            err.starts_with("cluster.toml:4:8: worker \"a\": field \"user\": "),
+            "{bad:?}: {err}"
+        );
+    }
+    let err = error("[[worker]]\nname = \"a\"\ncommand = \"x\"\nuser = 65534\n");
+    assert_eq!(
+        err,
+        "cluster.toml:4:8: worker \"a\": field \"user\": expected a string, found integer 65534"
+    );
+}
+
+#[test]
 fn the_origin_names_a_pushed_config() {
     let err = ClusterConfig::parse("oops", "pushed config").unwrap_err();
     assert!(err.to_string().starts_with("pushed config:1:"), "{err}");
@@ -320,6 +374,7 @@ fn a_worker_maps_to_the_supervisor_spec() {
         .args(["workers/thumbnailer.py"])
         .env("LOG_LEVEL", "info")
         .current_dir("/srv/app")
+        .user("media")
         .restart(Restart::Transient)
         .shutdown_timeout(Duration::from_secs(2))
         .jsonl();

@@ -8,9 +8,17 @@
 //! config, never a mix. A file that is corrupt or truncated anyway is renamed
 //! aside (`cluster-config.corrupt-<unix_ms>`), never deleted, and reported as
 //! [`Loaded::Corrupt`] so the caller can log it and take the config from peers.
+//!
+//! The config may name users and carry workers' environments, so only herd's
+//! own user reads it: the data dir is created with mode 0700 ([`DIR_MODE`]; a
+//! dir that already exists keeps its mode, so an operator's choice, or a
+//! shared parent like `/tmp`, is never changed) and every file the store
+//! writes, the set-aside one included, has mode 0600 ([`FILE_MODE`]),
+//! whatever the umask allows beyond that.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,6 +27,10 @@ use super::versioned::VersionedConfig;
 
 /// Name of the config file inside the data dir.
 pub const STORE_FILE: &str = "cluster-config.herd";
+/// Mode of a data dir the store creates: herd's user only.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of every file the store writes: read and write for herd's user only.
+pub const FILE_MODE: u32 = 0o600;
 const TEMP_PREFIX: &str = ".cluster-config.herd.tmp-";
 const CORRUPT_PREFIX: &str = "cluster-config.corrupt-";
 
@@ -90,11 +102,12 @@ pub enum StoreError {
 }
 
 impl ConfigStore {
-    /// Opens the store in `data_dir`, creating the dir if needed and removing
+    /// Opens the store in `data_dir`, creating the dir if needed (mode
+    /// [`DIR_MODE`]; missing parents get the usual mode) and removing
     /// temporary files left by an interrupted save.
     pub fn open(data_dir: impl Into<PathBuf>) -> Result<ConfigStore, StoreError> {
         let dir = data_dir.into();
-        fs::create_dir_all(&dir).map_err(|source| StoreError::CreateDir {
+        create_private_dir(&dir).map_err(|source| StoreError::CreateDir {
             path: dir.clone(),
             source,
         })?;
@@ -176,6 +189,7 @@ impl ConfigStore {
             n += 1;
         }
         fs::rename(&self.file, &to)
+            .and_then(|()| fs::set_permissions(&to, fs::Permissions::from_mode(FILE_MODE)))
             .and_then(|()| sync_dir(&self.dir))
             .map_err(|source| StoreError::SetAside {
                 path: self.file.clone(),
@@ -186,8 +200,25 @@ impl ConfigStore {
     }
 }
 
+/// Creates `dir` with [`DIR_MODE`] (its missing parents as `create_dir_all`
+/// does); an existing dir is left as it is.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)?;
+    }
+    match DirBuilder::new().mode(DIR_MODE).create(dir) {
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    }
+}
+
+/// Writes a new file of mode [`FILE_MODE`] and fsyncs it.
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }

@@ -171,3 +171,39 @@ fn a_failed_save_names_the_file_and_keeps_the_old_config() {
     assert_eq!(store.load().unwrap(), Loaded::Config(config(1)));
     assert_eq!(names_in(tmp.path()), ["blocked", STORE_FILE]);
 }
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn the_data_dir_is_created_0700_and_every_file_written_0600() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("parent/herd-data");
+    let store = ConfigStore::open(&dir).unwrap();
+    assert_eq!(mode(&dir), DIR_MODE);
+    assert_eq!(DIR_MODE, 0o700);
+    store.save(&config(1)).unwrap();
+    assert_eq!(mode(store.path()), FILE_MODE);
+    assert_eq!(FILE_MODE, 0o600);
+
+    // A file left readable by an older herd is set aside readable by herd alone.
+    fs::write(store.path(), "garbage").unwrap();
+    fs::set_permissions(store.path(), fs::Permissions::from_mode(0o644)).unwrap();
+    let (aside, _) = expect_corrupt(&store);
+    assert_eq!(mode(&aside), FILE_MODE);
+    store.save(&config(2)).unwrap();
+    assert_eq!(mode(store.path()), FILE_MODE);
+}
+
+#[test]
+fn an_existing_data_dir_keeps_its_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("shared");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
+    let store = ConfigStore::open(&dir).unwrap();
+    assert_eq!(mode(&dir), 0o750);
+    store.save(&config(1)).unwrap();
+    assert_eq!(mode(store.path()), FILE_MODE);
+}

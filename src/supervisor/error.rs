@@ -24,6 +24,36 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The worker's [`user`](super::WorkerSpec::user) is not in this machine's user database.
+    #[error("cannot start worker {worker}: it sets user = {user:?}, and there is no such user on this machine")]
+    UnknownUser {
+        /// The worker's name.
+        worker: String,
+        /// The user it asked for.
+        user: String,
+    },
+    /// The worker's [`user`](super::WorkerSpec::user) is another user than
+    /// herd's own, and herd does not run as root, so it cannot switch to it.
+    #[error("worker {worker} sets user = {user:?}, which needs the agent to run as root; it runs as uid {euid}")]
+    NeedsRoot {
+        /// The worker's name.
+        worker: String,
+        /// The user it asked for.
+        user: String,
+        /// herd's effective uid.
+        euid: u32,
+    },
+    /// The user database could not be read for the worker's [`user`](super::WorkerSpec::user).
+    #[error("cannot start worker {worker}: cannot look up user {user:?}: {source}")]
+    UserLookup {
+        /// The worker's name.
+        worker: String,
+        /// The user it asked for.
+        user: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// No worker has this name.
     #[error("no worker named {name:?}")]
     UnknownWorker {

@@ -1,5 +1,6 @@
 //! One worker process: spawning it in its own process group, tied to herd's
-//! life, and stopping it (signal to the group, grace period, SIGKILL, reap).
+//! life, as its user when it names one (see `user.rs`), and stopping it
+//! (signal to the group, grace period, SIGKILL, reap).
 //!
 //! Spawns happen on the supervisor's own thread (see [`spawn`]). Each
 //! process then has a process task, [`watch`], spawned by the runner and
@@ -10,7 +11,9 @@
 //! down under it), its guard SIGKILLs the process group and `kill_on_drop`
 //! kills the child as a last safety net.
 
+use std::ffi::CString;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,11 +26,19 @@ use tokio::time::Instant;
 use super::jsonl::Channel;
 use super::spec::WorkerSpec;
 use super::status::Exit;
+use super::user::{self, Identity};
 
 /// Builds the command for a spec: argv exec (no shell), own process group,
-/// piped output, stdin piped only for the call protocol, and the death signal.
-pub(crate) fn command(spec: &WorkerSpec) -> Command {
+/// piped output, stdin piped only for the call protocol, the death signal,
+/// and, with an `identity`, the user's environment and credentials.
+pub(crate) fn command(spec: &WorkerSpec, identity: Option<&Identity>) -> Command {
     let mut cmd = Command::new(&spec.program);
+    if let Some(identity) = identity {
+        // Before the spec's env, which overrides them.
+        cmd.env("HOME", &identity.home)
+            .env("USER", &identity.name)
+            .env("LOGNAME", &identity.name);
+    }
     cmd.args(&spec.args)
         .envs(&spec.env)
         .env("HERD_WORKER", &spec.name)
@@ -40,18 +51,36 @@ pub(crate) fn command(spec: &WorkerSpec) -> Command {
         .stderr(std::process::Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    let creds = identity.and_then(|i| i.switch.clone());
+    // A worker that changes user enters its working directory as that user,
+    // after the switch; the path is made a C string here, before the fork.
+    let mut cwd_after_switch: Option<CString> = None;
     if let Some(dir) = &spec.current_dir {
-        cmd.current_dir(dir);
+        match (&creds, CString::new(dir.as_os_str().as_bytes())) {
+            (Some(_), Ok(path)) => cwd_after_switch = Some(path),
+            // A path with a NUL fails in the spawn, as it always has.
+            _ => {
+                cmd.current_dir(dir);
+            }
+        }
     }
     let parent = nix::unistd::getpid();
-    // SAFETY: runs in the child between fork and exec; it only makes two
-    // async-signal-safe system calls (prctl, getppid) and allocates nothing on
-    // the success path.
+    // SAFETY: runs in the child between fork and exec; it only makes
+    // async-signal-safe system calls (setgroups, setgid, setuid, chdir,
+    // prctl, getppid) on data prepared before the fork, and allocates nothing
+    // on the success path.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(creds) = &creds {
+                user::become_user(creds).map_err(io::Error::from)?;
+            }
+            if let Some(dir) = &cwd_after_switch {
+                nix::unistd::chdir(dir.as_c_str()).map_err(io::Error::from)?;
+            }
             // The worker gets SIGKILL when the thread that forked it exits:
             // the supervisor's own thread, which lives until its workers are
-            // stopped, so in effect when herd dies, even by SIGKILL.
+            // stopped, so in effect when herd dies, even by SIGKILL. Set after
+            // the user switch: a change of credentials clears it.
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
             // Herd may have died between fork and prctl: then nobody would
             // send the signal, so give up now instead of running orphaned.

@@ -37,6 +37,7 @@ use super::policy::RestartHistory;
 use super::process::{self, Control, ExitNote};
 use super::spec::{Strategy, WorkerSpec};
 use super::status::{Exit, Tail, WorkerState, WorkerStatus};
+use super::user;
 
 mod group;
 mod operator;
@@ -192,7 +193,8 @@ impl Runner {
         let w = &mut self.workers[idx];
         w.start_at = None;
         w.set_state(WorkerState::Starting);
-        let spawned = process::spawn(process::command(&w.spec));
+        let identity = user::resolve(&w.spec)?;
+        let spawned = process::spawn(process::command(&w.spec, identity.as_ref()));
         let mut child = spawned.map_err(|source| Error::Spawn {
             worker: w.spec.name.clone(),
             program: w.spec.program.clone(),

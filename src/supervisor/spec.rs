@@ -94,8 +94,9 @@ pub struct Intensity {
 /// Everything the supervisor needs to run one worker.
 ///
 /// The program is executed directly with its arguments (never through a
-/// shell). The worker's environment is herd's, plus `HERD_WORKER=<name>`, plus
-/// what [`env`](Self::env) adds.
+/// shell). The worker's environment is herd's, plus `HOME`, `USER` and
+/// `LOGNAME` of its [`user`](Self::user) if it has one, plus what
+/// [`env`](Self::env) adds, plus `HERD_WORKER=<name>`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct WorkerSpec {
@@ -134,6 +135,9 @@ pub struct WorkerSpec {
     /// the supervisor's (see [`max_restarts`](Self::max_restarts)).
     #[serde(default)]
     pub intensity: Option<Intensity>,
+    /// The user the worker runs as; herd's own when `None` (see [`user`](Self::user)).
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 impl WorkerSpec {
@@ -152,6 +156,7 @@ impl WorkerSpec {
             backoff: None,
             jsonl: false,
             intensity: None,
+            user: None,
         }
     }
 
@@ -210,6 +215,22 @@ impl WorkerSpec {
     /// Declares that the worker speaks the JSON-lines call protocol.
     pub fn jsonl(mut self) -> Self {
         self.jsonl = true;
+        self
+    }
+
+    /// Runs the worker as the user `name` (a name from the user database, not a uid).
+    ///
+    /// At each start the name is looked up: the worker gets the user's uid,
+    /// primary group and supplementary groups, and `HOME`, `USER` and
+    /// `LOGNAME` from its entry unless [`env`](Self::env) sets them; the
+    /// working directory is entered as that user. This needs herd to run as
+    /// root, unless `name` is herd's own user: otherwise the start fails with
+    /// [`Error::NeedsRoot`](super::Error::NeedsRoot), and an unknown name with
+    /// [`Error::UnknownUser`](super::Error::UnknownUser). A name that is empty,
+    /// longer than 64 bytes, or holds whitespace, control characters, `:` or
+    /// `/` is refused with [`Error::InvalidSpec`](super::Error::InvalidSpec).
+    pub fn user(mut self, name: impl Into<String>) -> Self {
+        self.user = Some(name.into());
         self
     }
 
@@ -304,7 +325,8 @@ mod tests {
                 Duration::from_secs(5),
             ))
             .jsonl()
-            .max_restarts(4, Duration::from_secs(30));
+            .max_restarts(4, Duration::from_secs(30))
+            .user("nobody");
         let json = serde_json::to_string(&spec).unwrap();
         let back: WorkerSpec = serde_json::from_str(&json).unwrap();
         assert_eq!(spec, back);
@@ -319,6 +341,7 @@ mod tests {
         assert_eq!(spec.stop_signal, Signal::SIGINT);
         assert_eq!(spec.normal_exit_codes, vec![0]);
         assert_eq!(spec.intensity, None);
+        assert_eq!(spec.user, None);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::super::jsonl::Channel;
 use super::super::policy::{self, Forget, RestartHistory};
 use super::super::spec::WorkerSpec;
 use super::super::status::WorkerState;
+use super::super::user;
 use super::{Command, Intent, Reply, Runner, Waiter, Worker};
 
 impl Runner {
@@ -64,6 +65,12 @@ impl Runner {
             return Err(Error::InvalidSpec {
                 worker: spec.name,
                 reason: "the name is empty".into(),
+            });
+        }
+        if let Some(problem) = spec.user.as_deref().and_then(user::name_problem) {
+            return Err(Error::InvalidSpec {
+                worker: spec.name,
+                reason: format!("user {problem}"),
             });
         }
         if self.workers.iter().any(|w| w.spec.name == spec.name) {
