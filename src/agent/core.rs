@@ -20,8 +20,8 @@ use super::sync;
 use super::trust::Trust;
 use super::AgentError;
 use crate::config::{ConfigSignature, ConfigStore, VersionedConfig};
-use crate::node::published::NodeKeys;
 use crate::membership::keys;
+use crate::node::published::NodeKeys;
 use crate::supervisor::{Supervisor, WorkerEvent, WorkerSpec};
 use crate::{Member, Node};
 

@@ -71,7 +71,9 @@ impl Trust {
     ) -> Result<(), Refusal> {
         let result = match (self.signers.required(), signature) {
             (false, Some(signature)) => verify(signature, &self.cluster_id, version, text),
-            _ => self.signers.check(signature, &self.cluster_id, version, text),
+            _ => self
+                .signers
+                .check(signature, &self.cluster_id, version, text),
         };
         if let Err(refusal) = &result {
             self.metrics.config_push_refused(refusal);
@@ -89,7 +91,11 @@ impl Trust {
             return VersionedConfig::decode(encoded).ok();
         }
         let head_version = super::sync::head_of(node).map_or(0, |h| h.version);
-        let memo = (node.id.clone(), head_version, crc32fast::hash(encoded.as_bytes()));
+        let memo = (
+            node.id.clone(),
+            head_version,
+            crc32fast::hash(encoded.as_bytes()),
+        );
         if self.refused.contains(&memo) {
             return None;
         }

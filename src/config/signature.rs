@@ -106,9 +106,10 @@ fn decode_fixed<const N: usize>(
     })
 }
 
-/// An ed25519 public key: a config signer. Displays (and serializes) as base64.
+/// An ed25519 public key: a config signer. Displays (and serializes) as base64. Holds the 32
+/// bytes, checked to be a point on the curve when read.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PublicKey(VerifyingKey);
+pub struct PublicKey([u8; 32]);
 
 impl PublicKey {
     /// Reads the base64 text form (surrounding whitespace ignored).
@@ -118,16 +119,20 @@ impl PublicKey {
     pub fn parse(text: &str) -> Result<PublicKey, KeyError> {
         let text = text.trim();
         let bytes: [u8; 32] = decode_fixed("public key", text, text)?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::NotAPoint {
+        VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::NotAPoint {
             text: text.to_string(),
         })?;
-        Ok(PublicKey(key))
+        Ok(PublicKey(bytes))
+    }
+
+    fn verifying_key(&self) -> Option<VerifyingKey> {
+        VerifyingKey::from_bytes(&self.0).ok()
     }
 }
 
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&STANDARD.encode(self.0.as_bytes()))
+        f.write_str(&STANDARD.encode(self.0))
     }
 }
 
@@ -154,7 +159,7 @@ impl SecretKey {
 
     /// The matching public key.
     pub fn public(&self) -> PublicKey {
-        PublicKey(self.0.verifying_key())
+        PublicKey(self.0.verifying_key().to_bytes())
     }
 
     /// The key file's content: [`SECRET_KEY_PREFIX`], the base64 seed, a newline.
@@ -191,7 +196,7 @@ impl fmt::Debug for SecretKey {
 pub struct ConfigSignature {
     /// Who signed.
     pub key: PublicKey,
-    sig: ed25519_dalek::Signature,
+    sig: Box<ed25519_dalek::Signature>,
 }
 
 /// The JSON form of a [`ConfigSignature`], before its texts are checked.
@@ -215,7 +220,7 @@ impl ConfigSignature {
         let bytes: [u8; 64] = decode_fixed("signature", sig, sig)?;
         Ok(ConfigSignature {
             key,
-            sig: ed25519_dalek::Signature::from_bytes(&bytes),
+            sig: Box::new(ed25519_dalek::Signature::from_bytes(&bytes)),
         })
     }
 
@@ -255,7 +260,7 @@ pub fn signed_bytes(cluster_id: &str, version: u64, text: &str) -> Vec<u8> {
 pub fn sign(key: &SecretKey, cluster_id: &str, version: u64, text: &str) -> ConfigSignature {
     ConfigSignature {
         key: key.public(),
-        sig: key.0.sign(&signed_bytes(cluster_id, version, text)),
+        sig: Box::new(key.0.sign(&signed_bytes(cluster_id, version, text))),
     }
 }
 
@@ -270,15 +275,16 @@ pub fn verify(
     version: u64,
     text: &str,
 ) -> Result<(), Refusal> {
-    signature
+    let bytes = signed_bytes(cluster_id, version, text);
+    let verified = signature
         .key
-        .0
-        .verify_strict(&signed_bytes(cluster_id, version, text), &signature.sig)
-        .map_err(|_| Refusal::BadSignature {
-            key: signature.key,
-            version,
-            cluster_id: cluster_id.to_string(),
-        })
+        .verifying_key()
+        .is_some_and(|key| key.verify_strict(&bytes, &signature.sig).is_ok());
+    verified.then_some(()).ok_or_else(|| Refusal::BadSignature {
+        key: signature.key,
+        version,
+        cluster_id: cluster_id.to_string(),
+    })
 }
 
 /// Why a config is not adopted by an agent with config signers.

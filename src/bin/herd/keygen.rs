@@ -41,7 +41,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .mode(0o600)
                 .open(&path)
                 .with_context(|| match path.exists() {
-                    true => format!("{} exists; herd keygen never overwrites a key file", path.display()),
+                    true => format!(
+                        "{} exists; herd keygen never overwrites a key file",
+                        path.display()
+                    ),
                     false => format!("cannot create {}", path.display()),
                 })?;
             file.write_all(key.to_file_text().as_bytes())
