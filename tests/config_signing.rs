@@ -272,6 +272,23 @@ fn a_config_injected_into_gossip_by_an_agent_without_signers_is_ignored_and_coun
         ["a", "b", "f"].iter().all(|n| running(w, n, "good"))
     });
 
+    // The agent without signers keeps the signature, and still verifies one it is given.
+    assert_eq!(
+        forger.get("/v1/config")["signature"]["key"],
+        public.as_str()
+    );
+    let tampered =
+        json!({ "toml": EVIL, "version": 2, "signature": sign(&secret(&key), cluster, 2, GOOD) });
+    let (status, body) = put_config(&forger, &tampered);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("signature does not verify"),
+        "{body}"
+    );
+
     // The agent without signers takes an unsigned push and gossips it as version 2.
     let evil = write(tmp.path(), "evil.toml", EVIL);
     let out = forger.cli_ok(&["config", "push", &evil]);

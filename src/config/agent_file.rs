@@ -1,6 +1,8 @@
 //! [`AgentFile`]: the settings of one `herd agent`, read from `--config herd.toml`.
 //!
-//! Every setting is optional here; the agent applies its flags over the file and
+//! `config_signers` lists the public keys (base64, from `herd keygen --signing`)
+//! whose signed configs the agent adopts; a key that is not one is rejected with
+//! its line and column. Every setting is optional here; the agent applies its flags over the file and
 //! its defaults over both. Keys are snake_case; unknown keys are rejected with
 //! their line and column.
 //!
@@ -12,7 +14,7 @@
 //! cluster_id = "prod"
 //! data_dir = "/var/lib/herd"
 //! api = "127.0.0.1:7947"
-//! config_signers = ["mT0bV3yq4O7CVsm8rLkR4mfcpS1o1MiA0v2zHkKc0Vg="]
+//! config_signers = ["KWsU83rYF88mLpLoQ5E5fAbfFFJB9FqdvAzpuuQFxyU="]
 //!
 //! [tags]
 //! group = "media,gpu"
