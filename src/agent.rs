@@ -5,7 +5,8 @@
 //! - a [`Node`] for membership, tagged with the node's groups;
 //! - a [`Supervisor`] (one-for-one) for this node's workers;
 //! - the core task (`core.rs`): holds the cluster config, takes it from disk at start and from
-//!   gossip after (`sync.rs`), persists it (`config::ConfigStore`), reconciles the workers to it
+//!   gossip after (`sync.rs`), adopting only configs that pass the signer check when config
+//!   signers are set (`trust.rs`), persists it (`config::ConfigStore`), reconciles the workers to it
 //!   (`reconcile.rs`) and publishes their status (`status.rs`);
 //! - the HTTP API ([`crate::api`]);
 //! - the metrics recorder ([`metrics`]): counts membership and worker events for `GET /metrics`.
@@ -21,6 +22,7 @@ pub(crate) mod remote;
 mod settings;
 pub mod status;
 pub(crate) mod sync;
+pub(crate) mod trust;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -44,7 +46,7 @@ const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
 use self::core::{Command, Core};
 use self::metrics::Metrics;
 use self::remote::{Local, RemoteAnswer, RemoteRequest};
-use crate::config::{ConfigStore, Loaded, VersionedConfig};
+use crate::config::{ConfigSignature, ConfigStore, Loaded, VersionedConfig};
 use crate::supervisor::{Strategy, Supervisor};
 use crate::{async_trait, ClusterMember, Context, LeaveReason, Member, Node};
 
@@ -164,9 +166,17 @@ impl Agent {
             deleted: BTreeSet::new(),
             tags: settings.tags.clone(),
             repushes: 0,
+            trust: trust::Trust::new(
+                settings.config_signers.clone(),
+                settings.cluster_id.clone(),
+                node.id().to_string(),
+                metrics.clone(),
+            ),
         };
         if let Some(config) = restored {
-            core.adopt(config, false, true).await;
+            if core.trust.admit_stored(&config) {
+                core.adopt(config, false, true).await;
+            }
         }
         let (commands, commands_rx) = mpsc::channel(64);
         let local = Local {
@@ -244,7 +254,8 @@ impl Agent {
     /// `base_version`, refuses if the cluster has moved past it.
     ///
     /// # Errors
-    /// [`AgentError::Config`] (nothing changed), [`AgentError::StaleVersion`].
+    /// [`AgentError::Config`] (nothing changed), [`AgentError::StaleVersion`],
+    /// [`AgentError::Refused`] if this agent has config signers (an unsigned push).
     pub async fn push_config(
         &self,
         toml: String,
@@ -255,6 +266,34 @@ impl Agent {
             .ask(|reply| Command::PushConfig {
                 toml,
                 base_version,
+                signed: None,
+                reply,
+            })
+            .await?
+    }
+
+    /// Validates `toml` and makes it the cluster config at `version`, the version `signature`
+    /// signed ([`crate::config::signature`] says what is signed). The signature must verify
+    /// against its key and, if this agent has config signers, be by one of them; `version`
+    /// must be above any this node knows. With `base_version`, refuses if the cluster has moved
+    /// past it.
+    ///
+    /// # Errors
+    /// [`AgentError::Refused`], [`AgentError::SignedVersion`], [`AgentError::Config`],
+    /// [`AgentError::StaleVersion`]; nothing changed.
+    pub async fn push_signed_config(
+        &self,
+        toml: String,
+        base_version: Option<u64>,
+        version: u64,
+        signature: ConfigSignature,
+    ) -> Result<Arc<VersionedConfig>, AgentError> {
+        self.inner
+            .local
+            .ask(|reply| Command::PushConfig {
+                toml,
+                base_version,
+                signed: Some((version, signature)),
                 reply,
             })
             .await?

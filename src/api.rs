@@ -10,10 +10,11 @@
 //! | `DELETE /v1/workers/{name}[?node=ID]` | stops and forgets the worker (there) until the config changes it |
 //! | `POST /v1/workers/{name}/call` | `{"method", "params"?, "node"?, "timeout_ms"?}`: calls a jsonl worker wherever it runs |
 //! | `GET /v1/config` | the cluster config this node holds (version 0: none yet) |
-//! | `PUT /v1/config` | `{"toml": "...", "base_version": N?}`: validate, version, spread |
+//! | `PUT /v1/config` | `{"toml": "...", "base_version": N?, "version": N?, "signature": {"key", "sig"}?}`: validate, version, spread (a signed push carries the version it is signed for: [`crate::config::signature`]) |
 //! | `GET /metrics` | Prometheus metrics, OpenMetrics text ([`crate::agent::metrics`]) |
 //!
-//! Errors are `{"error": "..."}`: 400 for bad input (naming it), 404 for an unknown worker or
+//! Errors are `{"error": "..."}`: 400 for bad input (naming it; also a push refused for its
+//! signature: unsigned, not verifying, or by a key that is not a signer), 404 for an unknown worker or
 //! node, 409 for a stale config version or a worker in the wrong state, 502 when a worker's call
 //! failed, 503 when a node is unreachable (naming it), 504 when a worker's call timed out. [`router`] builds the
 //! whole app, so tests can drive it without a socket. The server stops on the agent's API token.
@@ -33,6 +34,8 @@ use serde_json::{json, Value};
 pub use error::ApiError;
 
 use crate::agent::{Agent, WorkerAction, WorkerInfo};
+use crate::config::signature::SignatureText;
+use crate::config::ConfigSignature;
 
 /// The API's routes over `agent`.
 pub fn router(agent: Agent) -> Router {
@@ -238,6 +241,7 @@ async fn get_config(State(agent): State<Agent>) -> Json<Value> {
             "pushed_by": config.pushed_by,
             "pushed_at_ms": config.pushed_at_ms,
             "checksum": config.checksum,
+            "signature": config.signature,
             "toml": config.text,
             "workers": config.config().workers,
         })),
@@ -252,12 +256,36 @@ struct PushBody {
     toml: String,
     #[serde(default)]
     base_version: Option<u64>,
+    /// The version a signed push is signed for (only with `signature`).
+    #[serde(default)]
+    version: Option<u64>,
+    #[serde(default)]
+    signature: Option<SignatureText>,
 }
 
 async fn put_config(State(agent): State<Agent>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let body: PushBody = serde_json::from_slice(&body)
         .map_err(|err| ApiError::bad_request(format!("invalid request body: {err}")))?;
-    let config = agent.push_config(body.toml, body.base_version).await?;
+    let config = match (body.signature, body.version) {
+        (None, None) => agent.push_config(body.toml, body.base_version).await?,
+        (Some(signature), Some(version)) => {
+            let signature = ConfigSignature::parse(&signature)
+                .map_err(|err| ApiError::bad_request(format!("\"signature\": {err}")))?;
+            agent
+                .push_signed_config(body.toml, body.base_version, version, signature)
+                .await?
+        }
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "a signed push names the version it is signed for in \"version\"",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "\"version\" is taken only with a \"signature\"; an unsigned push is versioned by the agent",
+            ))
+        }
+    };
     Ok(Json(json!({
         "version": config.version,
         "workers": config.config().workers.len(),

@@ -5,6 +5,8 @@
 //! - [`VersionedConfig`] (versioned.rs): a cluster config with its version,
 //!   author, time and checksum; its text encoding for disk and gossip; which of
 //!   two versions wins.
+//! - [`signature`] (signature.rs): ed25519 config signers, what a signature
+//!   binds (text, version, cluster id), and the check before a config is adopted.
 //! - [`ConfigStore`] (store.rs): the last config on disk, written atomically;
 //!   a corrupt file is set aside, never lost; the dir is private (0700, files 0600).
 //! - [`AgentFile`] (agent_file.rs): the settings of one `herd agent`.
@@ -48,6 +50,7 @@
 mod agent_file;
 mod cluster;
 mod error;
+pub mod signature;
 mod store;
 mod toml_read;
 mod versioned;
@@ -58,5 +61,6 @@ pub use cluster::{
     DEFAULT_PERIOD, DEFAULT_SHUTDOWN_TIMEOUT, GROUP_TAG, MAX_NAME_LEN,
 };
 pub use error::{ConfigError, Scope};
+pub use signature::{ConfigSignature, PublicKey, Refusal, SecretKey, Signers};
 pub use store::{ConfigStore, Loaded, StoreError, DIR_MODE, FILE_MODE, STORE_FILE};
 pub use versioned::{DecodeError, VersionedConfig, ENCODING_FORMAT, PUSHED_ORIGIN};

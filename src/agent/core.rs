@@ -2,7 +2,8 @@
 //! agent started. One `select!` loop over operator commands, config news from peers, membership
 //! changes (own tags, the republishing duty), supervisor events (to publish worker status), and
 //! the cancellation token. Decisions are the plain functions of [`sync`](super::sync) and
-//! [`reconcile`](super::reconcile); this file only applies them.
+//! [`reconcile`](super::reconcile); which configs may be adopted at all is
+//! [`trust`](super::trust)'s check, made before [`Core::adopt`]; this file only applies them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,8 +17,9 @@ use tracing::{error, info, warn};
 use super::reconcile::{self, Action};
 use super::status::{self, WorkerInfo};
 use super::sync;
+use super::trust::Trust;
 use super::AgentError;
-use crate::config::{ConfigStore, VersionedConfig};
+use crate::config::{ConfigSignature, ConfigStore, VersionedConfig};
 use crate::membership::keys;
 use crate::node::published::NodeKeys;
 use crate::supervisor::{Supervisor, WorkerEvent, WorkerSpec};
@@ -33,6 +35,8 @@ pub(crate) enum Command {
     PushConfig {
         toml: String,
         base_version: Option<u64>,
+        /// The version the push is signed for, and the signature.
+        signed: Option<(u64, ConfigSignature)>,
         reply: oneshot::Sender<Result<Arc<VersionedConfig>, AgentError>>,
     },
     Start {
@@ -56,6 +60,7 @@ pub(crate) struct Core {
     pub(crate) deleted: BTreeSet<String>,
     pub(crate) tags: BTreeMap<String, String>,
     pub(crate) repushes: u32,
+    pub(crate) trust: Trust,
 }
 
 impl Core {
@@ -125,9 +130,10 @@ impl Core {
             Command::PushConfig {
                 toml,
                 base_version,
+                signed,
                 reply,
             } => {
-                let _ = reply.send(self.push_config(toml, base_version).await);
+                let _ = reply.send(self.push_config(toml, base_version, signed).await);
             }
             Command::Start { name, reply } => {
                 // A worker deleted here, or one that could not start, is started by reconciling.
@@ -165,15 +171,25 @@ impl Core {
         }
     }
 
-    /// Validates and adopts a config pushed to this node, with a version above any seen.
+    /// Validates and adopts a config pushed to this node: unsigned, with a version above any
+    /// seen; signed, at the version it is signed for, which must be above any seen.
     async fn push_config(
         &mut self,
         toml: String,
         base_version: Option<u64>,
+        signed: Option<(u64, ConfigSignature)>,
     ) -> Result<Arc<VersionedConfig>, AgentError> {
         let nodes = self.node.keys_with_prefix(keys::CONFIG_PREFIX, true).await;
-        let held = self.config().map(|c| c.version).unwrap_or(0);
-        let highest = sync::highest_version(&nodes).max(held);
+        let highest = self.highest_version(&nodes);
+        let version = signed.as_ref().map_or(highest + 1, |(version, _)| *version);
+        let signature = signed.map(|(_, signature)| signature);
+        self.trust.check_push(signature.as_ref(), version, &toml)?;
+        if version <= highest {
+            return Err(AgentError::SignedVersion {
+                version,
+                current: highest,
+            });
+        }
         if let Some(base) = base_version {
             if base < highest {
                 return Err(AgentError::StaleVersion {
@@ -183,8 +199,9 @@ impl Core {
             }
         }
         let now = status::unix_ms(SystemTime::now());
-        let config = VersionedConfig::new(highest + 1, toml, self.node.id().to_string(), now)?;
-        info!(node = %self.node.id(), version = config.version, workers = config.config().workers.len(), "config pushed");
+        let mut config = VersionedConfig::new(version, toml, self.node.id().to_string(), now)?;
+        config.signature = signature;
+        info!(node = %self.node.id(), version = config.version, workers = config.config().workers.len(), signed_by = ?config.signature.as_ref().map(|s| s.key.to_string()), "config pushed");
         let config = Arc::new(config);
         self.adopt(config.clone(), true, true).await;
         // Only the pusher pushes: every peer hears within a round trip, and a config larger
@@ -194,11 +211,26 @@ impl Core {
         Ok(config)
     }
 
-    /// Adopts a config from a peer if one supersedes ours, and settles who republishes it.
+    /// The highest config version this node knows of: any head in gossip, or, when configs
+    /// must be signed, only those of configs that pass the signer check.
+    fn highest_version(&mut self, nodes: &[NodeKeys]) -> u64 {
+        let held = self.config();
+        if self.trust.required() {
+            let trust = &mut self.trust;
+            return sync::highest_admitted(held.as_deref(), nodes, |n, e| trust.read_offer(n, e));
+        }
+        sync::highest_version(nodes).max(held.map_or(0, |c| c.version))
+    }
+
+    /// Adopts a config from a peer if one supersedes ours (and passes the signer check), and
+    /// settles who republishes it.
     async fn sync_from_peers(&mut self) {
         let nodes = self.node.keys_with_prefix(keys::CONFIG_PREFIX, true).await;
         let current = self.config();
-        if let Some(offer) = sync::newest_offer(current.as_deref(), &nodes) {
+        let trust = &mut self.trust;
+        if let Some(offer) =
+            sync::newest_offer(current.as_deref(), &nodes, |n, e| trust.read_offer(n, e))
+        {
             info!(node = %self.node.id(), version = offer.version, from = %offer.pushed_by, "adopting the cluster config from gossip");
             self.adopt(Arc::new(offer), true, false).await;
             return;

@@ -40,6 +40,20 @@ pub enum AgentError {
         current: u64,
     },
 
+    /// A push was refused for its signature (unsigned where signers are required, a signature
+    /// that does not verify, a key that is not a signer); nothing changed.
+    #[error("config refused: {0}")]
+    Refused(#[from] crate::config::Refusal),
+
+    /// A signed push names a version the cluster is already at or past.
+    #[error("the push is signed for version {version}, but the cluster is at version {current}: sign version {} (base version {current}) and push again", .current + 1)]
+    SignedVersion {
+        /// The version the push is signed for.
+        version: u64,
+        /// The newest version this node knows.
+        current: u64,
+    },
+
     /// A worker action failed in the supervisor.
     #[error(transparent)]
     Worker(#[from] crate::supervisor::Error),

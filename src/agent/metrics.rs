@@ -12,7 +12,8 @@
 //!   the config version (a [`Collector`] over the node and the config watch), and each worker's
 //!   state (from `Supervisor::status`, in [`Metrics::render`]).
 //!
-//! The RPC layer records its calls with [`Metrics::rpc_call`].
+//! The RPC layer records its calls with [`Metrics::rpc_call`]; the core task counts configs
+//! it would not adopt (signed configs, [`crate::config::signature`]).
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -25,6 +26,8 @@
 //! | `herd_supervisor_gave_up_total` | counter | |
 //! | `herd_gossip_{bytes,messages}_{sent,received}_total` | counter | |
 //! | `herd_config_version` | gauge | |
+//! | `herd_config_rejected_total` | counter: configs from gossip or the data dir not adopted | `reason`: unsigned, bad_signature, unknown_signer |
+//! | `herd_config_push_refused_total` | counter: pushes refused at the API for their signature | `reason`: as above |
 //! | `herd_rpc_calls_total` | counter | `kind`: call, cast; `outcome`: ok, error, timeout |
 //! | `herd_rpc_call_duration_seconds` | histogram (50 µs to 5 s) | |
 
@@ -46,7 +49,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::config::VersionedConfig;
+use crate::config::{Refusal, VersionedConfig};
 use crate::supervisor::{Supervisor, WorkerEvent, WorkerState};
 use crate::{EventStream, LeaveReason, MembershipEvent, Node};
 
@@ -100,6 +103,8 @@ pub struct Metrics {
     worker_state: Family<WorkerStateLabels, Gauge>,
     rpc_calls: Family<RpcLabels, Counter>,
     rpc_duration: Histogram,
+    config_rejected: Family<ReasonLabels, Counter>,
+    config_push_refused: Family<ReasonLabels, Counter>,
     /// Held while `worker_state` is rebuilt and encoded, so concurrent scrapes do not interleave.
     scrape: Mutex<()>,
 }
@@ -128,6 +133,15 @@ impl Metrics {
         let worker_state = Family::<WorkerStateLabels, Gauge>::default();
         let rpc_calls = Family::<RpcLabels, Counter>::default();
         let rpc_duration = Histogram::new(RPC_BUCKETS);
+        let config_rejected = Family::<ReasonLabels, Counter>::default();
+        let config_push_refused = Family::<ReasonLabels, Counter>::default();
+        for reason in Refusal::REASONS {
+            let label = ReasonLabels {
+                reason: reason.to_string(),
+            };
+            let _ = config_rejected.get_or_create(&label);
+            let _ = config_push_refused.get_or_create(&label);
+        }
         for reason in [
             LeaveReason::Graceful,
             LeaveReason::Failed,
@@ -178,6 +192,16 @@ impl Metrics {
             Unit::Seconds,
             rpc_duration.clone(),
         );
+        registry.register(
+            "config_rejected",
+            "Configs from gossip or the data dir this node did not adopt, by reason (unsigned, bad_signature, unknown_signer)",
+            config_rejected.clone(),
+        );
+        registry.register(
+            "config_push_refused",
+            "Config pushes this node's API refused for their signature, by reason",
+            config_push_refused.clone(),
+        );
         registry.register_collector(Box::new(Scraped {
             node: node.clone(),
             config,
@@ -194,6 +218,8 @@ impl Metrics {
             worker_state,
             rpc_calls,
             rpc_duration,
+            config_rejected,
+            config_push_refused,
             scrape: Mutex::new(()),
         })
     }
@@ -224,6 +250,25 @@ impl Metrics {
         if kind == "call" {
             self.rpc_duration.observe(elapsed.as_secs_f64());
         }
+    }
+
+    /// Counts a config from gossip or the data dir that was not adopted, in
+    /// `herd_config_rejected_total{reason}` ([`Refusal::reason`]).
+    pub(crate) fn config_rejected(&self, refusal: &Refusal) {
+        self.config_rejected
+            .get_or_create(&ReasonLabels {
+                reason: refusal.reason().to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a push refused at the API, in `herd_config_push_refused_total{reason}`.
+    pub(crate) fn config_push_refused(&self, refusal: &Refusal) {
+        self.config_push_refused
+            .get_or_create(&ReasonLabels {
+                reason: refusal.reason().to_string(),
+            })
+            .inc();
     }
 
     /// Every metric in the OpenMetrics text format ([`CONTENT_TYPE`]), ending with `# EOF`.
@@ -487,6 +532,7 @@ mod tests {
         metrics.rpc_call("call", "ok", Duration::from_micros(80));
         metrics.rpc_call("call", "timeout", Duration::from_secs(1));
         metrics.rpc_call("cast", "ok", Duration::from_micros(10));
+        metrics.config_rejected(&Refusal::Unsigned { signers: vec![] });
 
         let text = metrics.render().await;
         for line in [
@@ -501,6 +547,9 @@ mod tests {
             "herd_rpc_calls_total{kind=\"call\",outcome=\"ok\"} 1",
             "herd_rpc_calls_total{kind=\"call\",outcome=\"timeout\"} 1",
             "herd_rpc_calls_total{kind=\"cast\",outcome=\"ok\"} 1",
+            "herd_config_rejected_total{reason=\"unsigned\"} 1",
+            "herd_config_rejected_total{reason=\"bad_signature\"} 0",
+            "herd_config_push_refused_total{reason=\"unknown_signer\"} 0",
             "# UNIT herd_rpc_call_duration_seconds seconds",
             "herd_rpc_call_duration_seconds_count 2",
             "herd_rpc_call_duration_seconds_bucket{le=\"0.0001\"} 1",

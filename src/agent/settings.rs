@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::config::Signers;
 use crate::node::{DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_PHI_THRESHOLD};
 
 /// Default HTTP API address (loopback: the API can stop and start programs).
@@ -38,6 +39,9 @@ pub struct AgentSettings {
     pub gossip_interval: Duration,
     /// Failure detector threshold.
     pub phi_threshold: f64,
+    /// The keys whose signed configs this agent adopts. Empty (the default): any config, as
+    /// in a cluster without signed configs; otherwise only configs signed by one of them.
+    pub config_signers: Signers,
 }
 
 impl AgentSettings {
@@ -54,6 +58,7 @@ impl AgentSettings {
             api: DEFAULT_API.parse().expect("default api parses"),
             gossip_interval: DEFAULT_GOSSIP_INTERVAL,
             phi_threshold: DEFAULT_PHI_THRESHOLD,
+            config_signers: Signers::default(),
         }
     }
 }

@@ -6,7 +6,8 @@
 //! datagram: the agent that accepted the push, or, when no live agent publishes that version any
 //! more, the live holder with the lowest id. A new node assembles the chunks, checks the
 //! checksum, and adopts the config if it supersedes the one it holds, so configs of any size
-//! spread and nobody ever goes back to an older version.
+//! spread and nobody ever goes back to an older version. What a node accepts as an offer at all
+//! (decoding, and the signer check of signed configs) is the `read` function the caller passes.
 
 use std::collections::BTreeMap;
 
@@ -115,10 +116,12 @@ pub(crate) fn publishes(node: &NodeKeys, head: &Head) -> bool {
 }
 
 /// The config among those the nodes publish that supersedes `current` the most, if any.
-/// Unassembled or corrupt ones are skipped (they may be mid-flight).
+/// Unassembled ones are skipped (they may be mid-flight), and so are those `read` turns down
+/// (it decodes a node's assembled encoding, and may check it further).
 pub(crate) fn newest_offer(
     current: Option<&VersionedConfig>,
     nodes: &[NodeKeys],
+    mut read: impl FnMut(&NodeKeys, &str) -> Option<VersionedConfig>,
 ) -> Option<VersionedConfig> {
     let mut best: Option<VersionedConfig> = None;
     for node in nodes {
@@ -132,7 +135,7 @@ pub(crate) fn newest_offer(
         let Some(encoded) = assemble(node) else {
             continue;
         };
-        let Ok(offer) = VersionedConfig::decode(&encoded) else {
+        let Some(offer) = read(node, &encoded) else {
             continue;
         };
         let wins = |c: &VersionedConfig| offer.supersedes(c);
@@ -149,6 +152,32 @@ pub(crate) fn highest_version(nodes: &[NodeKeys]) -> u64 {
         .iter()
         .filter_map(head_of)
         .map(|h| h.version)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The highest config version among those `read` accepts: `held`, the configs nodes publish in
+/// full and `read` returns, and the heads of nodes holding one of those. A head alone (say, of a
+/// config no signer signed) does not count.
+pub(crate) fn highest_admitted(
+    held: Option<&VersionedConfig>,
+    nodes: &[NodeKeys],
+    mut read: impl FnMut(&NodeKeys, &str) -> Option<VersionedConfig>,
+) -> u64 {
+    let mut admitted: Vec<(u64, u32)> = held.map(|c| (c.version, c.checksum)).into_iter().collect();
+    for node in nodes {
+        if let Some(config) = assemble(node).and_then(|encoded| read(node, &encoded)) {
+            admitted.push((config.version, config.checksum));
+        }
+    }
+    let heads = nodes
+        .iter()
+        .filter_map(head_of)
+        .map(|h| (h.version, h.checksum));
+    let counted = heads.filter(|head| admitted.contains(head));
+    counted
+        .chain(admitted.iter().copied())
+        .map(|(version, _)| version)
         .max()
         .unwrap_or(0)
 }
@@ -201,6 +230,10 @@ mod tests {
         }
     }
 
+    fn decode(_: &NodeKeys, encoded: &str) -> Option<VersionedConfig> {
+        VersionedConfig::decode(encoded).ok()
+    }
+
     fn head_only(config: &VersionedConfig) -> Vec<(String, String)> {
         vec![(keys::CONFIG_HEAD.to_string(), Head::of(config, 1).encode())]
     }
@@ -234,7 +267,7 @@ mod tests {
             keys::CONFIG_HEAD,
             "the head is set last"
         );
-        let offer = newest_offer(None, &[node("b", true, set)]).unwrap();
+        let offer = newest_offer(None, &[node("b", true, set)], decode).unwrap();
         assert_eq!(offer.version, 3);
         assert_eq!(offer.text, big);
     }
@@ -247,20 +280,51 @@ mod tests {
         partial.remove(0);
         let nodes = [node("b", true, partial), node("c", true, head_only(&v1))];
         assert!(
-            newest_offer(Some(&v1), &nodes).is_none(),
+            newest_offer(Some(&v1), &nodes, decode).is_none(),
             "a head without its chunks is not enough"
         );
         let nodes = [node("b", true, full_keys(&v1))];
         assert!(
-            newest_offer(Some(&v2), &nodes).is_none(),
+            newest_offer(Some(&v2), &nodes, decode).is_none(),
             "never go back to an older version"
         );
         let nodes = [node("b", false, full_keys(&v2))];
         assert_eq!(
-            newest_offer(Some(&v1), &nodes).unwrap().version,
+            newest_offer(Some(&v1), &nodes, decode).unwrap().version,
             2,
             "a dead node's copy still counts"
         );
+    }
+
+    #[test]
+    fn an_offer_the_reader_turns_down_is_passed_over_for_the_next_best() {
+        let v2 = config(2, ONE);
+        let v3 = config(3, ONE);
+        let nodes = [
+            node("b", true, full_keys(&v3)),
+            node("c", true, full_keys(&v2)),
+        ];
+        let not_b = |n: &NodeKeys, e: &str| (n.id != "b").then(|| decode(n, e)).flatten();
+        assert_eq!(newest_offer(None, &nodes, not_b).unwrap().version, 2);
+    }
+
+    #[test]
+    fn the_highest_admitted_version_ignores_heads_of_configs_turned_down() {
+        let v2 = config(2, ONE);
+        let v9 = config(9, ONE);
+        let nodes = [
+            node("b", true, full_keys(&v9)),
+            node("c", true, head_only(&v9)),
+            node("d", true, full_keys(&v2)),
+            node("e", true, head_only(&v2)),
+        ];
+        let not_b = |n: &NodeKeys, e: &str| (n.id != "b").then(|| decode(n, e)).flatten();
+        assert_eq!(highest_admitted(None, &nodes, not_b), 2);
+        assert_eq!(highest_admitted(None, &nodes, decode), 9);
+        let v5 = config(5, ONE);
+        assert_eq!(highest_admitted(Some(&v5), &nodes, not_b), 5);
+        let lone_head = [node("c", true, head_only(&v9))];
+        assert_eq!(highest_admitted(None, &lone_head, decode), 0);
     }
 
     #[test]

@@ -52,8 +52,10 @@ impl ApiError {
 impl From<AgentError> for ApiError {
     fn from(err: AgentError) -> Self {
         let status = match &err {
-            AgentError::Config(_) => StatusCode::BAD_REQUEST,
-            AgentError::StaleVersion { .. } => StatusCode::CONFLICT,
+            AgentError::Config(_) | AgentError::Refused(_) => StatusCode::BAD_REQUEST,
+            AgentError::StaleVersion { .. } | AgentError::SignedVersion { .. } => {
+                StatusCode::CONFLICT
+            }
             AgentError::Worker(supervisor::Error::UnknownWorker { .. }) => StatusCode::NOT_FOUND,
             AgentError::Worker(supervisor::Error::DuplicateWorker { .. }) => StatusCode::CONFLICT,
             AgentError::Worker(supervisor::Error::Spawn { .. })

@@ -1,6 +1,8 @@
 //! [`AgentFile`]: the settings of one `herd agent`, read from `--config herd.toml`.
 //!
-//! Every setting is optional here; the agent applies its flags over the file and
+//! `config_signers` lists the public keys (base64, from `herd keygen --signing`)
+//! whose signed configs the agent adopts; a key that is not one is rejected with
+//! its line and column. Every setting is optional here; the agent applies its flags over the file and
 //! its defaults over both. Keys are snake_case; unknown keys are rejected with
 //! their line and column.
 //!
@@ -12,6 +14,7 @@
 //! cluster_id = "prod"
 //! data_dir = "/var/lib/herd"
 //! api = "127.0.0.1:7947"
+//! config_signers = ["KWsU83rYF88mLpLoQ5E5fAbfFFJB9FqdvAzpuuQFxyU="]
 //!
 //! [tags]
 //! group = "media,gpu"
@@ -24,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::error::{ConfigError, Scope};
+use super::signature::PublicKey;
 use super::toml_read::{Source, Table};
 
 const KEYS: &[&str] = &[
@@ -35,6 +39,7 @@ const KEYS: &[&str] = &[
     "tags",
     "data_dir",
     "api",
+    "config_signers",
 ];
 
 /// The contents of an agent file; `None` or empty where the file says nothing.
@@ -56,6 +61,8 @@ pub struct AgentFile {
     pub data_dir: Option<PathBuf>,
     /// HTTP API address to bind.
     pub api: Option<SocketAddr>,
+    /// Public keys (base64) whose signed configs the agent adopts; empty: any config.
+    pub config_signers: Vec<PublicKey>,
 }
 
 impl AgentFile {
@@ -66,7 +73,7 @@ impl AgentFile {
         let t = Table::new(src, &root, 0, Scope::File);
         t.deny_unknown(KEYS)?;
         let address = "address (expected IP:PORT, like 127.0.0.1:7946)";
-        let file = AgentFile {
+        let mut file = AgentFile {
             node_id: t.string("node_id")?,
             listen: t.parsed("listen", address)?,
             advertise: t.parsed("advertise", address)?,
@@ -75,7 +82,13 @@ impl AgentFile {
             tags: t.string_map("tags")?,
             data_dir: t.string("data_dir")?.map(PathBuf::from),
             api: t.parsed("api", address)?,
+            config_signers: Vec::new(),
         };
+        for key in t.strings("config_signers")? {
+            let key = PublicKey::parse(&key)
+                .map_err(|err| t.invalid("config_signers", err.to_string()))?;
+            file.config_signers.push(key);
+        }
         for (field, value) in [("node_id", &file.node_id), ("cluster_id", &file.cluster_id)] {
             if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
                 return Err(t.invalid(field, "must not be empty"));
@@ -154,7 +167,7 @@ zone = "eu-1"
         assert_eq!(
             error("node_id = \"a\"\ndata-dir = \"/x\"\n"),
             "herd.toml:2:1: unknown field \"data-dir\"; expected one of node_id, listen, \
-             advertise, seeds, cluster_id, tags, data_dir, api"
+             advertise, seeds, cluster_id, tags, data_dir, api, config_signers"
         );
     }
 
@@ -186,6 +199,18 @@ zone = "eu-1"
     #[test]
     fn a_syntax_error_has_its_line_and_column() {
         assert!(error("node_id = \n").starts_with("herd.toml:1:11: "));
+    }
+
+    #[test]
+    fn config_signers_are_public_keys_and_a_bad_one_is_named() {
+        let key = crate::config::SecretKey::generate().public();
+        let file = AgentFile::parse(&format!("config_signers = [\"{key}\"]\n"), "herd.toml");
+        assert_eq!(file.unwrap().config_signers, [key]);
+        let err = error(&format!("config_signers = [\"{key}\", \"AAAA\"]\n"));
+        assert_eq!(
+            err,
+            "herd.toml:1:18: field \"config_signers\": public key \"AAAA\" is 3 bytes, expected 32"
+        );
     }
 
     #[test]

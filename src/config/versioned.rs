@@ -11,13 +11,21 @@
 //! ...
 //! ```
 //!
+//! A signed config (see [`super::signature`]) has one more header field,
+//! `"signature":{"key":"<base64>","sig":"<base64>"}`; an unsigned one has none,
+//! so unsigned encodings are byte for byte what they were before signatures, and
+//! a build that does not know the field reads the rest of the header as before.
+//!
 //! Decoding checks the format, the length (a cut payload is "truncated"), the
-//! CRC-32 of the text, and parses the config again.
+//! CRC-32 of the text, that a signature (if any) is readable, and parses the
+//! config again. Whether the signature verifies, and whether its key is trusted,
+//! is the agent's check ([`super::signature::Signers::check`]), not decoding's.
 
 use serde::{Deserialize, Serialize};
 
 use super::cluster::ClusterConfig;
 use super::error::ConfigError;
+use super::signature::{ConfigSignature, KeyError, SignatureText};
 
 /// The origin named in errors about a config that arrived by push or gossip.
 pub const PUSHED_ORIGIN: &str = "pushed config";
@@ -37,6 +45,9 @@ pub struct VersionedConfig {
     pub text: String,
     /// CRC-32 (IEEE) of `text`.
     pub checksum: u32,
+    /// The signer's signature of this version of `text`, if the push was signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ConfigSignature>,
     config: ClusterConfig,
 }
 
@@ -89,6 +100,9 @@ pub enum DecodeError {
     /// The text is intact but is not a valid cluster config.
     #[error("the config text is invalid: {0}")]
     Invalid(#[from] ConfigError),
+    /// The header's signature cannot be read (whether it verifies is not checked here).
+    #[error("unreadable signature in the header: {0}")]
+    Signature(#[from] KeyError),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -99,6 +113,8 @@ struct Header {
     pushed_at_ms: u64,
     checksum: u32,
     len: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signature: Option<SignatureText>,
 }
 
 impl VersionedConfig {
@@ -117,8 +133,16 @@ impl VersionedConfig {
             pushed_at_ms,
             checksum: crc32fast::hash(text.as_bytes()),
             text,
+            signature: None,
             config,
         })
+    }
+
+    /// This config carrying `signature` (made with [`super::signature::sign`] over this
+    /// version and text; whether it verifies is checked where the config is adopted).
+    pub fn with_signature(mut self, signature: ConfigSignature) -> VersionedConfig {
+        self.signature = Some(signature);
+        self
     }
 
     /// The parsed config.
@@ -152,6 +176,7 @@ impl VersionedConfig {
             pushed_at_ms: self.pushed_at_ms,
             checksum: self.checksum,
             len: self.text.len(),
+            signature: self.signature.as_ref().map(ConfigSignature::to_text),
         };
         // A struct of strings and integers always serializes.
         let header = serde_json::to_string(&header).unwrap_or_default();
@@ -188,12 +213,15 @@ impl VersionedConfig {
                 found: checksum,
             });
         }
-        Ok(VersionedConfig::new(
-            header.version,
-            text,
-            header.pushed_by,
-            header.pushed_at_ms,
-        )?)
+        let signature = header
+            .signature
+            .as_ref()
+            .map(ConfigSignature::parse)
+            .transpose()?;
+        let mut config =
+            VersionedConfig::new(header.version, text, header.pushed_by, header.pushed_at_ms)?;
+        config.signature = signature;
+        Ok(config)
     }
 }
 

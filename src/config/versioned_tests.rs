@@ -176,3 +176,37 @@ fn a_versioned_config_serializes_with_its_parsed_workers() {
     assert_eq!(json["version"], 5);
     assert_eq!(json["config"]["workers"][0]["name"], "a");
 }
+
+#[test]
+fn a_signature_travels_in_the_header_and_decodes_with_the_config() {
+    use crate::config::signature::{sign, SecretKey};
+    let key = SecretKey::generate();
+    let c = config(7, TEXT, "node-a").with_signature(sign(&key, "prod", 7, TEXT));
+    let encoded = c.encode();
+    let header: serde_json::Value =
+        serde_json::from_str(encoded.split_once('\n').unwrap().0).unwrap();
+    assert_eq!(header["signature"]["key"], key.public().to_string());
+    assert_eq!(header["herd_config"], 1, "the format number is unchanged");
+    let decoded = VersionedConfig::decode(&encoded).unwrap();
+    assert_eq!(decoded, c);
+    assert_eq!(decoded.signature.unwrap().key, key.public());
+}
+
+#[test]
+fn an_unsigned_encoding_has_no_signature_field() {
+    let encoded = config(7, TEXT, "node-a").encode();
+    assert!(!encoded.split_once('\n').unwrap().0.contains("signature"));
+}
+
+#[test]
+fn an_unreadable_signature_is_a_decode_error() {
+    let encoded = config(7, TEXT, "node-a").encode();
+    let broken = encoded.replacen(
+        "\"len\"",
+        "\"signature\":{\"key\":\"AAAA\",\"sig\":\"AAAA\"},\"len\"",
+        1,
+    );
+    let err = VersionedConfig::decode(&broken).unwrap_err();
+    assert!(matches!(err, DecodeError::Signature(_)), "{err}");
+    assert!(err.to_string().contains("public key \"AAAA\""), "{err}");
+}

@@ -36,6 +36,8 @@ pub struct Spec {
     pub cluster: String,
     pub api: Option<String>,
     pub listen: Option<String>,
+    /// More flags for `herd agent`.
+    pub args: Vec<String>,
 }
 
 impl Spec {
@@ -55,6 +57,12 @@ impl Spec {
 
     pub fn seed_addr(mut self, addr: &str) -> Spec {
         self.seeds.push(addr.into());
+        self
+    }
+
+    /// Adds flags to the agent's command line.
+    pub fn args(mut self, args: &[&str]) -> Spec {
+        self.args.extend(args.iter().map(|a| a.to_string()));
         self
     }
 
@@ -78,6 +86,7 @@ impl Spec {
         for tag in &self.tags {
             cmd.args(["--tag", tag]);
         }
+        cmd.args(&self.args);
         cmd.env("HERD_LOG", "herd=info").env_remove("HERD_API");
         cmd
     }

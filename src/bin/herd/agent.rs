@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use herd::agent::{Agent, AgentSettings};
-use herd::config::AgentFile;
+use herd::config::{AgentFile, PublicKey, Signers};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Options of `herd agent`.
@@ -38,6 +38,10 @@ pub struct Args {
     /// Data directory (the persisted cluster config) [default: ./herd-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Public keys (base64, from `herd keygen --signing`) whose signed configs this agent
+    /// adopts; comma-separated or repeated. Without it, any config is adopted.
+    #[arg(long, value_name = "PUBKEY[,PUBKEY]", value_delimiter = ',')]
+    config_signers: Vec<String>,
 }
 
 fn parse_tag(tag: &str) -> Result<(String, String), String> {
@@ -110,6 +114,15 @@ fn settings(args: Args, api: Option<&str>) -> anyhow::Result<AgentSettings> {
     if let Some(api) = api {
         settings.api = api;
     }
+    settings.config_signers = if args.config_signers.is_empty() {
+        Signers::new(file.config_signers)
+    } else {
+        let keys = args
+            .config_signers
+            .iter()
+            .map(|key| PublicKey::parse(key).with_context(|| format!("--config-signers {key:?}")));
+        Signers::new(keys.collect::<anyhow::Result<Vec<_>>>()?)
+    };
     Ok(settings)
 }
 

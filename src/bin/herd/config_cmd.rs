@@ -1,9 +1,16 @@
-//! `herd config push FILE` and `herd config show`.
+//! `herd config push FILE [--sign KEYFILE]` and `herd config show`.
+//!
+//! A signed push chooses its version: it reads the version the agent holds (or takes
+//! `--base-version`), signs the next one for `--cluster-id`, and pushes with that base version,
+//! so the agent accepts it only at exactly the version signed.
 
 use std::path::PathBuf;
 
+use std::io::Read as _;
+
 use anyhow::Context as _;
-use herd::config::ClusterConfig;
+use herd::config::signature::sign;
+use herd::config::{ClusterConfig, SecretKey};
 use serde_json::json;
 
 use crate::client::{field, print_json, ApiArgs, Client};
@@ -18,15 +25,35 @@ pub enum Command {
         /// Refuse unless the cluster is still at this version (optimistic locking).
         #[arg(long)]
         base_version: Option<u64>,
+        /// Sign the push with this secret key file (from `herd keygen --signing --out`).
+        #[arg(long, value_name = "KEYFILE")]
+        sign: Option<PathBuf>,
+        /// The cluster id the signature is for (the agents' --cluster-id).
+        #[arg(long, default_value = herd::node::DEFAULT_CLUSTER_ID, env = "HERD_CLUSTER_ID", requires = "sign")]
+        cluster_id: String,
     },
     /// Print the cluster config the agent holds.
     Show,
 }
 
+/// Reads a secret key file (at most 4 KB); errors name the file.
+fn read_key(path: &std::path::Path) -> anyhow::Result<SecretKey> {
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(4096).read_to_string(&mut text))
+        .with_context(|| format!("cannot read key file {}", path.display()))?;
+    SecretKey::from_file_text(&text).with_context(|| format!("key file {}", path.display()))
+}
+
 pub fn run(command: Command, api: &ApiArgs) -> anyhow::Result<()> {
     let client = Client::new(api);
     match command {
-        Command::Push { file, base_version } => {
+        Command::Push {
+            file,
+            base_version,
+            sign: key_file,
+            cluster_id,
+        } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             // Check here first, so errors name the file; the agent checks again.
@@ -35,12 +62,29 @@ pub fn run(command: Command, api: &ApiArgs) -> anyhow::Result<()> {
             if let Some(base) = base_version {
                 body["base_version"] = json!(base);
             }
+            if let Some(key_file) = key_file {
+                let key = read_key(&key_file)?;
+                let base = match base_version {
+                    Some(base) => base,
+                    None => client.get("/v1/config")?["version"]
+                        .as_u64()
+                        .context("GET /v1/config answered without a version")?,
+                };
+                let version = base + 1;
+                body["base_version"] = json!(base);
+                body["version"] = json!(version);
+                body["signature"] = json!(sign(&key, &cluster_id, version, &text));
+            }
             let answer = client.put("/v1/config", &body)?;
             if api.json {
                 print_json(&answer);
             } else {
+                let signed = match body.get("signature") {
+                    Some(signature) => format!(", signed by {}", field(signature, "key")),
+                    None => String::new(),
+                };
                 println!(
-                    "pushed {} ({} workers) as version {} through {}",
+                    "pushed {} ({} workers) as version {} through {}{signed}",
                     file.display(),
                     config.workers.len(),
                     field(&answer, "version"),

@@ -7,6 +7,7 @@ mod call;
 mod client;
 mod config_cmd;
 mod demo;
+mod keygen;
 mod members;
 mod status;
 mod workers;
@@ -50,6 +51,8 @@ enum Command {
     Config(config_cmd::Command),
     /// One screen: members, workers, config version.
     Status,
+    /// Print a new gossip encryption key, or make a config signing key pair (--signing).
+    Keygen(keygen::Args),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Call(args) => call::run(args, &api),
         Command::Config(command) => config_cmd::run(command, &api),
         Command::Status => status::run(&api),
+        Command::Keygen(args) => keygen::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
