@@ -12,7 +12,8 @@
 //!   the config version (a [`Collector`] over the node and the config watch), and each worker's
 //!   state (from `Supervisor::status`, in [`Metrics::render`]).
 //!
-//! The RPC layer records its calls with [`Metrics::rpc_call`].
+//! The RPC layer records its calls with [`Metrics::rpc_call`]; the API's guard its refusals
+//! with [`Metrics::api_rejected`].
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -27,6 +28,7 @@
 //! | `herd_config_version` | gauge | |
 //! | `herd_rpc_calls_total` | counter | `kind`: call, cast; `outcome`: ok, error, timeout |
 //! | `herd_rpc_call_duration_seconds` | histogram (50 µs to 5 s) | |
+//! | `herd_api_rejected_total` | counter | `reason`: unauthorized, host, origin, content_type, too_large |
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -45,6 +47,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::api::Refusal;
 use crate::config::VersionedConfig;
 use crate::supervisor::{Supervisor, WorkerEvent, WorkerState};
 use crate::{EventStream, LeaveReason, MembershipEvent, Node};
@@ -99,6 +102,7 @@ pub struct Metrics {
     worker_state: Family<WorkerStateLabels, Gauge>,
     rpc_calls: Family<RpcLabels, Counter>,
     rpc_duration: Histogram,
+    api_rejected: Family<ReasonLabels, Counter>,
     /// Held while `worker_state` is rebuilt and encoded, so concurrent scrapes do not interleave.
     scrape: Mutex<()>,
 }
@@ -127,6 +131,12 @@ impl Metrics {
         let worker_state = Family::<WorkerStateLabels, Gauge>::default();
         let rpc_calls = Family::<RpcLabels, Counter>::default();
         let rpc_duration = Histogram::new(RPC_BUCKETS);
+        let api_rejected = Family::<ReasonLabels, Counter>::default();
+        for refusal in Refusal::ALL {
+            let _ = api_rejected.get_or_create(&ReasonLabels {
+                reason: refusal.reason().to_string(),
+            });
+        }
         for reason in [
             LeaveReason::Graceful,
             LeaveReason::Failed,
@@ -177,6 +187,11 @@ impl Metrics {
             Unit::Seconds,
             rpc_duration.clone(),
         );
+        registry.register(
+            "api_rejected",
+            "HTTP API requests refused, by reason (unauthorized, host, origin, content_type, too_large)",
+            api_rejected.clone(),
+        );
         registry.register_collector(Box::new(Scraped {
             node: node.clone(),
             config,
@@ -193,6 +208,7 @@ impl Metrics {
             worker_state,
             rpc_calls,
             rpc_duration,
+            api_rejected,
             scrape: Mutex::new(()),
         })
     }
@@ -223,6 +239,16 @@ impl Metrics {
         if kind == "call" {
             self.rpc_duration.observe(elapsed.as_secs_f64());
         }
+    }
+
+    /// Counts one API request refused for `refusal` in
+    /// `herd_api_rejected_total{reason}`.
+    pub fn api_rejected(&self, refusal: Refusal) {
+        self.api_rejected
+            .get_or_create(&ReasonLabels {
+                reason: refusal.reason().to_string(),
+            })
+            .inc();
     }
 
     /// Every metric in the OpenMetrics text format ([`CONTENT_TYPE`]), ending with `# EOF`.
@@ -459,6 +485,7 @@ mod tests {
         metrics.rpc_call("call", "ok", Duration::from_micros(80));
         metrics.rpc_call("call", "timeout", Duration::from_secs(1));
         metrics.rpc_call("cast", "ok", Duration::from_micros(10));
+        metrics.api_rejected(Refusal::Host);
 
         let text = metrics.render().await;
         for line in [
@@ -477,6 +504,9 @@ mod tests {
             "herd_rpc_call_duration_seconds_count 2",
             "herd_rpc_call_duration_seconds_bucket{le=\"0.0001\"} 1",
             "herd_rpc_call_duration_seconds_bucket{le=\"5.0\"} 2",
+            "herd_api_rejected_total{reason=\"host\"} 1",
+            "herd_api_rejected_total{reason=\"unauthorized\"} 0",
+            "herd_api_rejected_total{reason=\"too_large\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

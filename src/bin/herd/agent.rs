@@ -38,6 +38,10 @@ pub struct Args {
     /// Data directory (the persisted cluster config) [default: ./herd-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Another name the API answers to in Host headers (NAME, any port, or NAME:PORT), besides
+    /// its own address and localhost; repeat for more.
+    #[arg(long = "api-host", value_name = "NAME")]
+    api_host: Vec<String>,
 }
 
 fn parse_tag(tag: &str) -> Result<(String, String), String> {
@@ -73,7 +77,11 @@ fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
 }
 
 /// Merges defaults, the agent file and the flags, in that order.
-fn settings(args: Args, api: Option<&str>) -> anyhow::Result<AgentSettings> {
+fn settings(
+    args: Args,
+    api: Option<&str>,
+    api_token_file: Option<PathBuf>,
+) -> anyhow::Result<AgentSettings> {
     let file = match &args.config {
         Some(path) => AgentFile::load(path)?,
         None => AgentFile::default(),
@@ -110,11 +118,21 @@ fn settings(args: Args, api: Option<&str>) -> anyhow::Result<AgentSettings> {
     if let Some(api) = api {
         settings.api = api;
     }
+    settings.api_token_file = api_token_file.or(file.api_token_file);
+    settings.api_hosts = if args.api_host.is_empty() {
+        file.api_hosts
+    } else {
+        args.api_host
+    };
     Ok(settings)
 }
 
-pub async fn run(args: Args, api: Option<String>) -> anyhow::Result<()> {
-    let settings = settings(args, api.as_deref())?;
+pub async fn run(
+    args: Args,
+    api: Option<String>,
+    api_token_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let settings = settings(args, api.as_deref(), api_token_file)?;
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let agent = Agent::start(settings.clone()).await?;

@@ -24,7 +24,7 @@ pub enum Command {
 }
 
 pub fn run(command: Command, api: &ApiArgs) -> anyhow::Result<()> {
-    let client = Client::new(api);
+    let client = Client::new(api)?;
     match command {
         Command::Push { file, base_version } => {
             let text = std::fs::read_to_string(&file)
