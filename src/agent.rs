@@ -70,8 +70,8 @@ struct Inner {
 }
 
 /// The API's token, from `settings.api_token_file` (created when missing); refuses a
-/// non-loopback API address without one, and host names that are not hosts, before anything is
-/// bound or written.
+/// non-loopback API address without one, and host names that are not hosts. Runs first in
+/// [`Agent::start`], so a refused start has bound and written nothing.
 fn api_token(settings: &AgentSettings) -> Result<Option<ApiToken>, AgentError> {
     HostRules::new(settings.api, &settings.api_hosts).map_err(AgentError::ApiHost)?;
     let Some(path) = &settings.api_token_file else {

@@ -261,7 +261,7 @@ impl Guard {
                 reason = refusal.reason(),
                 %method,
                 path = %shown(path),
-                peer,
+                %peer,
                 detail = %message,
                 unlogged,
                 "refused an API request (logged at most once a minute per reason)"

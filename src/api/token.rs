@@ -1,7 +1,7 @@
 //! [`ApiToken`]: the bearer token the HTTP API asks for, kept in a file (`--api-token-file`).
 //!
 //! The agent calls [`ApiToken::load_or_create`]: a missing file is created (`create_new`, mode
-//! 0600) with a fresh random token, 32 bytes from the operating system's generator written as
+//! 0600; a missing directory too, mode 0700) with a fresh random token, 32 bytes from the operating system's generator written as
 //! 64 hex digits and a newline; an existing file is read. The CLI calls [`ApiToken::read`]. A
 //! token file holds one line of at most [`MAX_TOKEN_FILE`] bytes; surrounding whitespace is
 //! trimmed, and what is left must be non-empty visible ASCII (what an HTTP header can carry).
@@ -10,7 +10,7 @@
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rand::RngCore;
@@ -106,10 +106,21 @@ impl ApiToken {
     }
 
     /// Reads the token in `path`, or, when there is no such file, creates it (mode 0600, never
-    /// replacing a file another process created meanwhile) with a [generated](Self::generate)
-    /// token.
+    /// replacing a file another process created meanwhile; its directory, mode 0700, if that
+    /// is missing too) with a [generated](Self::generate) token.
     pub fn load_or_create(path: &Path) -> Result<LoadedToken, TokenError> {
         let token = ApiToken::generate();
+        let create_error = |source| TokenError::Create {
+            path: path.into(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(create_error)?;
+        }
         let created = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -126,10 +137,7 @@ impl ApiToken {
                 too_open: false,
             }),
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => read_file(path),
-            Err(source) => Err(TokenError::Create {
-                path: path.into(),
-                source,
-            }),
+            Err(source) => Err(create_error(source)),
         }
     }
 
@@ -194,6 +202,18 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_directory_is_created_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herd").join("token");
+        assert!(ApiToken::load_or_create(&path).unwrap().created);
+        let mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
     fn generated_tokens_differ() {
         assert_ne!(ApiToken::generate(), ApiToken::generate());
     }
@@ -227,10 +247,14 @@ mod tests {
             assert!(err.contains(&path.display().to_string()), "{err}");
             assert!(err.contains(expected), "{err}");
         }
-        let missing = dir.path().join("no-dir").join("token");
-        let err = ApiToken::load_or_create(&missing).unwrap_err();
+        let under_a_file = path.join("token");
+        let err = ApiToken::load_or_create(&under_a_file).unwrap_err();
         assert!(matches!(err, TokenError::Create { .. }), "{err}");
-        assert!(err.to_string().contains("no-dir"), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&under_a_file.display().to_string()),
+            "{err}"
+        );
         let err = ApiToken::read(&dir.path().join("absent")).unwrap_err();
         assert!(matches!(err, TokenError::Read { .. }), "{err}");
     }

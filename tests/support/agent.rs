@@ -16,6 +16,14 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 pub const HERD: &str = env!("CARGO_BIN_EXE_herd");
 
+/// A cluster config of one worker, `sleeper`, on every node.
+pub const ONE_SLEEPER: &str = r#"
+[[worker]]
+name = "sleeper"
+command = "sleep"
+args = ["3600"]
+"#;
+
 /// A running `herd agent`, SIGKILLed (by pid) when dropped; its workers die with it.
 pub struct AgentProc {
     pub id: String,
