@@ -397,3 +397,17 @@ fn the_cli_sends_the_token_from_the_environment_or_a_file_and_says_when_it_has_n
         "{err}"
     );
 }
+
+#[test]
+fn an_api_host_that_is_not_a_host_stops_the_agent_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = exit_of(
+        Spec::new("a", tmp.path(), "bad-host")
+            .api_host("http://herd.example.com")
+            .command(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--api-host"), "{err}");
+    assert!(err.contains("\"http://herd.example.com\""), "{err}");
+}
