@@ -24,4 +24,6 @@ VOLUME /var/lib/herd
 USER herd:herd
 EXPOSE 7946/udp 7947/tcp
 ENTRYPOINT ["tini", "--", "herd"]
-CMD ["agent", "--listen", "0.0.0.0:7946", "--api", "0.0.0.0:7947", "--data-dir", "/var/lib/herd"]
+# An API off loopback needs a token: created in the data dir on first start; the CLI in the
+# container sends it with --api-token-file /var/lib/herd/api-token.
+CMD ["agent", "--listen", "0.0.0.0:7946", "--api", "0.0.0.0:7947", "--api-token-file", "/var/lib/herd/api-token", "--data-dir", "/var/lib/herd"]

@@ -46,6 +46,7 @@ const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
 use self::core::{Command, Core};
 use self::metrics::Metrics;
 use self::remote::{Local, RemoteAnswer, RemoteRequest};
+use crate::api::{ApiToken, HostRules};
 use crate::config::{ConfigSignature, ConfigStore, Loaded, VersionedConfig};
 use crate::supervisor::{Strategy, Supervisor};
 use crate::{async_trait, ClusterMember, Context, LeaveReason, Member, Node};
@@ -70,6 +71,29 @@ struct Inner {
     tracker: TaskTracker,
 }
 
+/// The API's token, from `settings.api_token_file` (created when missing); refuses a
+/// non-loopback API address without one, and host names that are not hosts. Runs first in
+/// [`Agent::start`], so a refused start has bound and written nothing.
+fn api_token(settings: &AgentSettings) -> Result<Option<ApiToken>, AgentError> {
+    HostRules::new(settings.api, &settings.api_hosts).map_err(AgentError::ApiHost)?;
+    let Some(path) = &settings.api_token_file else {
+        if !settings.api.ip().is_loopback() {
+            return Err(AgentError::ApiUnprotected { addr: settings.api });
+        }
+        return Ok(None);
+    };
+    let loaded = ApiToken::load_or_create(path)?;
+    if loaded.created {
+        info!(path = %path.display(), "generated a new API token");
+    } else {
+        info!(path = %path.display(), "read the API token");
+    }
+    if loaded.too_open {
+        warn!(path = %path.display(), "the API token file can be read by its group or others; chmod 600 it");
+    }
+    Ok(Some(loaded.token))
+}
+
 /// Logs membership changes; the agent's own reactions come from gossip state, not callbacks.
 struct AgentMember;
 
@@ -92,8 +116,10 @@ impl Agent {
     ///
     /// # Errors
     /// The data dir cannot be created, the API or gossip address cannot be bound, a seed is
-    /// invalid.
+    /// invalid, the API address is not loopback and there is no token file, the token file
+    /// cannot be read or created, an API host name is not a host.
     pub async fn start(settings: AgentSettings) -> Result<Agent, AgentError> {
+        let token = api_token(&settings)?;
         let store = ConfigStore::open(&settings.data_dir)
             .map_err(|err| AgentError::Store(err.to_string()))?;
         let restored = match store.load() {
@@ -202,7 +228,12 @@ impl Agent {
                 tracker: tracker.clone(),
             }),
         };
-        let app = crate::api::router(agent.clone());
+        let access = crate::api::Access {
+            hosts: HostRules::new(api_addr, &settings.api_hosts).map_err(AgentError::ApiHost)?,
+            token,
+        };
+        let app = crate::api::router(agent.clone(), access)
+            .into_make_service_with_connect_info::<SocketAddr>();
         tracker.spawn(async move {
             let serve =
                 axum::serve(listener, app).with_graceful_shutdown(api_cancel.cancelled_owned());
@@ -212,6 +243,14 @@ impl Agent {
         });
         tracker.close();
         info!(node = %agent.node().id(), gossip = %agent.node().addr(), api = %api_addr, "agent started");
+        match &settings.api_token_file {
+            Some(path) => info!(
+                url = %format!("http://{api_addr}/#token=<token>"),
+                token_file = %path.display(),
+                "dashboard: open the url with the token from the token file"
+            ),
+            None => info!(url = %format!("http://{api_addr}/"), "dashboard"),
+        }
         Ok(agent)
     }
 

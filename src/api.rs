@@ -17,28 +17,56 @@
 //! signature: unsigned, not verifying, or by a key that is not a signer), 404 for an unknown worker or
 //! node, 409 for a stale config version or a worker in the wrong state, 502 when a worker's call
 //! failed, 503 when a node is unreachable (naming it), 504 when a worker's call timed out. [`router`] builds the
-//! whole app, so tests can drive it without a socket. The server stops on the agent's API token.
+//! whole app, so tests can drive it without a socket. The server stops on the agent's API
+//! cancellation token.
+//!
+//! ## Who may call it
+//!
+//! Every request passes the checks of `guard.rs` first, in this order (see [`Access`]):
+//!
+//! 1. its `Host` must name this API ([`HostRules`]: the bound `ip:port`, `localhost`, loopback
+//!    addresses when bound to loopback, names given with `--api-host`), else 403: a page whose
+//!    DNS name was rebound to this address cannot read or act;
+//! 2. a POST, PUT or DELETE must carry `Content-Type: application/json` and, if it has an
+//!    `Origin`, this API's own (`http://<an allowed host>`), else 403: another site's page
+//!    cannot act through a visitor's browser;
+//! 3. a body over [`MAX_BODY`] (4 MiB) is refused with 413 before it is read;
+//! 4. with a token (`--api-token-file`, [`ApiToken`]), every request but `GET /` and
+//!    `GET /v1/health` needs `Authorization: Bearer <token>`, else 401 with
+//!    `WWW-Authenticate: Bearer`.
+//!
+//! Refusals answer `{"error": ...}`, are counted in `herd_api_rejected_total{reason}`
+//! ([`Refusal::reason`]) and logged at most once a minute per reason. The agent refuses to
+//! serve a non-loopback address without a token.
 
 mod dashboard;
 mod error;
+mod guard;
+mod host;
+mod token;
 
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 pub use error::ApiError;
+pub use guard::{Access, Refusal, MAX_BODY};
+pub use host::HostRules;
+pub use token::{ApiToken, LoadedToken, TokenError, MAX_TOKEN_FILE};
 
 use crate::agent::{Agent, WorkerAction, WorkerInfo};
 use crate::config::signature::SignatureText;
 use crate::config::ConfigSignature;
 
-/// The API's routes over `agent`.
-pub fn router(agent: Agent) -> Router {
+/// The API's routes over `agent`, behind the checks of `access` (every route, and the
+/// fallback, passes them), with bodies limited to [`MAX_BODY`].
+pub fn router(agent: Agent, access: Access) -> Router {
+    let guard = guard::Guard::new(access, agent.clone());
     Router::new()
         .route("/", get(dashboard::page))
         .route("/v1/health", get(health))
@@ -55,6 +83,8 @@ pub fn router(agent: Agent) -> Router {
             )
         })
         .with_state(agent)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(guard, guard::check))
 }
 
 async fn health(State(agent): State<Agent>) -> Json<Value> {

@@ -13,13 +13,6 @@ use prometheus_parse::{Scrape, Value};
 
 use support::*;
 
-const ONE_WORKER: &str = r#"
-[[worker]]
-name = "sleeper"
-command = "sleep"
-args = ["3600"]
-"#;
-
 /// `GET /metrics`: checks the status and content type, and parses the body.
 fn scrape(agent: &AgentProc) -> (Scrape, String) {
     let mut response = ureq::get(&agent.url("/metrics"))
@@ -84,7 +77,7 @@ fn metrics_show_members_joins_a_restarted_worker_gossip_and_the_config_version()
     let (status, body) = http(
         "PUT",
         &b.url("/v1/config"),
-        Some(&serde_json::json!({ "toml": ONE_WORKER }).to_string()),
+        Some(&serde_json::json!({ "toml": ONE_SLEEPER }).to_string()),
     );
     assert_eq!(status, 200, "{body}");
     let workers = a.wait_workers("sleeper running on a", |w| running(w, "a", "sleeper"));

@@ -1,7 +1,9 @@
 //! The dashboard at `GET /` in a real headless Chromium (Debian's `chromium` and
-//! `chromium-driver`, driven over WebDriver): a real `herd agent` with a pushed config, the page
-//! shows the node, the members with their tags and the workers with their pids, and its restart
-//! button restarts the worker (the page shows the new pid) or shows the API's error.
+//! `chromium-driver`, driven over WebDriver): a real `herd agent` with an API token and a pushed
+//! config, the page opened at `/#token=...` takes the token out of its address, shows the node,
+//! the members with their tags and the workers with their pids, and its restart button restarts
+//! the worker (the page shows the new pid) or shows the API's error. Opened without the token,
+//! the page shows that it is unauthorised and how to open it; given the token, it goes live.
 //!
 //! `HERD_DASHBOARD_SCREENSHOT=/path.png` also saves a screenshot of the page.
 
@@ -40,19 +42,22 @@ fn the_dashboard_shows_workers_and_its_restart_button_changes_the_pid() {
     let tmp = tempfile::tempdir().unwrap();
     let agent = Spec::new("a", tmp.path(), "dash")
         .tag("group=media")
+        .token_file(&tmp.path().join("api-token"))
         .start();
-    let (status, body) = http(
+    let token = agent.token.clone().unwrap();
+    let (status, body) = agent.request(
         "PUT",
-        &agent.url("/v1/config"),
+        "/v1/config",
         Some(&serde_json::json!({ "toml": CONFIG }).to_string()),
     );
     assert_eq!(status, 200, "push: {body}");
 
     let browser = Browser::start();
-    browser.goto(&agent.url("/"));
+    browser.goto(&agent.url(&format!("/#token={token}")));
 
-    // The header, the members.
+    // The header, the members; the token is gone from the address.
     browser.wait_text("#node", "this node's id", |t| t == "a");
+    assert_eq!(browser.current_url(), agent.url("/"));
     browser.wait_text("#members-count", "one member", |t| t == "1");
     browser.wait_text("#config-version", "config version 1", |t| t == "1");
     browser.wait_text(r#"tr[data-member="a"] td.status"#, "member a alive", |t| {
@@ -104,4 +109,38 @@ fn the_dashboard_shows_workers_and_its_restart_button_changes_the_pid() {
         browser.screenshot(std::path::Path::new(&path));
     }
     eprintln!("dashboard test took {:?}", started.elapsed());
+}
+
+#[test]
+fn the_dashboard_without_the_token_shows_it_is_unauthorised_and_how_to_open_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = Spec::new("b", tmp.path(), "dash-auth")
+        .token_file(&tmp.path().join("api-token"))
+        .start();
+    let token = agent.token.clone().unwrap();
+    let browser = Browser::start();
+
+    browser.goto(&agent.url("/"));
+    let shown = browser.wait_text("#auth", "the unauthorised notice", |t| {
+        t.contains("Unauthorised")
+    });
+    assert!(shown.contains("opened without one"), "{shown}");
+    assert!(
+        shown.contains(&format!("http://{}/#token=<token>", agent.api)),
+        "{shown}"
+    );
+    assert!(shown.contains("--api-token-file"), "{shown}");
+    browser.wait_text("#conn", "the unauthorised state", |t| t == "unauthorised");
+
+    // A wrong token is refused, and said so.
+    browser.goto(&agent.url("/#token=wrong"));
+    browser.wait_text("#auth", "the refused token", |t| {
+        t.contains("refused the token this page was opened with")
+    });
+
+    // The right token, added to the address, takes effect: the notice goes, the page is live.
+    browser.goto(&agent.url(&format!("/#token={token}")));
+    browser.wait_text("#node", "this node's id", |t| t == "b");
+    browser.wait_text("#conn", "live", |t| t.starts_with("live"));
+    assert_eq!(browser.text("#auth").unwrap(), "", "the notice is hidden");
 }

@@ -27,6 +27,25 @@ pub enum AgentError {
         source: std::io::Error,
     },
 
+    /// The HTTP API would serve a non-loopback address without a token.
+    #[error(
+        "refusing to serve the HTTP API on {addr} without a token: an address other than \
+         loopback needs --api-token-file PATH (agent file: api_token_file); a missing file is \
+         created with a new token"
+    )]
+    ApiUnprotected {
+        /// The API address asked for.
+        addr: SocketAddr,
+    },
+
+    /// The API token file could not be read or created.
+    #[error(transparent)]
+    ApiToken(#[from] crate::api::TokenError),
+
+    /// A name given with `--api-host` (agent file: `api_hosts`) is not a host.
+    #[error("--api-host (agent file: api_hosts): {0}")]
+    ApiHost(String),
+
     /// A pushed config was rejected; the running config is unchanged.
     #[error("config rejected: {0}")]
     Config(#[from] ConfigError),

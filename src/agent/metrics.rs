@@ -13,7 +13,8 @@
 //!   state (from `Supervisor::status`, in [`Metrics::render`]).
 //!
 //! The RPC layer records its calls with [`Metrics::rpc_call`]; the core task counts configs
-//! it would not adopt (signed configs, [`crate::config::signature`]).
+//! it would not adopt (signed configs, [`crate::config::signature`]); the API's guard its
+//! refusals with [`Metrics::api_rejected`].
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -30,6 +31,7 @@
 //! | `herd_config_push_refused_total` | counter: pushes refused at the API for their signature | `reason`: as above |
 //! | `herd_rpc_calls_total` | counter | `kind`: call, cast; `outcome`: ok, error, timeout |
 //! | `herd_rpc_call_duration_seconds` | histogram (50 µs to 5 s) | |
+//! | `herd_api_rejected_total` | counter | `reason`: unauthorized, host, origin, content_type, too_large |
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -49,6 +51,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::api::Refusal as ApiRefusal;
 use crate::config::{Refusal, VersionedConfig};
 use crate::supervisor::{Supervisor, WorkerEvent, WorkerState};
 use crate::{EventStream, LeaveReason, MembershipEvent, Node};
@@ -105,6 +108,7 @@ pub struct Metrics {
     rpc_duration: Histogram,
     config_rejected: Family<ReasonLabels, Counter>,
     config_push_refused: Family<ReasonLabels, Counter>,
+    api_rejected: Family<ReasonLabels, Counter>,
     /// Held while `worker_state` is rebuilt and encoded, so concurrent scrapes do not interleave.
     scrape: Mutex<()>,
 }
@@ -141,6 +145,12 @@ impl Metrics {
             };
             let _ = config_rejected.get_or_create(&label);
             let _ = config_push_refused.get_or_create(&label);
+        }
+        let api_rejected = Family::<ReasonLabels, Counter>::default();
+        for refusal in ApiRefusal::ALL {
+            let _ = api_rejected.get_or_create(&ReasonLabels {
+                reason: refusal.reason().to_string(),
+            });
         }
         for reason in [
             LeaveReason::Graceful,
@@ -202,6 +212,11 @@ impl Metrics {
             "Config pushes this node's API refused for their signature, by reason",
             config_push_refused.clone(),
         );
+        registry.register(
+            "api_rejected",
+            "HTTP API requests refused, by reason (unauthorized, host, origin, content_type, too_large)",
+            api_rejected.clone(),
+        );
         registry.register_collector(Box::new(Scraped {
             node: node.clone(),
             config,
@@ -220,6 +235,7 @@ impl Metrics {
             rpc_duration,
             config_rejected,
             config_push_refused,
+            api_rejected,
             scrape: Mutex::new(()),
         })
     }
@@ -265,6 +281,16 @@ impl Metrics {
     /// Counts a push refused at the API, in `herd_config_push_refused_total{reason}`.
     pub(crate) fn config_push_refused(&self, refusal: &Refusal) {
         self.config_push_refused
+            .get_or_create(&ReasonLabels {
+                reason: refusal.reason().to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one API request refused for `refusal` in
+    /// `herd_api_rejected_total{reason}`.
+    pub fn api_rejected(&self, refusal: ApiRefusal) {
+        self.api_rejected
             .get_or_create(&ReasonLabels {
                 reason: refusal.reason().to_string(),
             })
@@ -533,6 +559,7 @@ mod tests {
         metrics.rpc_call("call", "timeout", Duration::from_secs(1));
         metrics.rpc_call("cast", "ok", Duration::from_micros(10));
         metrics.config_rejected(&Refusal::Unsigned { signers: vec![] });
+        metrics.api_rejected(ApiRefusal::Host);
 
         let text = metrics.render().await;
         for line in [
@@ -554,6 +581,9 @@ mod tests {
             "herd_rpc_call_duration_seconds_count 2",
             "herd_rpc_call_duration_seconds_bucket{le=\"0.0001\"} 1",
             "herd_rpc_call_duration_seconds_bucket{le=\"5.0\"} 2",
+            "herd_api_rejected_total{reason=\"host\"} 1",
+            "herd_api_rejected_total{reason=\"unauthorized\"} 0",
+            "herd_api_rejected_total{reason=\"too_large\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

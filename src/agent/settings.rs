@@ -35,6 +35,12 @@ pub struct AgentSettings {
     pub data_dir: PathBuf,
     /// HTTP API address.
     pub api: SocketAddr,
+    /// The file holding the API's bearer token, created with a new token when missing; `None`:
+    /// no token is asked for, which the agent allows only on a loopback API address.
+    pub api_token_file: Option<PathBuf>,
+    /// More names the API answers to in `Host` headers (`NAME` or `NAME:PORT`), besides its
+    /// own address and localhost.
+    pub api_hosts: Vec<String>,
     /// Time between gossip rounds.
     pub gossip_interval: Duration,
     /// Failure detector threshold.
@@ -56,6 +62,8 @@ impl AgentSettings {
             tags: BTreeMap::new(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             api: DEFAULT_API.parse().expect("default api parses"),
+            api_token_file: None,
+            api_hosts: Vec::new(),
             gossip_interval: DEFAULT_GOSSIP_INTERVAL,
             phi_threshold: DEFAULT_PHI_THRESHOLD,
             config_signers: Signers::default(),

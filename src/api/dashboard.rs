@@ -8,6 +8,13 @@
 //! `{"error": ...}` is shown in the page. Rows carry `data-node` / `data-worker` (workers) and
 //! `data-member` (members), cells a class per column, buttons `data-action`, so tests and
 //! scripts can find them.
+//!
+//! The page holds no data and is served without a token. An agent with a token is opened as
+//! `http://<api>/#token=<token>`: the page moves the token from the fragment (which browsers
+//! never send) to sessionStorage, takes it out of the visible URL, and sends it as
+//! `Authorization: Bearer` with `Content-Type: application/json` on every fetch. When the API
+//! answers 401 the page stops polling and shows `#auth`, an "Unauthorised" notice saying how to
+//! open it; a `#token=` added to the address later resumes it.
 
 use axum::http::header;
 use axum::response::{Html, IntoResponse};

@@ -15,6 +15,8 @@
 //! data_dir = "/var/lib/herd"
 //! api = "127.0.0.1:7947"
 //! config_signers = ["KWsU83rYF88mLpLoQ5E5fAbfFFJB9FqdvAzpuuQFxyU="]
+//! api_token_file = "/etc/herd/api-token"
+//! api_hosts = ["herd-1.example.com"]
 //!
 //! [tags]
 //! group = "media,gpu"
@@ -40,6 +42,8 @@ const KEYS: &[&str] = &[
     "data_dir",
     "api",
     "config_signers",
+    "api_token_file",
+    "api_hosts",
 ];
 
 /// The contents of an agent file; `None` or empty where the file says nothing.
@@ -63,6 +67,10 @@ pub struct AgentFile {
     pub api: Option<SocketAddr>,
     /// Public keys (base64) whose signed configs the agent adopts; empty: any config.
     pub config_signers: Vec<PublicKey>,
+    /// The API's bearer token file (`--api-token-file`).
+    pub api_token_file: Option<PathBuf>,
+    /// More names the API answers to (`--api-host`).
+    pub api_hosts: Vec<String>,
 }
 
 impl AgentFile {
@@ -83,6 +91,8 @@ impl AgentFile {
             data_dir: t.string("data_dir")?.map(PathBuf::from),
             api: t.parsed("api", address)?,
             config_signers: Vec::new(),
+            api_token_file: t.string("api_token_file")?.map(PathBuf::from),
+            api_hosts: t.strings("api_hosts")?,
         };
         for key in t.strings("config_signers")? {
             let key = PublicKey::parse(&key)
@@ -103,6 +113,16 @@ impl AgentFile {
             .is_some_and(|dir| dir.as_os_str().is_empty())
         {
             return Err(t.invalid("data_dir", "must not be empty"));
+        }
+        if file
+            .api_token_file
+            .as_ref()
+            .is_some_and(|path| path.as_os_str().is_empty())
+        {
+            return Err(t.invalid("api_token_file", "must not be empty"));
+        }
+        if file.api_hosts.iter().any(|host| host.trim().is_empty()) {
+            return Err(t.invalid("api_hosts", "a host must not be empty"));
         }
         Ok(file)
     }
@@ -130,6 +150,8 @@ seeds = ["10.0.0.2:7946", "herd-0.herd:7946"]
 cluster_id = "prod"
 data_dir = "/var/lib/herd"
 api = "127.0.0.1:7947"
+api_token_file = "/etc/herd/api-token"
+api_hosts = ["herd-1.example.com", "10.0.0.5:7947"]
 
 [tags]
 group = "media,gpu"
@@ -150,6 +172,11 @@ zone = "eu-1"
         assert_eq!(file.cluster_id.as_deref(), Some("prod"));
         assert_eq!(file.data_dir, Some(PathBuf::from("/var/lib/herd")));
         assert_eq!(file.api, Some("127.0.0.1:7947".parse().unwrap()));
+        assert_eq!(
+            file.api_token_file,
+            Some(PathBuf::from("/etc/herd/api-token"))
+        );
+        assert_eq!(file.api_hosts, ["herd-1.example.com", "10.0.0.5:7947"]);
         assert_eq!(file.tags["group"], "media,gpu");
         assert_eq!(file.tags["zone"], "eu-1");
     }
@@ -167,7 +194,7 @@ zone = "eu-1"
         assert_eq!(
             error("node_id = \"a\"\ndata-dir = \"/x\"\n"),
             "herd.toml:2:1: unknown field \"data-dir\"; expected one of node_id, listen, \
-             advertise, seeds, cluster_id, tags, data_dir, api, config_signers"
+             advertise, seeds, cluster_id, tags, data_dir, api, config_signers, api_token_file, api_hosts"
         );
     }
 
@@ -194,6 +221,12 @@ zone = "eu-1"
     fn seeds_must_be_a_list_of_non_empty_strings() {
         assert!(error("seeds = \"a:1\"\n").contains("expected an array of strings"));
         assert!(error("seeds = [\"\"]\n").contains("a seed must not be empty"));
+    }
+
+    #[test]
+    fn api_hosts_and_the_token_file_must_not_be_empty() {
+        assert!(error("api_hosts = [\" \"]\n").contains("a host must not be empty"));
+        assert!(error("api_token_file = \"\"\n").contains("api_token_file"));
     }
 
     #[test]

@@ -16,6 +16,14 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 pub const HERD: &str = env!("CARGO_BIN_EXE_herd");
 
+/// A cluster config of one worker, `sleeper`, on every node.
+pub const ONE_SLEEPER: &str = r#"
+[[worker]]
+name = "sleeper"
+command = "sleep"
+args = ["3600"]
+"#;
+
 /// A running `herd agent`, SIGKILLed (by pid) when dropped; its workers die with it.
 pub struct AgentProc {
     pub id: String,
@@ -24,6 +32,8 @@ pub struct AgentProc {
     pub api: SocketAddr,
     pub data_dir: PathBuf,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The API token, read from the spec's token file once the agent runs.
+    pub token: Option<String>,
 }
 
 /// How to start an agent.
@@ -38,6 +48,10 @@ pub struct Spec {
     pub listen: Option<String>,
     /// More flags for `herd agent`.
     pub args: Vec<String>,
+    /// `--api-token-file`: the agent creates it when missing.
+    pub token_file: Option<PathBuf>,
+    /// `--api-host`s.
+    pub api_hosts: Vec<String>,
 }
 
 impl Spec {
@@ -71,6 +85,17 @@ impl Spec {
         self
     }
 
+    /// Protects the API with the token in `path` (created by the agent when missing).
+    pub fn token_file(mut self, path: &Path) -> Spec {
+        self.token_file = Some(path.into());
+        self
+    }
+
+    pub fn api_host(mut self, name: &str) -> Spec {
+        self.api_hosts.push(name.into());
+        self
+    }
+
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(HERD);
         cmd.arg("agent")
@@ -87,6 +112,12 @@ impl Spec {
             cmd.args(["--tag", tag]);
         }
         cmd.args(&self.args);
+        if let Some(path) = &self.token_file {
+            cmd.arg("--api-token-file").arg(path);
+        }
+        for name in &self.api_hosts {
+            cmd.args(["--api-host", name]);
+        }
         cmd.env("HERD_LOG", "herd=info").env_remove("HERD_API");
         cmd
     }
@@ -139,6 +170,12 @@ impl Spec {
             api: word_after("API http://").parse().unwrap(),
             data_dir: self.data_dir.clone(),
             log,
+            token: self.token_file.as_ref().map(|path| {
+                std::fs::read_to_string(path)
+                    .expect("the agent wrote its token file")
+                    .trim()
+                    .to_string()
+            }),
         }
     }
 }
@@ -148,20 +185,36 @@ impl AgentProc {
         format!("http://{}{path}", self.api)
     }
 
+    /// A request to this agent's API with its token, if it has one.
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        http_with(method, &self.url(path), body, &headers)
+    }
+
     /// GET, expecting success.
     pub fn get(&self, path: &str) -> Value {
-        let (status, body) = http("GET", &self.url(path), None);
+        let (status, body) = self.request("GET", path, None);
         assert!(status < 300, "GET {path} on {}: {status} {body}", self.id);
         body
     }
 
+    /// The CLI as a command against this agent, with its token in `HERD_API_TOKEN`.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(HERD);
+        cmd.args(args)
+            .env("HERD_API", self.api.to_string())
+            .env_remove("HERD_API_TOKEN");
+        if let Some(token) = &self.token {
+            cmd.env("HERD_API_TOKEN", token);
+        }
+        cmd
+    }
+
     /// Runs the CLI against this agent.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(HERD)
-            .args(args)
-            .env("HERD_API", self.api.to_string())
-            .output()
-            .expect("run herd")
+        self.cli_command(args).output().expect("run herd")
     }
 
     /// Runs the CLI and expects success; returns stdout.
@@ -266,23 +319,37 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// An HTTP request; returns the status and the JSON body.
+/// An HTTP request (a POST, PUT or DELETE says `Content-Type: application/json`, as the API
+/// asks); returns the status and the JSON body.
 pub fn http(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
+    http_with(method, url, body, &[])
+}
+
+/// [`http`] with more headers.
+pub fn http_with(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
+    let json = ("content-type", "application/json");
     let response = match (method, body) {
-        ("GET", _) => agent.get(url).call(),
-        ("DELETE", _) => agent.delete(url).call(),
-        ("POST", None) => agent.post(url).send_empty(),
-        ("POST", Some(b)) => agent
-            .post(url)
-            .header("content-type", "application/json")
+        ("GET", _) => with_headers(agent.get(url), headers).call(),
+        ("DELETE", _) => with_headers(agent.delete(url), headers)
+            .header(json.0, json.1)
+            .call(),
+        ("POST", None) => with_headers(agent.post(url), headers)
+            .header(json.0, json.1)
+            .send_empty(),
+        ("POST", Some(b)) => with_headers(agent.post(url), headers)
+            .header(json.0, json.1)
             .send(b),
-        ("PUT", Some(b)) => agent
-            .put(url)
-            .header("content-type", "application/json")
+        ("PUT", Some(b)) => with_headers(agent.put(url), headers)
+            .header(json.0, json.1)
             .send(b),
         _ => panic!("unsupported {method}"),
     };
@@ -293,6 +360,39 @@ pub fn http(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
+}
+
+fn with_headers<B>(
+    mut request: ureq::RequestBuilder<B>,
+    headers: &[(&str, &str)],
+) -> ureq::RequestBuilder<B> {
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request
+}
+
+/// A request written by hand to `addr` (any Host, any headers, a body of any size), with
+/// `Connection: close`; returns the status line's code and the whole answer. Writing stops at
+/// the first error (the server may answer and close before reading everything).
+pub fn raw_http(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the API");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let head = format!("{}\r\nConnection: close\r\n\r\n", head.trim_end());
+    stream
+        .write_all(head.as_bytes())
+        .expect("write the request head");
+    let _ = stream.write_all(body);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {answer:?}"));
+    (status, answer)
 }
 
 /// Whether a process with this pid exists (and is not a zombie).

@@ -182,6 +182,14 @@ impl Browser {
         .unwrap_or_else(|e| panic!("navigate to {url}: {e:?}"));
     }
 
+    /// The address the page shows now.
+    pub fn current_url(&self) -> String {
+        let value = self
+            .send("GET", &self.session_path("/url"), None)
+            .unwrap_or_else(|e| panic!("the current url: {e:?}"));
+        value.as_str().unwrap_or_default().to_string()
+    }
+
     /// The first element matching a CSS selector, if any.
     pub fn find(&self, css: &str) -> Result<String, WdError> {
         let value = self.send(

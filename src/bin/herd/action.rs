@@ -16,7 +16,7 @@ pub struct Args {
 }
 
 pub fn run(action: &str, args: Args, api: &ApiArgs) -> anyhow::Result<()> {
-    let client = Client::new(api);
+    let client = Client::new(api)?;
     let query = args
         .node
         .as_ref()

@@ -42,6 +42,10 @@ pub struct Args {
     /// adopts; comma-separated or repeated. Without it, any config is adopted.
     #[arg(long, value_name = "PUBKEY[,PUBKEY]", value_delimiter = ',')]
     config_signers: Vec<String>,
+    /// Another name the API answers to in Host headers (NAME, any port, or NAME:PORT), besides
+    /// its own address and localhost; repeat for more.
+    #[arg(long = "api-host", value_name = "NAME")]
+    api_host: Vec<String>,
 }
 
 fn parse_tag(tag: &str) -> Result<(String, String), String> {
@@ -77,7 +81,11 @@ fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
 }
 
 /// Merges defaults, the agent file and the flags, in that order.
-fn settings(args: Args, api: Option<&str>) -> anyhow::Result<AgentSettings> {
+fn settings(
+    args: Args,
+    api: Option<&str>,
+    api_token_file: Option<PathBuf>,
+) -> anyhow::Result<AgentSettings> {
     let file = match &args.config {
         Some(path) => AgentFile::load(path)?,
         None => AgentFile::default(),
@@ -123,11 +131,21 @@ fn settings(args: Args, api: Option<&str>) -> anyhow::Result<AgentSettings> {
             .map(|key| PublicKey::parse(key).with_context(|| format!("--config-signers {key:?}")));
         Signers::new(keys.collect::<anyhow::Result<Vec<_>>>()?)
     };
+    settings.api_token_file = api_token_file.or(file.api_token_file);
+    settings.api_hosts = if args.api_host.is_empty() {
+        file.api_hosts
+    } else {
+        args.api_host
+    };
     Ok(settings)
 }
 
-pub async fn run(args: Args, api: Option<String>) -> anyhow::Result<()> {
-    let settings = settings(args, api.as_deref())?;
+pub async fn run(
+    args: Args,
+    api: Option<String>,
+    api_token_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let settings = settings(args, api.as_deref(), api_token_file)?;
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let agent = Agent::start(settings.clone()).await?;

@@ -32,7 +32,7 @@ pub fn run(args: Args, api: &ApiArgs) -> anyhow::Result<()> {
     if let Some(node) = &args.node {
         body["node"] = json!(node);
     }
-    let answer = Client::new(api).post_json(&format!("/v1/workers/{}/call", args.name), &body)?;
+    let answer = Client::new(api)?.post_json(&format!("/v1/workers/{}/call", args.name), &body)?;
     if api.json {
         print_json(&answer);
     } else {

@@ -1,5 +1,6 @@
 //! The CLI's HTTP client for an agent's API, and the table printer its verbs share.
 
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context as _};
@@ -12,19 +13,55 @@ pub struct ApiArgs {
     /// reach it [default: 127.0.0.1:7947].
     #[arg(long, global = true, env = "HERD_API")]
     pub api: Option<String>,
+    /// The file holding the API's token: `herd agent` creates it when missing (mode 0600) and
+    /// asks every request for the token; the other verbs send it (or the token in
+    /// HERD_API_TOKEN).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub api_token_file: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
 }
 
+/// The environment variable the client verbs take the API token from.
+const TOKEN_ENV: &str = "HERD_API_TOKEN";
+
 /// A client of one agent's API.
 pub struct Client {
     base: String,
     http: ureq::Agent,
+    /// The token sent with every request, and where it came from.
+    token: Option<(String, String)>,
+}
+
+/// The token to send: from `--api-token-file`, else from `HERD_API_TOKEN` (unset or empty:
+/// none).
+fn token(args: &ApiArgs) -> anyhow::Result<Option<(String, String)>> {
+    if let Some(path) = &args.api_token_file {
+        let token = herd::api::ApiToken::read(path)?;
+        let source = format!("--api-token-file {}", path.display());
+        return Ok(Some((token.as_str().to_string(), source)));
+    }
+    let Some(value) = std::env::var_os(TOKEN_ENV) else {
+        return Ok(None);
+    };
+    let value = value
+        .into_string()
+        .map_err(|_| anyhow!("{TOKEN_ENV} is not text"))?;
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(anyhow!(
+            "{TOKEN_ENV} holds a character an HTTP header cannot carry; a token is one word of visible ASCII"
+        ));
+    }
+    Ok(Some((value.to_string(), TOKEN_ENV.to_string())))
 }
 
 impl Client {
-    pub fn new(args: &ApiArgs) -> Client {
+    pub fn new(args: &ApiArgs) -> anyhow::Result<Client> {
         let api = args.api.as_deref().unwrap_or(herd::agent::DEFAULT_API);
         let base = if api.starts_with("http://") {
             api.trim_end_matches('/').to_string()
@@ -36,31 +73,54 @@ impl Client {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        Client { base, http }
+        Ok(Client {
+            base,
+            http,
+            token: token(args)?,
+        })
     }
 
     pub fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.finish(path, self.http.get(&self.url(path)).call())
+        self.finish(path, self.authorize(self.http.get(&self.url(path))).call())
     }
 
+    /// A POST without a body; it still says JSON, as the API asks of every state change.
     pub fn post(&self, path: &str) -> anyhow::Result<Value> {
-        self.finish(path, self.http.post(&self.url(path)).send_empty())
+        let request = self.json(self.http.post(&self.url(path)));
+        self.finish(path, request.send_empty())
     }
 
     pub fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.finish(path, self.http.post(&self.url(path)).send_json(body))
+        let request = self.json(self.http.post(&self.url(path)));
+        self.finish(path, request.send_json(body))
     }
 
     pub fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.finish(path, self.http.put(&self.url(path)).send_json(body))
+        let request = self.json(self.http.put(&self.url(path)));
+        self.finish(path, request.send_json(body))
     }
 
     pub fn delete(&self, path: &str) -> anyhow::Result<Value> {
-        self.finish(path, self.http.delete(&self.url(path)).call())
+        let request = self.json(self.http.delete(&self.url(path)));
+        self.finish(path, request.call())
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Adds the token, if there is one.
+    fn authorize<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some((token, _)) => request.header("authorization", format!("Bearer {token}")),
+            None => request,
+        }
+    }
+
+    /// Adds the token and `Content-Type: application/json`.
+    fn json<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        self.authorize(request)
+            .header("content-type", "application/json")
     }
 
     fn finish(
@@ -72,6 +132,19 @@ impl Client {
             anyhow!("cannot reach the herd API at {}: {err} (is `herd agent` running there? set --api or HERD_API)", self.base)
         })?;
         let status = response.status();
+        if status == 401 {
+            return Err(match &self.token {
+                None => anyhow!(
+                    "the agent at {} requires an API token: set {TOKEN_ENV} or --api-token-file",
+                    self.base
+                ),
+                Some((_, source)) => anyhow!(
+                    "the agent at {} refused the API token from {source} (HTTP 401): is it the \
+                     agent's --api-token-file?",
+                    self.base
+                ),
+            });
+        }
         let body: Value = response.body_mut().read_json().with_context(|| {
             format!("{path}: the API answered {status} with a body that is not JSON")
         })?;

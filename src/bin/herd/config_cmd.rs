@@ -46,7 +46,7 @@ fn read_key(path: &std::path::Path) -> anyhow::Result<SecretKey> {
 }
 
 pub fn run(command: Command, api: &ApiArgs) -> anyhow::Result<()> {
-    let client = Client::new(api);
+    let client = Client::new(api)?;
     match command {
         Command::Push {
             file,

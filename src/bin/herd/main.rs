@@ -70,7 +70,11 @@ fn main() -> ExitCode {
         .init();
     let api = cli.api;
     let result = match cli.command {
-        Command::Agent(args) => block_on(agent::run(args, api.api.clone())),
+        Command::Agent(args) => block_on(agent::run(
+            args,
+            api.api.clone(),
+            api.api_token_file.clone(),
+        )),
         Command::Demo(args) => block_on(demo::run(args)),
         Command::Members => members::run(&api),
         Command::Workers(args) => workers::run(args, &api),

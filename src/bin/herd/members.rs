@@ -5,7 +5,7 @@ use serde_json::Value;
 use crate::client::{field, print_json, print_table, ApiArgs, Client};
 
 pub fn run(api: &ApiArgs) -> anyhow::Result<()> {
-    let members = Client::new(api).get("/v1/members")?;
+    let members = Client::new(api)?.get("/v1/members")?;
     if api.json {
         print_json(&members);
         return Ok(());

@@ -7,7 +7,7 @@ use crate::members::print_members;
 use crate::workers::print_workers;
 
 pub fn run(api: &ApiArgs) -> anyhow::Result<()> {
-    let client = Client::new(api);
+    let client = Client::new(api)?;
     let health = client.get("/v1/health")?;
     let members = client.get("/v1/members")?;
     let workers = client.get("/v1/workers")?;

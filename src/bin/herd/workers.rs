@@ -17,7 +17,7 @@ pub fn run(args: Args, api: &ApiArgs) -> anyhow::Result<()> {
         Some(node) => format!("/v1/workers?node={node}"),
         None => "/v1/workers".to_string(),
     };
-    let workers = Client::new(api).get(&path)?;
+    let workers = Client::new(api)?.get(&path)?;
     if api.json {
         print_json(&workers);
     } else {
