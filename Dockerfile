@@ -24,6 +24,7 @@ VOLUME /var/lib/herd
 USER herd:herd
 EXPOSE 7946/udp 7947/tcp
 ENTRYPOINT ["tini", "--", "herd"]
-# An API off loopback needs a token: created in the data dir on first start; the CLI in the
+# Gossip off loopback needs the cluster key (`herd keygen`), mounted as the secret gossip_key; an
+# API off loopback needs a token: created in the data dir on first start; the CLI in the
 # container sends it with --api-token-file /var/lib/herd/api-token.
-CMD ["agent", "--listen", "0.0.0.0:7946", "--api", "0.0.0.0:7947", "--api-token-file", "/var/lib/herd/api-token", "--data-dir", "/var/lib/herd"]
+CMD ["agent", "--listen", "0.0.0.0:7946", "--api", "0.0.0.0:7947", "--api-token-file", "/var/lib/herd/api-token", "--data-dir", "/var/lib/herd", "--encrypt-key-file", "/run/secrets/gossip_key"]

@@ -3,6 +3,7 @@
 //!     cargo bench --bench membership                      # N = 10 and 50, 5 runs each
 //!     cargo bench --bench membership -- --nodes 30 --runs 3
 //!     cargo bench --bench membership -- --nodes 50 --soak 60 --load 2
+//!     cargo bench --bench membership -- --encrypt         # every node keyed: sealed gossip
 //!
 //! Prints, per N, the median over runs of: time until every node lists all N members
 //! (convergence); time from `leave()` until every peer's callback saw `Left(Graceful)`; time from
@@ -50,6 +51,8 @@ struct Args {
     load: usize,
     interval: Option<Duration>,
     phi: Option<f64>,
+    /// One cluster key for every node (sealed gossip).
+    key: Option<herd::trust::SecretKey>,
 }
 
 fn args() -> Args {
@@ -60,6 +63,7 @@ fn args() -> Args {
         load: 0,
         interval: None,
         phi: None,
+        key: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -80,6 +84,7 @@ fn args() -> Args {
                 ))
             }
             "--phi" => args.phi = Some(value().parse().expect("--phi F")),
+            "--encrypt" => args.key = Some(herd::trust::SecretKey::generate()),
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
@@ -108,6 +113,9 @@ async fn start_cluster(n: usize, cluster: &str, args: &Args) -> (Cluster, Durati
         }
         if let Some(phi) = args.phi {
             builder = builder.phi_threshold(phi);
+        }
+        if let Some(key) = &args.key {
+            builder = builder.keyring(herd::trust::Keyring::new(key.clone()));
         }
         nodes.push(
             builder
@@ -269,7 +277,8 @@ async fn bench(n: usize, args: &Args) {
         }
     }
     println!(
-        "N={n:<3} runs={} | converge {:.3} s | graceful leave seen by all {:.3} s | crash seen as Failed by all {:.3} s | idle {:.1} KB/s per node sent | idle CPU {:.2}% of a core per node",
+        "N={n:<3} {} runs={} | converge {:.3} s | graceful leave seen by all {:.3} s | crash seen as Failed by all {:.3} s | idle {:.1} KB/s per node sent | idle CPU {:.2}% of a core per node",
+        if args.key.is_some() { "sealed" } else { "plain " },
         args.runs,
         median(&mut converge),
         median(&mut leave),

@@ -5,7 +5,7 @@
 //!     cargo bench --bench rpc -- --seconds 5
 //!
 //! Prints p50/p99 latency of sequential calls and calls per second with 1 and 64 in flight, for
-//! herd's `Node::call` (64 independent caller tasks sharing the node's one connection) and for the
+//! herd's `Node::call` on plain connections and on keyed ones (handshake, every frame sealed) (64 independent caller tasks sharing the node's one connection) and for the
 //! echo (one task; with 64 in flight it writes 64 frames at once and reads their 64 echoes, the
 //! best case for one connection). Both clients run as tasks on a 2-worker runtime.
 
@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use herd::trust::{Keyring, SecretKey};
 use herd::{async_trait, ClusterMember, Context, Node, Reply, Request};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -79,16 +80,18 @@ where
     (latencies, rate)
 }
 
-async fn herd(seconds: f64) -> Result {
-    let server = Node::builder("server")
-        .listen("127.0.0.1:0".parse().unwrap())
-        .cluster_id("bench-rpc")
-        .start(Server)
-        .await
-        .unwrap();
-    let client = Node::builder("client")
-        .listen("127.0.0.1:0".parse().unwrap())
-        .cluster_id("bench-rpc")
+async fn herd(seconds: f64, key: Option<SecretKey>) -> Result {
+    let builder = |id: &str| {
+        let builder = Node::builder(id)
+            .listen("127.0.0.1:0".parse().unwrap())
+            .cluster_id("bench-rpc");
+        match &key {
+            Some(key) => builder.keyring(Keyring::new(key.clone())),
+            None => builder,
+        }
+    };
+    let server = builder("server").start(Server).await.unwrap();
+    let client = builder("client")
         .seed(server.addr().to_string())
         .start(Server)
         .await
@@ -223,11 +226,8 @@ fn main() {
             other => panic!("unknown flag {other}"),
         }
     }
-    // A call frame: length, kind, id, then the request (sender id and the encoded Ping).
-    let frame = 1
-        + 8
-        + bincode::serialized_size(&("client", bincode::serialize(&Ping(1)).unwrap())).unwrap()
-            as usize;
+    // A plain call frame: kind, id, then the encoded Ping (a sealed one adds a 16-byte tag).
+    let frame = 1 + 8 + bincode::serialized_size(&Ping(1)).unwrap() as usize;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -235,14 +235,20 @@ fn main() {
     runtime.block_on(async {
         // Both clients run as tasks on the runtime's workers, like any caller in a server.
         let echo = tokio::spawn(echo(seconds, frame)).await.unwrap();
-        let herd = tokio::spawn(herd(seconds)).await.unwrap();
+        let herd_plain = tokio::spawn(herd(seconds, None)).await.unwrap();
+        let sealed = tokio::spawn(herd(seconds, Some(SecretKey::generate())))
+            .await
+            .unwrap();
         println!("frame size {frame} bytes, {seconds} s per measurement, 2-core machine");
         print("tokio echo", &echo);
-        print("herd call", &herd);
-        println!(
-            "herd/echo: p50 {:.2}x, 64-in-flight throughput {:.0}% of the echo",
-            herd.p50.as_secs_f64() / echo.p50.as_secs_f64(),
-            herd.rate_64 / echo.rate_64 * 100.0
-        );
+        print("herd plain", &herd_plain);
+        print("herd sealed", &sealed);
+        for (name, herd) in [("plain", &herd_plain), ("sealed", &sealed)] {
+            println!(
+                "herd {name}/echo: p50 {:.2}x, 64-in-flight throughput {:.0}% of the echo",
+                herd.p50.as_secs_f64() / echo.p50.as_secs_f64(),
+                herd.rate_64 / echo.rate_64 * 100.0
+            );
+        }
     });
 }
