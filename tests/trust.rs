@@ -317,3 +317,40 @@ async fn a_plaintext_cluster_turns_encryption_on_without_failures() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_connection_outlives_neither_a_rotation_nor_its_key() {
+    let (k1, k2) = (SecretKey::generate(), SecretKey::generate());
+    let a = start("a", "trust-conn", Some(&Keyring::new(k1.clone())), None).await;
+    let b = start("b", "trust-conn", Some(&Keyring::new(k1.clone())), Some(&a)).await;
+    wait_members(&a, &["a", "b"]).await;
+    let _: String = a.call("b", &(), WAIT).await.unwrap();
+
+    // A full rotation on both: a's next call does not use its connection opened with k1.
+    for n in [&a, &b] {
+        n.keyring().unwrap().install(k2.clone()).unwrap();
+    }
+    for n in [&a, &b] {
+        n.keyring().unwrap().use_key(&k2).unwrap();
+    }
+    for n in [&a, &b] {
+        n.keyring().unwrap().remove(&k1).unwrap();
+    }
+    let asked: String = a.call("b", &(), WAIT).await.unwrap();
+    assert_eq!(asked, "a");
+
+    // b alone moves on to k3: the frame a sends on its k2 connection is not acted on (the
+    // connection closes), and a new connection finds no common key.
+    let k3 = SecretKey::generate();
+    let ring = b.keyring().unwrap();
+    ring.install(k3.clone()).unwrap();
+    ring.use_key(&k3).unwrap();
+    ring.remove(&k2).unwrap();
+    let err = a.call::<_, String>("b", &(), WAIT).await.unwrap_err();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err}");
+    let err = a.call::<_, String>("b", &(), WAIT).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Refused { reason, .. } if reason.contains("none of this node's keys")),
+        "{err}"
+    );
+}

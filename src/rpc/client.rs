@@ -2,8 +2,9 @@
 //!
 //! A new connection is opened with the handshake (`trust/handshake.rs`), which names the peer;
 //! a peer that is not the member asked for (another node now at that address) is refused. With a
-//! keyring every frame is sealed, and a connection closes when the key it was opened with is
-//! removed.
+//! keyring every frame is sealed; a connection opened with a key that is no longer the primary is
+//! replaced at the next call (so removing a rotated-out key never catches a connection still using
+//! it), and one whose key was removed closes at its next frame, before acting on it.
 //!
 //! A caller writes its request through the connection's [`FrameWriter`] (straight to the socket
 //! when nothing is queued); a reader task hands each reply to the caller waiting for its id. When a connection breaks, every
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::frame::{self, Kind, Outcome};
-use super::server::{key_removed, read_frame, ReadFrame};
+use super::server::{key_kept, read_frame, ReadFrame};
 use super::writer::{self, FrameWriter};
 use crate::trust::handshake::{self, SessionReader};
 use crate::trust::Keyring;
@@ -46,6 +47,8 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Outcome>>>>;
 struct Conn {
     /// The peer's node id, as the handshake named it.
     peer: Arc<str>,
+    /// The cluster key it was opened with.
+    key: Option<crate::trust::KeyId>,
     frames: Arc<FrameWriter>,
     pending: Pending,
     closed: Arc<AtomicBool>,
@@ -148,9 +151,11 @@ impl Client {
 
     async fn connection(&self, to: &str, addr: SocketAddr) -> Result<Arc<Conn>, Failure> {
         if let Some(conn) = self.conns.lock().expect("conns lock").get(&addr) {
-            if !conn.closed.load(Ordering::Acquire) {
+            if self.usable(conn) {
                 return check_peer(conn, to, addr);
             }
+            // Closed, or opened with a key that is no longer the primary: replaced below.
+            conn.frames.close();
         }
         let mut stream = TcpStream::connect(addr)
             .await
@@ -163,6 +168,7 @@ impl Client {
         let frames = FrameWriter::new(write, session.writer);
         let conn = Arc::new(Conn {
             peer: session.peer.into(),
+            key: session.key,
             frames: frames.clone(),
             pending: Arc::new(Mutex::new(HashMap::new())),
             closed: Arc::new(AtomicBool::new(false)),
@@ -175,7 +181,7 @@ impl Client {
                 opener: session.reader,
                 pending: conn.pending.clone(),
                 closed: conn.closed.clone(),
-                frames: conn.frames.clone(),
+                frames: Arc::downgrade(&conn.frames),
                 max_frame: self.max_frame,
                 keyring: self.keyring.clone(),
                 key: session.key,
@@ -186,7 +192,7 @@ impl Client {
             let mut conns = self.conns.lock().expect("conns lock");
             match conns.get(&addr) {
                 // Another caller connected meanwhile: use theirs; ours closes when dropped.
-                Some(existing) if !existing.closed.load(Ordering::Acquire) => existing.clone(),
+                Some(existing) if self.usable(existing) => existing.clone(),
                 _ => {
                     conns.insert(addr, conn.clone());
                     conn
@@ -194,6 +200,17 @@ impl Client {
             }
         };
         check_peer(&conn, to, addr)
+    }
+}
+
+impl Client {
+    /// Whether a cached connection may carry the next request.
+    fn usable(&self, conn: &Conn) -> bool {
+        !conn.closed.load(Ordering::Acquire)
+            && match &self.keyring {
+                Some(ring) => conn.key == Some(ring.primary().id()),
+                None => true,
+            }
     }
 }
 
@@ -214,7 +231,9 @@ struct Replies {
     opener: SessionReader,
     pending: Pending,
     closed: Arc<AtomicBool>,
-    frames: Arc<FrameWriter>,
+    /// Closed when the reader ends, so the flush task ends too; weak, so that dropping the
+    /// connection drops its socket.
+    frames: std::sync::Weak<FrameWriter>,
     max_frame: usize,
     keyring: Option<Keyring>,
     key: Option<crate::trust::KeyId>,
@@ -238,9 +257,11 @@ async fn read_replies(
     loop {
         let frame = tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = key_removed(&mut key_changes, keyring.as_ref(), key) => break,
             frame = read_frame(&mut reader, max_frame, opener.overhead()) => frame,
         };
+        if !key_kept(&mut key_changes, keyring.as_ref(), key) {
+            break;
+        }
         let bytes = match frame {
             Ok(ReadFrame::Frame(mut bytes)) => {
                 if opener.open(&mut bytes, frame::HEADER_LEN).is_err() {
@@ -277,7 +298,9 @@ async fn read_replies(
         }
     }
     closed.store(true, Ordering::Release);
-    frames.close();
+    if let Some(frames) = frames.upgrade() {
+        frames.close();
+    }
     // Dropping the senders fails every call still waiting on this connection.
     pending.lock().expect("pending lock").clear();
 }

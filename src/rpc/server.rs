@@ -203,12 +203,12 @@ async fn connection(
     loop {
         let frame = tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = key_removed(&mut key_changes, shared.keyring.as_ref(), session.key) => {
-                debug!(node = %shared.node_id, %peer, "rpc connection closed: its key was removed");
-                break;
-            }
             frame = read_frame(&mut reader, shared.max_frame, opener.overhead()) => frame,
         };
+        if !key_kept(&mut key_changes, shared.keyring.as_ref(), session.key) {
+            debug!(node = %shared.node_id, %peer, "rpc connection closed: its key was removed");
+            break;
+        }
         match frame {
             Ok(ReadFrame::Frame(mut bytes)) => {
                 if opener.open(&mut bytes, frame::HEADER_LEN).is_err() {
@@ -242,23 +242,22 @@ async fn connection(
     replies.close();
 }
 
-/// Resolves when the key `used` is no longer in `ring` (never, on a plain connection).
-pub(crate) async fn key_removed(
+/// Whether the key a connection was opened with is still installed: checked before each frame
+/// is acted on (one atomic load while the keyring is unchanged), so a frame that arrives after
+/// its key was removed is never acted on.
+pub(crate) fn key_kept(
     changes: &mut Option<tokio::sync::watch::Receiver<u64>>,
     ring: Option<&Keyring>,
     used: Option<crate::trust::KeyId>,
-) {
+) -> bool {
     let (Some(changes), Some(ring), Some(used)) = (changes.as_mut(), ring, used) else {
-        return std::future::pending().await;
+        return true;
     };
-    loop {
-        if changes.changed().await.is_err() {
-            return std::future::pending().await;
-        }
-        if ring.get(used).is_none() {
-            return;
-        }
+    if !changes.has_changed().unwrap_or(false) {
+        return true;
     }
+    changes.borrow_and_update();
+    ring.get(used).is_some()
 }
 
 /// What [`read_frame`] read.

@@ -151,7 +151,8 @@ impl Keyring {
         Ok(())
     }
 
-    /// Removes `key`: what it seals no longer opens, and connections made with it close.
+    /// Removes `key`: what it seals no longer opens, and a connection opened with it is closed at
+    /// its next frame, which is not acted on.
     ///
     /// # Errors
     /// [`KeyringError::RemovePrimary`], [`KeyringError::NotInstalled`].
