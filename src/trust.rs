@@ -10,8 +10,8 @@
 //!   it; one that does not open is dropped and counted.
 //! - **Messages** (`handshake.rs`): a TCP connection starts with a handshake in which both ends
 //!   prove they hold the same key, bound to fresh nonces from both sides and to both node ids;
-//!   every frame after it is sealed with ChaCha20-Poly1305 under session keys derived from it
-//!   (one per direction, counter nonces). The sender of a request is the id the handshake
+//!   every frame after it is sealed with AES-256-GCM under session keys derived from it (one per
+//!   direction, counter nonces). The sender of a request is the id the handshake
 //!   authenticated, never a field of the frame.
 //!
 //! Without a keyring, gossip and messages are plain, as on a loopback test cluster.

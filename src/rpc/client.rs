@@ -208,7 +208,7 @@ impl Client {
     fn usable(&self, conn: &Conn) -> bool {
         !conn.closed.load(Ordering::Acquire)
             && match &self.keyring {
-                Some(ring) => conn.key == Some(ring.primary().id()),
+                Some(ring) => conn.key == Some(ring.primary_id()),
                 None => true,
             }
     }

@@ -12,9 +12,12 @@ use zeroize::Zeroize as _;
 /// Length of a key in bytes.
 pub const KEY_LEN: usize = 32;
 
-/// A cluster key: 32 secret bytes. `Debug` and `Display` show only its [`KeyId`].
+/// A cluster key: 32 secret bytes (and their [`KeyId`], computed once). `Debug` shows only the id.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SecretKey([u8; KEY_LEN]);
+pub struct SecretKey {
+    bytes: [u8; KEY_LEN],
+    id: KeyId,
+}
 
 /// Why a text is not a key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,12 +40,17 @@ impl SecretKey {
     pub fn generate() -> SecretKey {
         let mut bytes = [0u8; KEY_LEN];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
-        SecretKey(bytes)
+        SecretKey::from_bytes(bytes)
     }
 
     /// The key of these bytes.
     pub fn from_bytes(bytes: [u8; KEY_LEN]) -> SecretKey {
-        SecretKey(bytes)
+        let digest = Sha256::new()
+            .chain_update(b"herd key id v1")
+            .chain_update(bytes)
+            .finalize();
+        let id = KeyId([digest[0], digest[1], digest[2], digest[3]]);
+        SecretKey { bytes, id }
     }
 
     /// Parses standard base64 (surrounding whitespace ignored).
@@ -65,31 +73,28 @@ impl SecretKey {
         let mut key = [0u8; KEY_LEN];
         key.copy_from_slice(&bytes);
         bytes.zeroize();
-        Ok(SecretKey(key))
+        let key = SecretKey::from_bytes(key);
+        Ok(key)
     }
 
     /// The key in standard base64, as `herd keygen` prints it.
     pub fn to_base64(&self) -> String {
-        STANDARD.encode(self.0)
+        STANDARD.encode(self.bytes)
     }
 
     /// The key's public id.
     pub fn id(&self) -> KeyId {
-        let digest = Sha256::new()
-            .chain_update(b"herd key id v1")
-            .chain_update(self.0)
-            .finalize();
-        KeyId([digest[0], digest[1], digest[2], digest[3]])
+        self.id
     }
 
     pub(crate) fn bytes(&self) -> &[u8; KEY_LEN] {
-        &self.0
+        &self.bytes
     }
 }
 
 impl Drop for SecretKey {
     fn drop(&mut self) {
-        self.0.zeroize();
+        self.bytes.zeroize();
     }
 }
 

@@ -94,6 +94,11 @@ impl Keyring {
         self.read()[0].clone()
     }
 
+    /// The primary key's id.
+    pub fn primary_id(&self) -> KeyId {
+        self.read()[0].id()
+    }
+
     /// Every installed key, the primary first.
     pub fn keys(&self) -> Vec<SecretKey> {
         self.read().clone()
