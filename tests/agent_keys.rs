@@ -246,10 +246,10 @@ fn a_plain_cluster_migrates_to_encryption_without_a_failure() {
         vec!["--encrypt-verify-incoming=false"],
         vec!["--encrypt-verify-incoming=true"],
     ] {
-        for i in 0..agents.len() {
+        for (i, id) in ids.iter().enumerate() {
             let old = agents.remove(i);
             stop(old);
-            let mut spec = keyed(Spec::new(ids[i], tmp.path(), "migrate"), &key).args(&step);
+            let mut spec = keyed(Spec::new(id, tmp.path(), "migrate"), &key).args(&step);
             for other in &agents {
                 spec = spec.seed(other);
             }
@@ -261,7 +261,7 @@ fn a_plain_cluster_migrates_to_encryption_without_a_failure() {
                     0.0,
                     "{} after restarting {} with {step:?}",
                     agent.id,
-                    ids[i]
+                    id
                 );
             }
         }
