@@ -127,6 +127,16 @@ fn agents_without_the_key_or_with_another_stay_out_and_change_nothing() {
         assert_eq!(config_version(agent), 0, "{}", agent.id);
         assert!(agent.workers().is_empty(), "{}", agent.id);
     }
+    // An agent without a keyring answers key requests with a clear error.
+    let (status, body) = plain.request("GET", "/v1/keys", None);
+    assert_eq!(status, 409);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("--encrypt-key-file"),
+        "{body}"
+    );
     // The data dir holds the keyring, owner-only.
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(a.data_dir.join("keyring"))

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::ApiError;
 use crate::agent::keys::{key_id, KeyOp};
-use crate::agent::Agent;
+use crate::agent::{Agent, AgentError};
 
 /// The body of `POST /v1/keys/{op}`.
 #[derive(Deserialize)]
@@ -26,7 +26,7 @@ fn keyring_here(agent: &Agent) -> Result<(), ApiError> {
     }
     Err(ApiError::with_status(
         409,
-        "this agent has no keyring: start it with --encrypt-key-file PATH to use cluster keys",
+        AgentError::NoKeyring.to_string(),
     ))
 }
 
