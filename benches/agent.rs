@@ -2,6 +2,7 @@
 //!
 //!     cargo bench --bench agent                       # N = 10 and 30, 5 pushes each
 //!     cargo bench --bench agent -- --agents 30 --runs 3
+//!     cargo bench --bench agent -- --encrypt          # agents started with one key file
 //!
 //! Prints, per N: the median time from `PUT /v1/config` on one agent to the new worker running on
 //! every agent (each worker writes the time it started to a file named after its node: that is
@@ -28,7 +29,13 @@ impl Drop for Agent {
     }
 }
 
-fn start_agent(id: &str, data: &Path, seed: Option<&str>, cluster: &str) -> Agent {
+fn start_agent(
+    id: &str,
+    data: &Path,
+    seed: Option<&str>,
+    cluster: &str,
+    key: Option<&Path>,
+) -> Agent {
     let mut cmd = Command::new(HERD);
     cmd.args([
         "agent",
@@ -47,6 +54,9 @@ fn start_agent(id: &str, data: &Path, seed: Option<&str>, cluster: &str) -> Agen
     .stderr(Stdio::piped());
     if let Some(seed) = seed {
         cmd.args(["--seed", seed]);
+    }
+    if let Some(key) = key {
+        cmd.arg("--encrypt-key-file").arg(key);
     }
     let mut child = cmd.spawn().expect("spawn herd agent");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -166,10 +176,27 @@ fn cpu_ticks(pid: u32) -> u64 {
             .unwrap_or(0)
 }
 
-fn bench(n: usize, runs: usize) {
+/// A key file from `herd keygen` in `dir`.
+fn key_file(dir: &Path) -> std::path::PathBuf {
+    let out = Command::new(HERD)
+        .arg("keygen")
+        .output()
+        .expect("herd keygen");
+    assert!(out.status.success());
+    let path = dir.join("gossip.key");
+    std::fs::write(&path, out.stdout).unwrap();
+    path
+}
+
+fn bench(n: usize, runs: usize, encrypt: bool) {
     let data = tempfile::tempdir().unwrap();
     let cluster = format!("bench-agent-{n}");
-    let mut agents = vec![start_agent("a00", data.path(), None, &cluster)];
+    let key = encrypt.then(|| key_file(data.path()));
+    if encrypt {
+        println!("agents encrypted (--encrypt-key-file)");
+    }
+    let key = key.as_deref();
+    let mut agents = vec![start_agent("a00", data.path(), None, &cluster, key)];
     let seed = agents[0].gossip.clone();
     for i in 1..n {
         agents.push(start_agent(
@@ -177,6 +204,7 @@ fn bench(n: usize, runs: usize) {
             data.path(),
             Some(&seed),
             &cluster,
+            key,
         ));
     }
     wait("every agent to see all", Duration::from_secs(60), || {
@@ -247,6 +275,7 @@ fn bench(n: usize, runs: usize) {
 fn main() {
     let mut agents = vec![10, 30];
     let mut runs = 5;
+    let mut encrypt = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -259,11 +288,12 @@ fn main() {
                     .collect()
             }
             "--runs" => runs = args.next().unwrap().parse().unwrap(),
+            "--encrypt" => encrypt = true,
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
     }
     for n in agents {
-        bench(n, runs);
+        bench(n, runs, encrypt);
     }
 }

@@ -16,6 +16,7 @@
 
 mod core;
 mod error;
+pub(crate) mod keys;
 pub mod metrics;
 pub(crate) mod reconcile;
 pub(crate) mod remote;
@@ -44,6 +45,7 @@ pub use status::WorkerInfo;
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
 
 use self::core::{Command, Core};
+use self::keys::{KeyOp, KeyState, KeyStore};
 use self::metrics::Metrics;
 use self::remote::{Local, RemoteAnswer, RemoteRequest};
 use crate::api::{ApiToken, HostRules};
@@ -117,9 +119,18 @@ impl Agent {
     /// # Errors
     /// The data dir cannot be created, the API or gossip address cannot be bound, a seed is
     /// invalid, the API address is not loopback and there is no token file, the token file
-    /// cannot be read or created, an API host name is not a host.
+    /// cannot be read or created, an API host name is not a host, the key file or the data dir's
+    /// keyring cannot be read, gossip would be plain on an address other than loopback without
+    /// `allow_plaintext`.
     pub async fn start(settings: AgentSettings) -> Result<Agent, AgentError> {
         let token = api_token(&settings)?;
+        let keyring = keys::open_keyring(&settings)?;
+        keys::check_plaintext(
+            settings.listen,
+            settings.advertise,
+            keyring.is_some(),
+            settings.allow_plaintext,
+        )?;
         let store = ConfigStore::open(&settings.data_dir)
             .map_err(|err| AgentError::Store(err.to_string()))?;
         let restored = match store.load() {
@@ -137,6 +148,14 @@ impl Agent {
                 None
             }
             Err(err) => return Err(AgentError::Store(err.to_string())),
+        };
+        let keyring = match keyring {
+            Some((ring, true)) => {
+                keys::save_new(&ring, &settings.data_dir)?;
+                Some(ring)
+            }
+            Some((ring, false)) => Some(ring),
+            None => None,
         };
         let listener =
             TcpListener::bind(settings.api)
@@ -157,7 +176,11 @@ impl Agent {
             .seeds(settings.seeds.clone())
             .cluster_id(settings.cluster_id.clone())
             .gossip_interval(settings.gossip_interval)
-            .phi_threshold(settings.phi_threshold);
+            .phi_threshold(settings.phi_threshold)
+            .verify_incoming(settings.encrypt_verify_incoming);
+        if let Some(ring) = &keyring {
+            builder = builder.keyring(ring.clone());
+        }
         if let Some(advertise) = settings.advertise {
             builder = builder.advertise(advertise);
         }
@@ -208,6 +231,10 @@ impl Agent {
         let local = Local {
             sup: sup.clone(),
             commands,
+            keys: keyring.map(|ring| KeyStore {
+                ring,
+                path: settings.data_dir.join(keys::KEYRING_FILE),
+            }),
         };
         node.set_system_handler(remote::handler(local.clone()));
         let core_cancel = CancellationToken::new();
@@ -360,9 +387,9 @@ impl Agent {
         };
         match self.ask_node(node, &request, REMOTE_TIMEOUT).await? {
             RemoteAnswer::Done(status) => Ok(status),
-            RemoteAnswer::Called(_) => Err((
+            RemoteAnswer::Called(_) | RemoteAnswer::Keys(_) => Err((
                 500,
-                format!("node {node:?} answered an action with a call result"),
+                format!("node {node:?} answered an action with another request's result"),
             )),
             RemoteAnswer::Failed { status, message } => {
                 Err((status, format!("on node {node}: {message}")))
@@ -400,14 +427,56 @@ impl Agent {
             .await?
         {
             RemoteAnswer::Called(value) => Ok(value),
-            RemoteAnswer::Done(_) => Err((
+            RemoteAnswer::Done(_) | RemoteAnswer::Keys(_) => Err((
                 500,
-                format!("node {node:?} answered a call with an action result"),
+                format!("node {node:?} answered a call with another request's result"),
             )),
             RemoteAnswer::Failed { status, message } => {
                 Err((status, format!("on node {node}: {message}")))
             }
         }
+    }
+
+    /// Applies a key change (or a look) on node `node` (this one, or another over RPC).
+    pub(crate) async fn keys_on(&self, node: &str, op: &KeyOp) -> Result<KeyState, (u16, String)> {
+        if node == self.node().id() {
+            return self
+                .inner
+                .local
+                .keys(op)
+                .map_err(|err| (remote::status_of(&err), err.to_string()));
+        }
+        let request = RemoteRequest::Keys(op.clone());
+        match self.ask_node(node, &request, REMOTE_TIMEOUT).await? {
+            RemoteAnswer::Keys(state) => Ok(state),
+            RemoteAnswer::Done(_) | RemoteAnswer::Called(_) => Err((
+                500,
+                format!("node {node:?} answered a key request with another request's result"),
+            )),
+            RemoteAnswer::Failed { status, message } => Err((status, message)),
+        }
+    }
+
+    /// Applies `op` on every live member, this node included, at once; answers per node, in
+    /// member order.
+    pub(crate) async fn keys_everywhere(
+        &self,
+        op: &KeyOp,
+    ) -> Vec<(String, Result<KeyState, (u16, String)>)> {
+        let nodes: Vec<String> = self
+            .node()
+            .members()
+            .iter()
+            .map(|m| m.id().to_string())
+            .collect();
+        let answers =
+            futures::future::join_all(nodes.iter().map(|node| self.keys_on(node, op))).await;
+        nodes.into_iter().zip(answers).collect()
+    }
+
+    /// Whether this node has a keyring.
+    pub(crate) fn has_keyring(&self) -> bool {
+        self.inner.local.keys.is_some()
     }
 
     async fn ask_node(

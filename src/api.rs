@@ -11,6 +11,8 @@
 //! | `POST /v1/workers/{name}/call` | `{"method", "params"?, "node"?, "timeout_ms"?}`: calls a jsonl worker wherever it runs |
 //! | `GET /v1/config` | the cluster config this node holds (version 0: none yet) |
 //! | `PUT /v1/config` | `{"toml": "...", "base_version": N?, "version": N?, "signature": {"key", "sig"}?}`: validate, version, spread (a signed push carries the version it is signed for: [`crate::config::signature`]) |
+//! | `GET /v1/keys` | every live node's key ids (primary first), and per key id how many nodes hold it and on how many it is primary |
+//! | `POST /v1/keys/install\|use\|remove` | `{"key": "..."}` (a base64 key; for use and remove also its id): applies it on every live node, reporting per node; a remove of a key still some live node's primary is refused (409) before anything changes |
 //! | `GET /metrics` | Prometheus metrics, OpenMetrics text ([`crate::agent::metrics`]) |
 //!
 //! Errors are `{"error": "..."}`: 400 for bad input (naming it; also a push refused for its
@@ -43,6 +45,7 @@ mod dashboard;
 mod error;
 mod guard;
 mod host;
+mod keys;
 mod token;
 
 use std::collections::HashMap;
@@ -76,10 +79,12 @@ pub fn router(agent: Agent, access: Access) -> Router {
         .route("/v1/workers/{name}/call", post(call_worker))
         .route("/v1/workers/{name}/{action}", post(worker_action))
         .route("/v1/config", get(get_config).put(put_config))
+        .route("/v1/keys", get(keys::list))
+        .route("/v1/keys/{op}", post(keys::change))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::not_found(
-                "no such endpoint; see /v1/health, /v1/members, /v1/workers, /v1/config",
+                "no such endpoint; see /v1/health, /v1/members, /v1/workers, /v1/config, /v1/keys",
             )
         })
         .with_state(agent)

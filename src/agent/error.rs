@@ -46,6 +46,35 @@ pub enum AgentError {
     #[error("--api-host (agent file: api_hosts): {0}")]
     ApiHost(String),
 
+    /// Gossip would be plain on an address other than loopback.
+    #[error(
+        "refusing to gossip in plaintext on {addr}: an address other than loopback needs a \
+         cluster key, --encrypt-key-file PATH (agent file: encrypt_key_file; make one with \
+         `herd keygen`), or --allow-plaintext (agent file: allow_plaintext) to run unencrypted"
+    )]
+    Plaintext {
+        /// The listen or advertise address that is not loopback.
+        addr: SocketAddr,
+    },
+
+    /// The key file or the data dir's keyring could not be read or written.
+    #[error("{what}: {source}")]
+    Keyring {
+        /// Which file, and what it is for.
+        what: String,
+        /// What is wrong with it.
+        #[source]
+        source: crate::trust::KeyringError,
+    },
+
+    /// A key request on an agent that has no keyring.
+    #[error("this node has no keyring: start its agent with --encrypt-key-file PATH to use cluster keys")]
+    NoKeyring,
+
+    /// A key change was refused; nothing changed.
+    #[error("{0}")]
+    Key(String),
+
     /// A pushed config was rejected; the running config is unchanged.
     #[error("config rejected: {0}")]
     Config(#[from] ConfigError),

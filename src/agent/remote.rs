@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::core::Command;
+use super::keys::{KeyOp, KeyState, KeyStore};
 use super::status::WorkerInfo;
 use super::AgentError;
 use crate::rpc::frame::{Outcome, Refusal};
@@ -58,6 +59,7 @@ pub(crate) enum RemoteRequest {
         params: Value,
         timeout_ms: u64,
     },
+    Keys(KeyOp),
 }
 
 /// The answer: the worker's status after an action, or a call's result; or an error with the
@@ -66,6 +68,7 @@ pub(crate) enum RemoteRequest {
 pub(crate) enum RemoteAnswer {
     Done(Option<WorkerInfo>),
     Called(Value),
+    Keys(KeyState),
     Failed { status: u16, message: String },
 }
 
@@ -74,6 +77,8 @@ pub(crate) enum RemoteAnswer {
 pub(crate) struct Local {
     pub(crate) sup: Supervisor,
     pub(crate) commands: mpsc::Sender<Command>,
+    /// This node's keyring and its file, if it has one.
+    pub(crate) keys: Option<KeyStore>,
 }
 
 impl Local {
@@ -115,6 +120,11 @@ impl Local {
         Ok(self.sup.call(worker, method, params, timeout).await?)
     }
 
+    /// Applies a key change (or a look) to this node's keyring.
+    pub(crate) fn keys(&self, op: &KeyOp) -> Result<KeyState, AgentError> {
+        self.keys.as_ref().ok_or(AgentError::NoKeyring)?.apply(op)
+    }
+
     pub(crate) async fn ask<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -146,6 +156,7 @@ pub(crate) fn status_of(err: &AgentError) -> u16 {
         AgentError::Worker(supervisor::Error::Spawn { .. }) | AgentError::StartFailed { .. } => 422,
         AgentError::Worker(_) => 409,
         AgentError::ShuttingDown => 503,
+        AgentError::NoKeyring | AgentError::Key(_) => 409,
         _ => 500,
     }
 }
@@ -188,6 +199,13 @@ impl SystemHandler for RemoteHandler {
                     },
                 }
             }
+            RemoteRequest::Keys(op) => match self.local.keys(&op) {
+                Ok(state) => RemoteAnswer::Keys(state),
+                Err(err) => RemoteAnswer::Failed {
+                    status: status_of(&err),
+                    message: err.to_string(),
+                },
+            },
         };
         match serde_json::to_vec(&answer) {
             Ok(bytes) => Outcome::Ok(bytes),

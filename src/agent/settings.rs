@@ -48,6 +48,16 @@ pub struct AgentSettings {
     /// The keys whose signed configs this agent adopts. Empty (the default): any config, as
     /// in a cluster without signed configs; otherwise only configs signed by one of them.
     pub config_signers: Signers,
+    /// A file holding a cluster key (one base64 line, as `herd keygen` prints it). At the first
+    /// start it becomes the keyring in the data dir (`<data_dir>/keyring`); after that the data
+    /// dir's keyring wins. `None`: the data dir's keyring if there is one, else plain gossip.
+    pub encrypt_key_file: Option<PathBuf>,
+    /// Whether incoming gossip and messages must be sealed with a key of the keyring (default
+    /// true); false during a migration from plain to encrypted ([`crate::NodeBuilder::verify_incoming`]).
+    pub encrypt_verify_incoming: bool,
+    /// Allows plain gossip on an address other than loopback (default false: such an agent
+    /// without a keyring refuses to start).
+    pub allow_plaintext: bool,
 }
 
 impl AgentSettings {
@@ -67,6 +77,9 @@ impl AgentSettings {
             gossip_interval: DEFAULT_GOSSIP_INTERVAL,
             phi_threshold: DEFAULT_PHI_THRESHOLD,
             config_signers: Signers::default(),
+            encrypt_key_file: None,
+            encrypt_verify_incoming: true,
+            allow_plaintext: false,
         }
     }
 }

@@ -17,6 +17,9 @@
 //! config_signers = ["KWsU83rYF88mLpLoQ5E5fAbfFFJB9FqdvAzpuuQFxyU="]
 //! api_token_file = "/etc/herd/api-token"
 //! api_hosts = ["herd-1.example.com"]
+//! encrypt_key_file = "/etc/herd/cluster-key"
+//! encrypt_verify_incoming = true
+//! allow_plaintext = false
 //!
 //! [tags]
 //! group = "media,gpu"
@@ -44,6 +47,9 @@ const KEYS: &[&str] = &[
     "config_signers",
     "api_token_file",
     "api_hosts",
+    "encrypt_key_file",
+    "encrypt_verify_incoming",
+    "allow_plaintext",
 ];
 
 /// The contents of an agent file; `None` or empty where the file says nothing.
@@ -71,6 +77,12 @@ pub struct AgentFile {
     pub api_token_file: Option<PathBuf>,
     /// More names the API answers to (`--api-host`).
     pub api_hosts: Vec<String>,
+    /// The cluster key file (`--encrypt-key-file`).
+    pub encrypt_key_file: Option<PathBuf>,
+    /// Whether incoming gossip must be sealed (`--encrypt-verify-incoming`).
+    pub encrypt_verify_incoming: Option<bool>,
+    /// Allows plain gossip off loopback (`--allow-plaintext`).
+    pub allow_plaintext: Option<bool>,
 }
 
 impl AgentFile {
@@ -93,6 +105,9 @@ impl AgentFile {
             config_signers: Vec::new(),
             api_token_file: t.string("api_token_file")?.map(PathBuf::from),
             api_hosts: t.strings("api_hosts")?,
+            encrypt_key_file: t.string("encrypt_key_file")?.map(PathBuf::from),
+            encrypt_verify_incoming: t.bool("encrypt_verify_incoming")?,
+            allow_plaintext: t.bool("allow_plaintext")?,
         };
         for key in t.strings("config_signers")? {
             let key = PublicKey::parse(&key)
@@ -120,6 +135,13 @@ impl AgentFile {
             .is_some_and(|path| path.as_os_str().is_empty())
         {
             return Err(t.invalid("api_token_file", "must not be empty"));
+        }
+        if file
+            .encrypt_key_file
+            .as_ref()
+            .is_some_and(|path| path.as_os_str().is_empty())
+        {
+            return Err(t.invalid("encrypt_key_file", "must not be empty"));
         }
         if file.api_hosts.iter().any(|host| host.trim().is_empty()) {
             return Err(t.invalid("api_hosts", "a host must not be empty"));
@@ -152,6 +174,9 @@ data_dir = "/var/lib/herd"
 api = "127.0.0.1:7947"
 api_token_file = "/etc/herd/api-token"
 api_hosts = ["herd-1.example.com", "10.0.0.5:7947"]
+encrypt_key_file = "/etc/herd/cluster-key"
+encrypt_verify_incoming = false
+allow_plaintext = true
 
 [tags]
 group = "media,gpu"
@@ -179,6 +204,13 @@ zone = "eu-1"
         assert_eq!(file.api_hosts, ["herd-1.example.com", "10.0.0.5:7947"]);
         assert_eq!(file.tags["group"], "media,gpu");
         assert_eq!(file.tags["zone"], "eu-1");
+        assert_eq!(
+            file.encrypt_key_file,
+            Some(PathBuf::from("/etc/herd/cluster-key"))
+        );
+        assert_eq!(file.encrypt_verify_incoming, Some(false));
+        assert_eq!(file.allow_plaintext, Some(true));
+        assert!(error("allow_plaintext = \"yes\"\n").contains("expected true or false"));
     }
 
     #[test]
@@ -194,7 +226,8 @@ zone = "eu-1"
         assert_eq!(
             error("node_id = \"a\"\ndata-dir = \"/x\"\n"),
             "herd.toml:2:1: unknown field \"data-dir\"; expected one of node_id, listen, \
-             advertise, seeds, cluster_id, tags, data_dir, api, config_signers, api_token_file, api_hosts"
+             advertise, seeds, cluster_id, tags, data_dir, api, config_signers, api_token_file, api_hosts, \
+             encrypt_key_file, encrypt_verify_incoming, allow_plaintext"
         );
     }
 

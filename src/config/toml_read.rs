@@ -186,6 +186,17 @@ impl<'s, 'a> Table<'s, 'a> {
         }
     }
 
+    /// An optional boolean.
+    pub(crate) fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        let Some(value) = self.get(key) else {
+            return Ok(None);
+        };
+        match value.get_ref().as_bool() {
+            Some(b) => Ok(Some(b)),
+            None => Err(self.wrong_type(key, value, "true or false")),
+        }
+    }
+
     /// A required string.
     pub(crate) fn required_string(&self, key: &str) -> Result<String, ConfigError> {
         self.string(key)?.ok_or_else(|| self.missing(key))

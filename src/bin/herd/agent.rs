@@ -46,6 +46,18 @@ pub struct Args {
     /// its own address and localhost; repeat for more.
     #[arg(long = "api-host", value_name = "NAME")]
     api_host: Vec<String>,
+    /// A cluster key file (one base64 line, from `herd keygen`): gossip and messages are
+    /// encrypted with it. At the first start it becomes the data dir's keyring
+    /// (<data-dir>/keyring), which wins after that (it keeps rotations made with `herd keys`).
+    #[arg(long, value_name = "PATH")]
+    encrypt_key_file: Option<PathBuf>,
+    /// Refuse gossip and messages not sealed with a key of the keyring [default: true]; false
+    /// while a plain cluster migrates to encryption.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    encrypt_verify_incoming: Option<bool>,
+    /// Allow plain gossip on an address other than loopback (otherwise refused without a key).
+    #[arg(long)]
+    allow_plaintext: bool,
 }
 
 fn parse_tag(tag: &str) -> Result<(String, String), String> {
@@ -137,6 +149,12 @@ fn settings(
     } else {
         args.api_host
     };
+    settings.encrypt_key_file = args.encrypt_key_file.or(file.encrypt_key_file);
+    settings.encrypt_verify_incoming = args
+        .encrypt_verify_incoming
+        .or(file.encrypt_verify_incoming)
+        .unwrap_or(true);
+    settings.allow_plaintext = args.allow_plaintext || file.allow_plaintext.unwrap_or(false);
     Ok(settings)
 }
 

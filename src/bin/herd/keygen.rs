@@ -9,10 +9,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use herd::config::SecretKey;
-use rand::RngCore as _;
 
 /// Options of `herd keygen`.
 #[derive(clap::Args)]
@@ -27,9 +24,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if !args.signing {
-        let mut key = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut key);
-        println!("{}", STANDARD.encode(key));
+        println!("{}", herd::trust::SecretKey::generate().to_base64());
         return Ok(());
     }
     let key = SecretKey::generate();

@@ -8,6 +8,7 @@ mod client;
 mod config_cmd;
 mod demo;
 mod keygen;
+mod keys;
 mod members;
 mod status;
 mod workers;
@@ -53,6 +54,9 @@ enum Command {
     Status,
     /// Print a new gossip encryption key, or make a config signing key pair (--signing).
     Keygen(keygen::Args),
+    /// The cluster's gossip keys on every node: list, install, use, remove (rotation).
+    #[command(subcommand)]
+    Keys(keys::Command),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
         Command::Config(command) => config_cmd::run(command, &api),
         Command::Status => status::run(&api),
         Command::Keygen(args) => keygen::run(args),
+        Command::Keys(command) => keys::run(command, &api),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
