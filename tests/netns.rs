@@ -356,8 +356,10 @@ fn a_split_is_seen_as_failures_on_both_sides_and_a_heal_converges_members_and_co
     loop {
         let configs: Vec<_> = (0..5).map(|i| bed.config(i)).collect();
         let first = configs[0].clone();
-        if first.is_some() && configs.iter().all(|c| *c == first) {
-            let (version, text) = first.unwrap();
+        if let Some((version, text)) = first
+            .clone()
+            .filter(|_| configs.iter().all(|c| *c == first))
+        {
             assert!(version >= 2, "{version}");
             assert!(
                 text.contains("side-a") || text.contains("side-b"),
