@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # herd's main job on one machine: three `herd agent` processes (a and b in group media, c in
 # group web), the example cluster config pushed through one of them, and `herd status` shown.
+# The agents share a cluster key (`herd keygen`): their gossip and messages are encrypted, and an
+# agent without the key could not join them.
 # Then every agent leaves gracefully. With --keep, the agents stay up until Ctrl-C.
 #
 #     bash scripts/cluster.sh          # or: bash scripts/cluster.sh --keep
@@ -12,6 +14,7 @@ cargo build --release --quiet
 herd=target/release/herd
 data=$(mktemp -d)
 pids=()
+"$herd" keygen > "$data/gossip.key"
 
 stop() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -23,7 +26,7 @@ trap stop EXIT
 start() { # id gossip-port api-port tags...
   local id=$1 gossip=$2 api=$3; shift 3
   local args=(agent --node-id "$id" --listen "127.0.0.1:$gossip" --api "127.0.0.1:$api"
-              --cluster-id cluster-sh --data-dir "$data/$id")
+              --cluster-id cluster-sh --data-dir "$data/$id" --encrypt-key-file "$data/gossip.key")
   [ "$id" = a ] || args+=(--seed 127.0.0.1:17946)
   for tag in "$@"; do args+=(--tag "$tag"); done
   HERD_LOG=warn "$herd" "${args[@]}" &
