@@ -31,6 +31,7 @@
 //! | `herd_config_push_refused_total` | counter: pushes refused at the API for their signature | `reason`: as above |
 //! | `herd_rpc_calls_total` | counter | `kind`: call, cast; `outcome`: ok, error, timeout |
 //! | `herd_rpc_call_duration_seconds` | histogram (50 µs to 5 s) | |
+//! | `herd_rpc_rejected_total` | counter: connections, requests and frames the messaging layer refused | `reason`: the handshake's (closed, malformed, no_common_key, bad_proof, plaintext, timeout, forged_frame), over_cap, read_timeout, system_busy, overloaded, oversized_reply |
 //! | `herd_api_rejected_total` | counter | `reason`: unauthorized, host, origin, content_type, too_large |
 
 use std::fmt;
@@ -466,12 +467,21 @@ impl Collector for Scraped {
             "Gossip datagrams dropped before chitchat saw them, by reason.",
             stats.rejected.by_reason().iter().copied(),
         )?;
+        let rpc = self.node.rpc_stats();
         by_reason(
             &mut encoder,
             "rpc_rejected",
             "Member-to-member connections refused at the handshake (or closed for a frame that \
-             did not authenticate), by reason.",
-            self.node.rpc_stats().refused.into_iter(),
+             did not authenticate, over the connection cap, or for a frame that stopped \
+             arriving), requests refused (herd requests over the concurrency bound) and frames \
+             not sent (a full connection queue, a reply over the frame limit), by reason.",
+            rpc.refused.iter().copied().chain([
+                ("over_cap", rpc.connections_over_cap),
+                ("read_timeout", rpc.read_timeouts),
+                ("system_busy", rpc.system_busy),
+                ("overloaded", rpc.overloaded),
+                ("oversized_reply", rpc.oversized_replies),
+            ]),
         )?;
         Ok(())
     }
