@@ -1,0 +1,344 @@
+//! The messaging layer's resources, over real TCP on 127.0.0.1 with in-process nodes: closed
+//! connections release their sockets; the connection cap; one connection per peer under
+//! concurrent first calls; idle and read timeouts; a peer that stops reading makes calls fail
+//! with `Overloaded` or `CallTimeout`, never hang.
+
+#[path = "support/membership.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use herd::{async_trait, ClusterMember, Context, Error, Node, Reply, Request};
+use support::{node, wait_members, WAIT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The tests of this file run one at a time: one of them counts the process's descriptors.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Answers every call with the length of its payload.
+struct Len;
+
+#[async_trait]
+impl ClusterMember for Len {
+    async fn handle_call(&mut self, _cx: &Context, request: Request) -> Reply {
+        match request.decode::<Vec<u8>>() {
+            Ok(bytes) => Reply::ok(&(bytes.len() as u64)),
+            Err(err) => Reply::error(err),
+        }
+    }
+}
+
+const T: Duration = Duration::from_secs(10);
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn rpc_addr(node: &Node) -> SocketAddr {
+    node.members()
+        .iter()
+        .find(|m| m.id() == node.id())
+        .and_then(|m| m.rpc_addr())
+        .unwrap()
+}
+
+/// The plain (keyless) handshake's opening, as a client sends it.
+fn hello(id: &str) -> Vec<u8> {
+    let mut hello = b"herd\x01".to_vec();
+    hello.extend_from_slice(&[7; 32]);
+    hello.push(0);
+    hello.push(id.len() as u8);
+    hello.extend_from_slice(id.as_bytes());
+    hello
+}
+
+/// The plain handshake's answer, as a server sends it.
+fn welcome(id: &str) -> Vec<u8> {
+    let mut welcome = b"herd\x01\x01".to_vec();
+    welcome.extend_from_slice(&[9; 32]);
+    welcome.extend_from_slice(&[0; 4]);
+    welcome.push(id.len() as u8);
+    welcome.extend_from_slice(id.as_bytes());
+    welcome
+}
+
+/// Opens a plain connection to `addr` as node `id`, through the handshake.
+async fn handshaken(addr: SocketAddr, id: &str, server: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&hello(id)).await.unwrap();
+    let mut answer = vec![0u8; welcome(server).len()];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut answer))
+        .await
+        .expect("a welcome in time")
+        .expect("a welcome");
+    assert_eq!(&answer[..6], b"herd\x01\x01");
+    stream
+}
+
+/// Waits until the peer closes `stream`, which must take at least `at_least` (less 50 ms for
+/// timer slack); how long it took.
+async fn closed_by_peer(stream: &mut TcpStream, at_least: Duration) -> Duration {
+    let waited = closing(stream).await;
+    let slack = Duration::from_millis(50);
+    assert!(waited + slack >= at_least, "closed after {waited:?}");
+    waited
+}
+
+async fn closing(stream: &mut TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(WAIT, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the connection was not closed within {WAIT:?}"),
+        }
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `within` passes.
+async fn until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_close_cycles_leave_no_socket_behind() {
+    let _serial = SERIAL.lock().await;
+    let a = node("a", "res-fds").start(Len).await.unwrap();
+    wait_members(&a, &["a"]).await;
+    let addr = rpc_addr(&a);
+    let start = open_fds();
+    for i in 0..2_000 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        match i % 4 {
+            // Half a handshake, then gone.
+            1 => stream.write_all(&hello("scanner")[..10]).await.unwrap(),
+            // A whole handshake, then gone before any frame.
+            2 => {
+                stream.write_all(&hello("scanner")).await.unwrap();
+                let mut answer = vec![0u8; welcome("a").len()];
+                stream.read_exact(&mut answer).await.unwrap();
+            }
+            // A whole handshake and half a frame.
+            3 => {
+                stream.write_all(&hello("scanner")).await.unwrap();
+                stream.write_all(&[0, 0, 1, 0, 1]).await.unwrap();
+            }
+            _ => {}
+        }
+        drop(stream);
+    }
+    let all_seen = until(WAIT, || a.rpc_stats().connections_accepted == 2_000).await;
+    assert!(all_seen, "{:?}", a.rpc_stats());
+    let settled = until(Duration::from_secs(5), || open_fds() <= start + 4).await;
+    assert!(
+        settled,
+        "{} descriptors open after 2,000 connections, {start} before",
+        open_fds()
+    );
+    // The node still answers.
+    let b = node("b", "res-fds")
+        .seed(a.addr().to_string())
+        .start(Len)
+        .await
+        .unwrap();
+    wait_members(&b, &["a", "b"]).await;
+    let n: u64 = b.call("a", &vec![1u8; 10], T).await.unwrap();
+    assert_eq!(n, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_closed_at_once_and_calls_go_on() {
+    let _serial = SERIAL.lock().await;
+    let a = node("a", "res-cap").start(Len).await.unwrap();
+    let b = node("b", "res-cap")
+        .seed(a.addr().to_string())
+        .max_connections(8)
+        .start(Len)
+        .await
+        .unwrap();
+    wait_members(&a, &["a", "b"]).await;
+    let n: u64 = a.call("b", &vec![0u8; 3], T).await.unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(b.rpc_stats().connections_accepted, 1);
+
+    // 7 more fit under the cap; 13 are refused.
+    let addr = rpc_addr(&b);
+    let mut raw = Vec::new();
+    for _ in 0..20 {
+        raw.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let all_seen = until(WAIT, || {
+        let stats = b.rpc_stats();
+        stats.connections_accepted + stats.connections_over_cap == 21
+    })
+    .await;
+    assert!(all_seen, "{:?}", b.rpc_stats());
+    assert_eq!(b.rpc_stats().connections_over_cap, 13);
+    assert_eq!(b.rpc_stats().connections_accepted, 8);
+    // The last ones were refused: closed without a word.
+    let waited = closed_by_peer(raw.last_mut().unwrap(), Duration::ZERO).await;
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+
+    // The connection already open keeps serving calls.
+    let n: u64 = a.call("b", &vec![0u8; 4], T).await.unwrap();
+    assert_eq!(n, 4);
+
+    // Once the extra connections are gone, new ones are accepted again.
+    drop(raw);
+    let mut accepted = false;
+    let deadline = Instant::now() + WAIT;
+    while !accepted && Instant::now() < deadline {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&hello("probe")).await.unwrap();
+        let mut answer = vec![0u8; welcome("b").len()];
+        accepted = matches!(
+            tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut answer)).await,
+            Ok(Ok(_))
+        );
+        if !accepted {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(
+        accepted,
+        "no connection accepted after the extra ones closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_calls_to_a_peer_share_one_connection() {
+    let _serial = SERIAL.lock().await;
+    let a = node("a", "res-one").start(Len).await.unwrap();
+    let b = node("b", "res-one")
+        .seed(a.addr().to_string())
+        .start(Len)
+        .await
+        .unwrap();
+    wait_members(&a, &["a", "b"]).await;
+    wait_members(&b, &["a", "b"]).await;
+    assert_eq!(b.rpc_stats().connections_accepted, 0);
+    let calls = (0..64u8).map(|i| {
+        let a = a.clone();
+        tokio::spawn(async move { a.call::<_, u64>("b", &vec![i; i as usize], T).await })
+    });
+    for (i, call) in futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(call.unwrap().unwrap(), i as u64);
+    }
+    assert_eq!(b.rpc_stats().connections_accepted, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_frames_and_idle_connections_are_closed() {
+    let _serial = SERIAL.lock().await;
+    let read_timeout = Duration::from_millis(400);
+    let idle_timeout = Duration::from_millis(800);
+    let a = node("a", "res-timeouts")
+        .rpc_read_timeout(read_timeout)
+        .rpc_idle_timeout(idle_timeout)
+        .start(Len)
+        .await
+        .unwrap();
+    wait_members(&a, &["a"]).await;
+    let addr = rpc_addr(&a);
+
+    // A frame announcing 1,000 bytes, of which 9 (its header) and 10 of body arrive.
+    let mut stalled = handshaken(addr, "staller", "a").await;
+    let mut start = 1_000u32.to_be_bytes().to_vec();
+    start.push(1);
+    start.extend_from_slice(&5u64.to_be_bytes());
+    start.extend_from_slice(&[0; 10]);
+    stalled.write_all(&start).await.unwrap();
+    closed_by_peer(&mut stalled, read_timeout).await;
+    assert_eq!(a.rpc_stats().read_timeouts, 1);
+    assert_eq!(a.rpc_stats().idle_closed, 0);
+
+    // A connection that never sends a frame.
+    let mut idle = handshaken(addr, "idler", "a").await;
+    closed_by_peer(&mut idle, idle_timeout).await;
+    assert_eq!(a.rpc_stats().idle_closed, 1);
+    assert_eq!(a.rpc_stats().read_timeouts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_to_a_peer_that_stops_reading_fail_fast_with_bounded_memory() {
+    let _serial = SERIAL.lock().await;
+    // Node b's messages go to a listener that answers the handshake as b, then never reads: b
+    // binds its own RPC port on 127.0.0.2 and advertises 127.0.0.1, where the listener is.
+    let stuck = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = stuck.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut streams = Vec::new();
+        loop {
+            let (mut stream, _) = stuck.accept().await.unwrap();
+            let mut hello = [0u8; 64];
+            let _ = stream.read(&mut hello).await;
+            stream.write_all(&welcome("b")).await.unwrap();
+            streams.push(stream);
+        }
+    });
+    let limit = 1024 * 1024;
+    let a = node("a", "res-stuck")
+        .rpc_queue_limit(limit)
+        .start(Len)
+        .await
+        .unwrap();
+    let b = node("b", "res-stuck")
+        .seed(a.addr().to_string())
+        .rpc_listen(format!("127.0.0.2:{port}").parse().unwrap())
+        .start(Len)
+        .await
+        .unwrap();
+    wait_members(&a, &["a", "b"]).await;
+    assert_eq!(
+        a.members()
+            .iter()
+            .find(|m| m.id() == "b")
+            .unwrap()
+            .rpc_addr(),
+        Some(format!("127.0.0.1:{port}").parse().unwrap())
+    );
+
+    let timeout = Duration::from_secs(2);
+    let blob = vec![1u8; 64 * 1024];
+    let started = Instant::now();
+    let calls = (0..600).map(|_| {
+        let (a, blob) = (a.clone(), blob.clone());
+        tokio::spawn(async move { a.call::<_, u64>("b", &blob, timeout).await })
+    });
+    let (mut overloaded, mut timed_out) = (0, 0);
+    for call in futures::future::join_all(calls).await {
+        match call.unwrap() {
+            Err(Error::Overloaded {
+                member,
+                queued,
+                limit: bound,
+            }) => {
+                assert_eq!((member.as_str(), bound), ("b", limit));
+                assert!(queued <= limit, "{queued} queued");
+                overloaded += 1;
+            }
+            Err(Error::CallTimeout { .. }) => timed_out += 1,
+            other => panic!("a call to a peer that does not read ended in {other:?}"),
+        }
+    }
+    let took = started.elapsed();
+    assert!(took < timeout + Duration::from_secs(5), "{took:?}");
+    assert!(overloaded > 0, "{timed_out} timed out, none overloaded");
+    assert_eq!(a.rpc_stats().overloaded, overloaded);
+    held.abort();
+    drop(b);
+}
