@@ -30,6 +30,19 @@ impl ClusterMember for Len {
     }
 }
 
+/// Answers every call with its payload.
+struct Echo;
+
+#[async_trait]
+impl ClusterMember for Echo {
+    async fn handle_call(&mut self, _cx: &Context, request: Request) -> Reply {
+        match request.decode::<Vec<u8>>() {
+            Ok(bytes) => Reply::ok(&bytes),
+            Err(err) => Reply::error(err),
+        }
+    }
+}
+
 const T: Duration = Duration::from_secs(10);
 
 fn open_fds() -> usize {
@@ -313,9 +326,10 @@ async fn calls_to_a_peer_that_stops_reading_fail_fast_with_bounded_memory() {
     );
 
     let timeout = Duration::from_secs(2);
-    let blob = vec![1u8; 64 * 1024];
+    // 25 MiB in all: more than the sockets' buffers and the queue hold.
+    let blob = vec![1u8; 256 * 1024];
     let started = Instant::now();
-    let calls = (0..600).map(|_| {
+    let calls = (0..100).map(|_| {
         let (a, blob) = (a.clone(), blob.clone());
         tokio::spawn(async move { a.call::<_, u64>("b", &blob, timeout).await })
     });
@@ -341,4 +355,63 @@ async fn calls_to_a_peer_that_stops_reading_fail_fast_with_bounded_memory() {
     assert_eq!(a.rpc_stats().overloaded, overloaded);
     held.abort();
     drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_over_the_frame_limit_becomes_an_error_reply() {
+    let _serial = SERIAL.lock().await;
+    let a = node("a", "res-reply").start(Len).await.unwrap();
+    let b = node("b", "res-reply")
+        .seed(a.addr().to_string())
+        .max_frame(1_000)
+        .start(Echo)
+        .await
+        .unwrap();
+    wait_members(&a, &["a", "b"]).await;
+    // The request's body is 998 bytes (a length and 990 bytes): within b's limit; the reply wraps
+    // it in an outcome, 12 bytes more: over it.
+    let echoed: Vec<u8> = a.call("b", &vec![3u8; 900], T).await.unwrap();
+    assert_eq!(echoed.len(), 900);
+    let err = a
+        .call::<_, Vec<u8>>("b", &vec![3u8; 990], T)
+        .await
+        .unwrap_err();
+    match err {
+        Error::Remote { member, message } => {
+            assert_eq!(member, "b");
+            assert!(
+                message.contains("exceeds the frame limit of 1000"),
+                "{message}"
+            );
+        }
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+    assert_eq!(b.rpc_stats().oversized_replies, 1);
+    // The connection goes on.
+    let echoed: Vec<u8> = a.call("b", &vec![4u8; 10], T).await.unwrap();
+    assert_eq!(echoed, vec![4u8; 10]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_peer_closed_for_idleness_is_released_by_the_caller() {
+    let _serial = SERIAL.lock().await;
+    let a = node("a", "res-idle").start(Len).await.unwrap();
+    let b = node("b", "res-idle")
+        .seed(a.addr().to_string())
+        .rpc_idle_timeout(Duration::from_millis(300))
+        .start(Len)
+        .await
+        .unwrap();
+    wait_members(&a, &["a", "b"]).await;
+    let start = open_fds();
+    let n: u64 = a.call("b", &vec![0u8; 5], T).await.unwrap();
+    assert_eq!(n, 5);
+    assert!(until(WAIT, || b.rpc_stats().idle_closed == 1).await);
+    // Both ends of the closed connection are released: the caller's too, without another call.
+    let settled = until(Duration::from_secs(5), || open_fds() <= start).await;
+    assert!(settled, "{} descriptors open, {start} before", open_fds());
+    // The next call connects again.
+    let n: u64 = a.call("b", &vec![0u8; 6], T).await.unwrap();
+    assert_eq!(n, 6);
+    assert_eq!(b.rpc_stats().connections_accepted, 2);
 }

@@ -10,7 +10,9 @@
 //! carries no sender: the receiver knows the peer from the connection's handshake.
 //!
 //! The kind and id come before the body so that a receiver can answer a frame it refuses (too
-//! large, undecodable) to the right caller, and keep the connection. Pure encoding and decoding;
+//! large, undecodable) to the right caller, and keep the connection. Encoding checks the body
+//! against the frame limit (and what the `u32` length can hold) first: a length is never
+//! truncated. Pure encoding and decoding;
 //! the reading and writing tasks live in `server.rs` and `client.rs`.
 
 use serde::{Deserialize, Serialize};
