@@ -406,6 +406,11 @@ impl NodeBuilder {
             tracker.clone(),
             cancel.child_token(),
         ));
+        tracker.spawn(super::messaging::forget_departed(
+            client.clone(),
+            members_rx.clone(),
+            cancel.child_token(),
+        ));
         let cx = Context::new(id.clone(), members_rx.clone());
         tracker.spawn(dispatch::run(
             member,

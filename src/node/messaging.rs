@@ -199,3 +199,24 @@ fn failure_error(member: &str, addr: SocketAddr, timeout: Duration, failure: Fai
         },
     }
 }
+
+/// Closes the client's connections to members that are no longer live, whenever the member list
+/// changes, until `cancel` fires.
+pub(super) async fn forget_departed(
+    client: Arc<crate::rpc::client::Client>,
+    mut members: tokio::sync::watch::Receiver<Arc<[crate::Member]>>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let live: std::collections::HashSet<SocketAddr> = members
+            .borrow_and_update()
+            .iter()
+            .filter_map(|m| m.rpc_addr())
+            .collect();
+        client.retain(&live);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = members.changed() => if changed.is_err() { return },
+        }
+    }
+}

@@ -14,7 +14,8 @@
 //! Exactly one connection per peer address: callers that find none wait for the one being
 //! opened (a per-address lock) instead of each opening their own. The connection's entry, its
 //! reader task and its flush task end together: when the reader ends (the peer closed, a read
-//! timeout, shutdown) it closes the writer and removes the entry, so the socket is released as
+//! timeout, shutdown, or the peer left the membership: [`Client::retain`]) it closes the writer
+//! and removes the entry, so the socket is released as
 //! soon as the last caller using it returns. A request the connection's writer queue has no room
 //! for (the peer does not read) fails at once with [`Failure::Overloaded`].
 
@@ -217,6 +218,18 @@ impl Client {
         check_peer(&conn, to, addr)
     }
 
+    /// Closes the connections to every address not in `live` (members that left): their calls
+    /// fail at once, and their sockets are released as soon as those calls return.
+    pub(crate) fn retain(&self, live: &std::collections::HashSet<SocketAddr>) {
+        self.conns.lock().expect("conns lock").retain(|addr, conn| {
+            let keep = live.contains(addr);
+            if !keep {
+                conn.frames.close();
+            }
+            keep
+        });
+    }
+
     /// The cached connection to `addr` if it may carry the next request; a closed one, or one
     /// opened with a key that is no longer the primary, is closed and forgotten.
     fn cached(&self, addr: SocketAddr) -> Option<Arc<Conn>> {
@@ -248,11 +261,13 @@ impl Client {
             pending: Arc::new(Mutex::new(HashMap::new())),
             closed: Arc::new(AtomicBool::new(false)),
         });
+        let frames_shut = frames.shut();
         self.tracker
             .spawn(writer::flush(frames, self.cancel.clone()));
         self.tracker.spawn(read_replies(
             BufReader::with_capacity(64 * 1024, read),
             Replies {
+                shut: frames_shut,
                 opener: session.reader,
                 pending: conn.pending.clone(),
                 closed: conn.closed.clone(),
@@ -294,6 +309,8 @@ fn check_peer(conn: &Arc<Conn>, to: &str, addr: SocketAddr) -> Result<Arc<Conn>,
 
 /// What the reader of one connection's replies holds.
 struct Replies {
+    /// Fires when the connection is closed from this side (its peer left).
+    shut: CancellationToken,
     opener: SessionReader,
     pending: Pending,
     closed: Arc<AtomicBool>,
@@ -314,6 +331,7 @@ async fn read_replies(
     cancel: CancellationToken,
 ) {
     let Replies {
+        shut,
         mut opener,
         pending,
         closed,
@@ -333,6 +351,7 @@ async fn read_replies(
     loop {
         let frame = tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = shut.cancelled() => break,
             frame = read_frame(&mut reader, max_frame, opener.overhead(), &timeouts) => frame,
         };
         if !key_kept(&mut key_changes, keyring.as_ref(), key) {

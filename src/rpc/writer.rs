@@ -139,6 +139,12 @@ impl FrameWriter {
         self.wake.notify_one();
     }
 
+    /// A token that fires when the connection is closed: the reader of a client connection
+    /// stops on it too.
+    pub(crate) fn shut(&self) -> CancellationToken {
+        self.shut.clone()
+    }
+
     /// Takes everything queued, marking a flush in progress; `None` when there is nothing.
     fn take(&self) -> Result<Option<Batch>, Closed> {
         let mut queue = self.queue.lock().expect("writer lock");
