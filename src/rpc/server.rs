@@ -665,3 +665,95 @@ fn send_reply(
         counters.overloaded.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::client::{Client, Failure};
+
+    /// Never answers, until cancelled.
+    struct Hang;
+
+    #[async_trait]
+    impl SystemHandler for Hang {
+        async fn handle(&self, _from: String, _payload: Vec<u8>) -> Outcome {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn herd_requests_beyond_the_bound_are_refused_at_once_and_cancelled_on_shutdown() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (incoming, _queue) = mpsc::channel(16);
+        let limits = Limits::new(frame::DEFAULT_MAX_FRAME);
+        let handler: Arc<dyn SystemHandler> = Arc::new(Hang);
+        let shared = Arc::new(Shared {
+            node_id: "server".into(),
+            incoming,
+            system: RwLock::new(Some(handler)),
+            limits,
+            counters: Arc::default(),
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            system_slots: Arc::new(Semaphore::new(MAX_SYSTEM_REQUESTS)),
+            keyring: None,
+            logged: Mutex::new(LogLimit::new(Duration::from_secs(60))),
+        });
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        tracker.spawn(serve(
+            listener,
+            shared.clone(),
+            tracker.clone(),
+            cancel.clone(),
+        ));
+        let client = Arc::new(Client::new(
+            "caller".into(),
+            limits,
+            Arc::default(),
+            None,
+            tracker.clone(),
+            cancel.clone(),
+        ));
+        let wait = Duration::from_secs(20);
+        let calls: Vec<_> = (0..=MAX_SYSTEM_REQUESTS)
+            .map(|_| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    client
+                        .request("server", addr, Kind::System, vec![1], wait)
+                        .await
+                })
+            })
+            .collect();
+        // Exactly one finds every slot taken, and is answered at once.
+        let busy = tokio::time::timeout(wait, async {
+            while shared.counters.system_busy.load(Ordering::Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(busy.is_ok(), "no herd request was refused");
+        let refused = calls.iter().filter(|call| call.is_finished()).count();
+        assert!(refused <= 1, "{refused} calls ended");
+
+        // Shutdown cancels the running requests: every task ends, every caller is answered.
+        cancel.cancel();
+        tracker.close();
+        tokio::time::timeout(wait, tracker.wait())
+            .await
+            .expect("every task ended on shutdown");
+        let mut unavailable = 0;
+        for call in calls {
+            match call.await.unwrap() {
+                Ok(Outcome::Err(Refusal::Unavailable(why))) => {
+                    assert!(why.contains("herd requests are running"), "{why}");
+                    unavailable += 1;
+                }
+                Err(Failure::Unreachable(_)) => {}
+                other => panic!("unexpected outcome {other:?}"),
+            }
+        }
+        assert_eq!(unavailable, 1);
+        assert_eq!(shared.counters.system_busy.load(Ordering::Relaxed), 1);
+    }
+}
