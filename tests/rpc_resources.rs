@@ -17,14 +17,21 @@ use tokio::net::TcpStream;
 /// The tests of this file run one at a time: one of them counts the process's descriptors.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Answers every call with the length of its payload.
+/// Answers every call with the length of its payload, after a second for the payload `SLOW`.
 struct Len;
+
+const SLOW: &[u8] = b"slow";
 
 #[async_trait]
 impl ClusterMember for Len {
     async fn handle_call(&mut self, _cx: &Context, request: Request) -> Reply {
         match request.decode::<Vec<u8>>() {
-            Ok(bytes) => Reply::ok(&(bytes.len() as u64)),
+            Ok(bytes) => {
+                if bytes == SLOW {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Reply::ok(&(bytes.len() as u64))
+            }
             Err(err) => Reply::error(err),
         }
     }
@@ -439,8 +446,10 @@ async fn a_connection_the_peer_closed_for_idleness_is_released_by_the_caller() {
         .unwrap();
     wait_members(&a, &["a", "b"]).await;
     let start = open_fds();
-    let n: u64 = a.call("b", &vec![0u8; 5], T).await.unwrap();
-    assert_eq!(n, 5);
+    // A call in flight longer than the idle timeout keeps its connection.
+    let n: u64 = a.call("b", &SLOW.to_vec(), T).await.unwrap();
+    assert_eq!(n, 4);
+    assert_eq!(b.rpc_stats().idle_closed, 0);
     assert!(until(WAIT, || b.rpc_stats().idle_closed == 1).await);
     // Both ends of the closed connection are released: the caller's too, without another call.
     let settled = until(Duration::from_secs(5), || open_fds() <= start).await;
@@ -449,4 +458,5 @@ async fn a_connection_the_peer_closed_for_idleness_is_released_by_the_caller() {
     let n: u64 = a.call("b", &vec![0u8; 6], T).await.unwrap();
     assert_eq!(n, 6);
     assert_eq!(b.rpc_stats().connections_accepted, 2);
+    assert_eq!(b.rpc_stats().idle_closed, 1);
 }

@@ -15,9 +15,9 @@
 //! opened (a per-address lock) instead of each opening their own. The connection's entry, its
 //! reader task and its flush task end together: when the reader ends (the peer closed, a read
 //! timeout, shutdown, or the peer left the membership: [`Client::retain`]) it closes the writer
-//! and removes the entry, so the socket is released as
-//! soon as the last caller using it returns. A request the connection's writer queue has no room
-//! for (the peer does not read) fails at once with [`Failure::Overloaded`].
+//! and removes the entry, so the socket is released as soon as the last caller using it returns.
+//! A request the connection's writer queue has no room for (the peer does not read) fails at once
+//! with [`Failure::Overloaded`]. Every socket has TCP keepalive on.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

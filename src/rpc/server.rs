@@ -681,6 +681,26 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn rpc_sockets_have_keepalive_on() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        keepalive(&stream);
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(
+            socket.tcp_keepalive_time().unwrap(),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            socket.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(10)
+        );
+        assert!(stream.nodelay().unwrap());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn herd_requests_beyond_the_bound_are_refused_at_once_and_cancelled_on_shutdown() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
