@@ -539,17 +539,30 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn events_and_rpc_calls_are_counted_and_rendered() {
-        let node = Node::builder("m")
+    /// A loopback node from `builder`, a supervisor, and their metrics.
+    async fn started(
+        builder: crate::NodeBuilder,
+    ) -> (
+        Node,
+        Supervisor,
+        Arc<Metrics>,
+        watch::Sender<Option<Arc<VersionedConfig>>>,
+    ) {
+        let node = builder
             .listen("127.0.0.1:0".parse().unwrap())
-            .cluster_id("metrics-unit")
             .start(Quiet)
             .await
             .unwrap();
         let sup = Supervisor::builder().start();
-        let (_config_tx, config) = watch::channel(None);
+        let (config_tx, config) = watch::channel(None);
         let metrics = Metrics::new(node.clone(), sup.clone(), config);
+        (node, sup, metrics, config_tx)
+    }
+
+    #[tokio::test]
+    async fn events_and_rpc_calls_are_counted_and_rendered() {
+        let (node, sup, metrics, _config_tx) =
+            started(Node::builder("m").cluster_id("metrics-unit")).await;
 
         let member = node.members()[0].clone();
         metrics.membership_event(&MembershipEvent::Joined(member.clone()));
@@ -598,6 +611,33 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+        sup.shutdown().await;
+        node.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_rpc_cap_are_rendered_as_rejected() {
+        let builder = Node::builder("m")
+            .cluster_id("metrics-cap")
+            .max_connections(1);
+        let (node, sup, metrics, _config_tx) = started(builder).await;
+        let addr = node.members()[0].rpc_addr().unwrap();
+        let _held = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _refused = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while node.rpc_stats().connections_over_cap == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "not refused");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let text = metrics.render().await;
+        for line in [
+            "herd_rpc_rejected_total{reason=\"over_cap\"} 1",
+            "herd_rpc_rejected_total{reason=\"read_timeout\"} 0",
+            "herd_rpc_rejected_total{reason=\"overloaded\"} 0",
+            "herd_rpc_rejected_total{reason=\"no_common_key\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
         sup.shutdown().await;
         node.shutdown().await;
     }
