@@ -1,7 +1,8 @@
 //! The messaging layer's resources, over real TCP on 127.0.0.1 with in-process nodes: closed
 //! connections release their sockets; the connection cap; one connection per peer under
 //! concurrent first calls; idle and read timeouts; a peer that stops reading makes calls fail
-//! with `Overloaded` or `CallTimeout`, never hang.
+//! with `Overloaded` or `CallTimeout`, never hang; a caller gone while its call runs, or a member
+//! that left, releases the socket at once; a reply over the frame limit becomes an error reply.
 
 #[path = "support/membership.rs"]
 mod support;
@@ -459,4 +460,51 @@ async fn a_connection_the_peer_closed_for_idleness_is_released_by_the_caller() {
     assert_eq!(n, 6);
     assert_eq!(b.rpc_stats().connections_accepted, 2);
     assert_eq!(b.rpc_stats().idle_closed, 1);
+}
+
+/// Tells of every call, then holds it until the gate opens.
+struct Gate {
+    entered: tokio::sync::mpsc::UnboundedSender<()>,
+    open: std::sync::Arc<tokio::sync::Notify>,
+}
+
+#[async_trait]
+impl ClusterMember for Gate {
+    async fn handle_call(&mut self, _cx: &Context, _request: Request) -> Reply {
+        let _ = self.entered.send(());
+        self.open.notified().await;
+        Reply::ok(&0u64)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_gone_while_its_call_runs_releases_the_socket_at_once() {
+    let _serial = SERIAL.lock().await;
+    let (entered, mut calls) = tokio::sync::mpsc::unbounded_channel();
+    let open = std::sync::Arc::new(tokio::sync::Notify::new());
+    let a = node("a", "res-gone")
+        .start(Gate {
+            entered,
+            open: open.clone(),
+        })
+        .await
+        .unwrap();
+    wait_members(&a, &["a"]).await;
+    let start = open_fds();
+    let mut caller = handshaken(rpc_addr(&a), "caller", "a").await;
+    // A call frame: length, kind 1, id 1, the body (a bincode Vec<u8> of one byte).
+    let body = [1, 0, 0, 0, 0, 0, 0, 0, b'x'];
+    let mut frame = (9 + body.len() as u32).to_be_bytes().to_vec();
+    frame.push(1);
+    frame.extend_from_slice(&1u64.to_be_bytes());
+    frame.extend_from_slice(&body);
+    caller.write_all(&frame).await.unwrap();
+    tokio::time::timeout(WAIT, calls.recv())
+        .await
+        .expect("the call reached the member");
+    drop(caller);
+    // The member still holds the call; the connection's socket is gone nonetheless.
+    let settled = until(Duration::from_secs(5), || open_fds() <= start).await;
+    assert!(settled, "{} descriptors open, {start} before", open_fds());
+    open.notify_one();
 }
