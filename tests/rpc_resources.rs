@@ -15,7 +15,7 @@ use support::{node, wait_members, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The tests of this file run one at a time: one of them counts the process's descriptors.
+/// The tests of this file run one at a time: some count the process's RPC sockets.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Answers every call with the length of its payload, after a second for the payload `SLOW`.
@@ -53,8 +53,37 @@ impl ClusterMember for Echo {
 
 const T: Duration = Duration::from_secs(10);
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+/// The TCP connections to or from `port` (not the listener) that this process holds open: a
+/// descriptor of this process whose socket /proc/net/tcp lists with `port` at either end. A
+/// socket its owner closed (TIME_WAIT) has no descriptor and does not count; one it still holds
+/// (CLOSE_WAIT, ESTABLISHED) does.
+fn rpc_sockets(port: u16) -> usize {
+    let held: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    let port = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, remote, state, inode) = (fields[1], fields[2], fields[3], fields[9]);
+            state != "0A"
+                && (local.ends_with(&port) || remote.ends_with(&port))
+                && held.contains(inode)
+        })
+        .count()
 }
 
 fn rpc_addr(node: &Node) -> SocketAddr {
@@ -137,7 +166,7 @@ async fn connect_close_cycles_leave_no_socket_behind() {
     let a = node("a", "res-fds").start(Len).await.unwrap();
     wait_members(&a, &["a"]).await;
     let addr = rpc_addr(&a);
-    let start = open_fds();
+    assert_eq!(rpc_sockets(addr.port()), 0);
     for i in 0..2_000 {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         match i % 4 {
@@ -160,11 +189,11 @@ async fn connect_close_cycles_leave_no_socket_behind() {
     }
     let all_seen = until(WAIT, || a.rpc_stats().connections_accepted == 2_000).await;
     assert!(all_seen, "{:?}", a.rpc_stats());
-    let settled = until(Duration::from_secs(5), || open_fds() <= start + 4).await;
+    let settled = until(Duration::from_secs(5), || rpc_sockets(addr.port()) == 0).await;
     assert!(
         settled,
-        "{} descriptors open after 2,000 connections, {start} before",
-        open_fds()
+        "{} connections still open after 2,000 connect/close cycles",
+        rpc_sockets(addr.port())
     );
     // The node still answers.
     let b = node("b", "res-fds")
@@ -446,15 +475,15 @@ async fn a_connection_the_peer_closed_for_idleness_is_released_by_the_caller() {
         .await
         .unwrap();
     wait_members(&a, &["a", "b"]).await;
-    let start = open_fds();
+    let port = rpc_addr(&b).port();
     // A call in flight longer than the idle timeout keeps its connection.
     let n: u64 = a.call("b", &SLOW.to_vec(), T).await.unwrap();
     assert_eq!(n, 4);
     assert_eq!(b.rpc_stats().idle_closed, 0);
     assert!(until(WAIT, || b.rpc_stats().idle_closed == 1).await);
     // Both ends of the closed connection are released: the caller's too, without another call.
-    let settled = until(Duration::from_secs(5), || open_fds() <= start).await;
-    assert!(settled, "{} descriptors open, {start} before", open_fds());
+    let settled = until(Duration::from_secs(5), || rpc_sockets(port) == 0).await;
+    assert!(settled, "{} connections still open", rpc_sockets(port));
     // The next call connects again.
     let n: u64 = a.call("b", &vec![0u8; 6], T).await.unwrap();
     assert_eq!(n, 6);
@@ -490,7 +519,7 @@ async fn a_caller_gone_while_its_call_runs_releases_the_socket_at_once() {
         .await
         .unwrap();
     wait_members(&a, &["a"]).await;
-    let start = open_fds();
+    let port = rpc_addr(&a).port();
     let mut caller = handshaken(rpc_addr(&a), "caller", "a").await;
     // A call frame: length, kind 1, id 1, the body (a bincode Vec<u8> of one byte).
     let body = [1, 0, 0, 0, 0, 0, 0, 0, b'x'];
@@ -504,7 +533,7 @@ async fn a_caller_gone_while_its_call_runs_releases_the_socket_at_once() {
         .expect("the call reached the member");
     drop(caller);
     // The member still holds the call; the connection's socket is gone nonetheless.
-    let settled = until(Duration::from_secs(5), || open_fds() <= start).await;
-    assert!(settled, "{} descriptors open, {start} before", open_fds());
+    let settled = until(Duration::from_secs(5), || rpc_sockets(port) == 0).await;
+    assert!(settled, "{} connections still open", rpc_sockets(port));
     open.notify_one();
 }
