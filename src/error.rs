@@ -119,6 +119,20 @@ pub enum Error {
         timeout: std::time::Duration,
     },
 
+    /// The connection to the member already queues as many bytes as it may (the member is not
+    /// reading fast enough, or not at all): the message was not sent.
+    #[error(
+        "member {member:?} is overloaded: {queued} bytes wait to be sent, the limit is {limit}"
+    )]
+    Overloaded {
+        /// The member's id.
+        member: String,
+        /// Bytes queued on the connection.
+        queued: usize,
+        /// The queue's bound.
+        limit: usize,
+    },
+
     /// The member answered with an error (its handler's, or a refusal of the request).
     #[error("member {member:?} answered with an error: {message}")]
     Remote {

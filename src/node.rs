@@ -78,6 +78,20 @@ pub struct RpcStats {
     /// Connections refused, by reason (`no_common_key`, `bad_proof`, `plaintext`, `malformed`,
     /// `timeout`, `closed`, `forged_frame`), every reason listed.
     pub refused: Vec<(&'static str, u64)>,
+    /// Connections accepted under the cap ([`NodeBuilder::max_connections`]).
+    pub connections_accepted: u64,
+    /// Connections accepted and closed at once because the cap was reached.
+    pub connections_over_cap: u64,
+    /// Accepted connections closed after the idle timeout.
+    pub idle_closed: u64,
+    /// Connections closed because a started frame stopped arriving (the read timeout).
+    pub read_timeouts: u64,
+    /// Herd requests answered with a refusal because the most allowed were running.
+    pub system_busy: u64,
+    /// Replies over the frame limit, answered with an error instead.
+    pub oversized_replies: u64,
+    /// Calls, casts and replies not sent because their connection's queue was full.
+    pub overloaded: u64,
 }
 
 /// Told of every call and cast this node makes: kind (`call`, `cast`), outcome (`ok`, `error`,
@@ -145,7 +159,17 @@ impl Node {
     /// What the messaging layer refused since the node started.
     pub fn rpc_stats(&self) -> RpcStats {
         let c = &self.inner.rpc.counters;
+        let n = |counter: &std::sync::atomic::AtomicU64| {
+            counter.load(std::sync::atomic::Ordering::Relaxed)
+        };
         RpcStats {
+            connections_accepted: n(&c.accepted),
+            connections_over_cap: n(&c.over_cap),
+            idle_closed: n(&c.idle_closed),
+            read_timeouts: n(&c.read_timeouts),
+            system_busy: n(&c.system_busy),
+            oversized_replies: n(&c.oversized_replies),
+            overloaded: n(&c.overloaded),
             bad_frames: c.bad_frames.load(std::sync::atomic::Ordering::Relaxed),
             oversized_frames: c
                 .oversized_frames

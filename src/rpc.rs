@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use frame::DEFAULT_MAX_FRAME;
+pub use server::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT};
 
 /// A message another member sent, as `handle_call` or `handle_cast` receives it.
 #[derive(Debug)]

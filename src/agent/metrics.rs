@@ -31,6 +31,7 @@
 //! | `herd_config_push_refused_total` | counter: pushes refused at the API for their signature | `reason`: as above |
 //! | `herd_rpc_calls_total` | counter | `kind`: call, cast; `outcome`: ok, error, timeout |
 //! | `herd_rpc_call_duration_seconds` | histogram (50 µs to 5 s) | |
+//! | `herd_rpc_rejected_total` | counter: connections, requests and frames the messaging layer refused | `reason`: the handshake's (closed, malformed, no_common_key, bad_proof, plaintext, timeout, forged_frame), over_cap, read_timeout, system_busy, overloaded, oversized_reply |
 //! | `herd_api_rejected_total` | counter | `reason`: unauthorized, host, origin, content_type, too_large |
 
 use std::fmt;
@@ -466,12 +467,21 @@ impl Collector for Scraped {
             "Gossip datagrams dropped before chitchat saw them, by reason.",
             stats.rejected.by_reason().iter().copied(),
         )?;
+        let rpc = self.node.rpc_stats();
         by_reason(
             &mut encoder,
             "rpc_rejected",
             "Member-to-member connections refused at the handshake (or closed for a frame that \
-             did not authenticate), by reason.",
-            self.node.rpc_stats().refused.into_iter(),
+             did not authenticate, over the connection cap, or for a frame that stopped \
+             arriving), requests refused (herd requests over the concurrency bound) and frames \
+             not sent (a full connection queue, a reply over the frame limit), by reason.",
+            rpc.refused.iter().copied().chain([
+                ("over_cap", rpc.connections_over_cap),
+                ("read_timeout", rpc.read_timeouts),
+                ("system_busy", rpc.system_busy),
+                ("overloaded", rpc.overloaded),
+                ("oversized_reply", rpc.oversized_replies),
+            ]),
         )?;
         Ok(())
     }
@@ -529,17 +539,30 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn events_and_rpc_calls_are_counted_and_rendered() {
-        let node = Node::builder("m")
+    /// A loopback node from `builder`, a supervisor, and their metrics.
+    async fn started(
+        builder: crate::NodeBuilder,
+    ) -> (
+        Node,
+        Supervisor,
+        Arc<Metrics>,
+        watch::Sender<Option<Arc<VersionedConfig>>>,
+    ) {
+        let node = builder
             .listen("127.0.0.1:0".parse().unwrap())
-            .cluster_id("metrics-unit")
             .start(Quiet)
             .await
             .unwrap();
         let sup = Supervisor::builder().start();
-        let (_config_tx, config) = watch::channel(None);
+        let (config_tx, config) = watch::channel(None);
         let metrics = Metrics::new(node.clone(), sup.clone(), config);
+        (node, sup, metrics, config_tx)
+    }
+
+    #[tokio::test]
+    async fn events_and_rpc_calls_are_counted_and_rendered() {
+        let (node, sup, metrics, _config_tx) =
+            started(Node::builder("m").cluster_id("metrics-unit")).await;
 
         let member = node.members()[0].clone();
         metrics.membership_event(&MembershipEvent::Joined(member.clone()));
@@ -588,6 +611,33 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+        sup.shutdown().await;
+        node.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_rpc_cap_are_rendered_as_rejected() {
+        let builder = Node::builder("m")
+            .cluster_id("metrics-cap")
+            .max_connections(1);
+        let (node, sup, metrics, _config_tx) = started(builder).await;
+        let addr = node.members()[0].rpc_addr().unwrap();
+        let _held = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _refused = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while node.rpc_stats().connections_over_cap == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "not refused");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let text = metrics.render().await;
+        for line in [
+            "herd_rpc_rejected_total{reason=\"over_cap\"} 1",
+            "herd_rpc_rejected_total{reason=\"read_timeout\"} 0",
+            "herd_rpc_rejected_total{reason=\"overloaded\"} 0",
+            "herd_rpc_rejected_total{reason=\"no_common_key\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
         sup.shutdown().await;
         node.shutdown().await;
     }

@@ -62,7 +62,7 @@ pub struct NodeBuilder {
     dead_node_grace_period: Duration,
     compress_digests: bool,
     rpc_listen: Option<SocketAddr>,
-    max_frame: usize,
+    rpc_limits: rpc::server::Limits,
     keyring: Option<Keyring>,
     verify_incoming: bool,
 }
@@ -84,7 +84,7 @@ impl NodeBuilder {
             dead_node_grace_period: DEFAULT_DEAD_NODE_GRACE_PERIOD,
             compress_digests: false,
             rpc_listen: None,
-            max_frame: crate::rpc::DEFAULT_MAX_FRAME,
+            rpc_limits: rpc::server::Limits::new(crate::rpc::DEFAULT_MAX_FRAME),
             keyring: None,
             verify_incoming: true,
         }
@@ -184,7 +184,41 @@ impl NodeBuilder {
     /// The largest message frame this node sends or accepts, in bytes (default
     /// [`DEFAULT_MAX_FRAME`](crate::rpc::DEFAULT_MAX_FRAME), 16 MiB).
     pub fn max_frame(mut self, bytes: usize) -> Self {
-        self.max_frame = bytes;
+        self.rpc_limits.max_frame = bytes;
+        self
+    }
+
+    /// The most member-to-member connections this node accepts at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS`](crate::rpc::DEFAULT_MAX_CONNECTIONS), 1,024). A connection
+    /// beyond it is accepted and closed at once, and counted
+    /// ([`RpcStats::connections_over_cap`](crate::RpcStats)).
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.rpc_limits.max_connections = connections;
+        self
+    }
+
+    /// How long an accepted member-to-member connection may go without a frame, while none of its
+    /// calls is in flight, before it is closed (default
+    /// [`DEFAULT_IDLE_TIMEOUT`](crate::rpc::DEFAULT_IDLE_TIMEOUT), 5 minutes). The caller
+    /// connects again at its next call. Mostly for tests; the default suits real networks.
+    pub fn rpc_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.rpc_limits.idle = timeout;
+        self
+    }
+
+    /// How long the bytes of a started frame may stop arriving before the connection is closed
+    /// (default [`DEFAULT_READ_TIMEOUT`](crate::rpc::DEFAULT_READ_TIMEOUT), 30 s). Mostly for
+    /// tests; the default suits real networks.
+    pub fn rpc_read_timeout(mut self, timeout: Duration) -> Self {
+        self.rpc_limits.read = timeout;
+        self
+    }
+
+    /// The most bytes of frames one connection queues for a peer that does not read fast enough
+    /// (default 64 MiB); a call or cast beyond it fails at once with
+    /// [`Error::Overloaded`](crate::Error::Overloaded).
+    pub fn rpc_queue_limit(mut self, bytes: usize) -> Self {
+        self.rpc_limits.max_queued = bytes;
         self
     }
 
@@ -341,12 +375,18 @@ impl NodeBuilder {
             .run(cancel.child_token()),
         );
         let (messages_tx, messages_rx) = mpsc::channel(MESSAGE_QUEUE);
+        let limits = self.rpc_limits;
+        let counters_rpc = Arc::new(rpc::server::ServerCounters::default());
         let rpc = Arc::new(rpc::server::Shared {
             node_id: id.clone(),
             incoming: messages_tx,
             system: std::sync::RwLock::new(None),
-            max_frame: self.max_frame,
-            counters: Default::default(),
+            limits,
+            counters: counters_rpc.clone(),
+            connections: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
+            system_slots: Arc::new(tokio::sync::Semaphore::new(
+                rpc::server::MAX_SYSTEM_REQUESTS,
+            )),
             keyring: self.keyring.clone(),
             logged: std::sync::Mutex::new(crate::log_limit::LogLimit::new(
                 std::time::Duration::from_secs(60),
@@ -360,9 +400,15 @@ impl NodeBuilder {
         ));
         let client = Arc::new(rpc::client::Client::new(
             id.clone(),
-            self.max_frame,
+            limits,
+            counters_rpc,
             self.keyring.clone(),
             tracker.clone(),
+            cancel.child_token(),
+        ));
+        tracker.spawn(super::messaging::forget_departed(
+            client.clone(),
+            members_rx.clone(),
             cancel.child_token(),
         ));
         let cx = Context::new(id.clone(), members_rx.clone());

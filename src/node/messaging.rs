@@ -25,7 +25,8 @@ impl Node {
     /// # Errors
     /// [`Error::UnknownMember`] at once for an id that is not a live member;
     /// [`Error::Unreachable`], [`Error::CallTimeout`], [`Error::Remote`] (the member's error),
-    /// [`Error::FrameTooLarge`], [`Error::Codec`].
+    /// [`Error::Overloaded`] (the connection's queue is full), [`Error::FrameTooLarge`],
+    /// [`Error::Codec`].
     pub async fn call<Req, Resp>(
         &self,
         to: &str,
@@ -48,7 +49,8 @@ impl Node {
     /// The member gets it in its [`handle_cast`](crate::ClusterMember::handle_cast).
     ///
     /// # Errors
-    /// [`Error::UnknownMember`], [`Error::Unreachable`], [`Error::FrameTooLarge`], [`Error::Codec`].
+    /// [`Error::UnknownMember`], [`Error::Unreachable`], [`Error::Overloaded`],
+    /// [`Error::FrameTooLarge`], [`Error::Codec`].
     pub async fn cast<Msg: Serialize + ?Sized>(
         &self,
         to: &str,
@@ -185,10 +187,36 @@ fn failure_error(member: &str, addr: SocketAddr, timeout: Duration, failure: Fai
             timeout,
         },
         Failure::TooLarge { size, limit } => Error::FrameTooLarge { size, limit },
+        Failure::Overloaded { queued, limit } => Error::Overloaded {
+            member: member.to_string(),
+            queued,
+            limit,
+        },
         Failure::Refused(reason) => Error::Refused {
             member: member.to_string(),
             addr,
             reason,
         },
+    }
+}
+
+/// Closes the client's connections to members that are no longer live, whenever the member list
+/// changes, until `cancel` fires.
+pub(super) async fn forget_departed(
+    client: Arc<crate::rpc::client::Client>,
+    mut members: tokio::sync::watch::Receiver<Arc<[crate::Member]>>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let live: std::collections::HashSet<SocketAddr> = members
+            .borrow_and_update()
+            .iter()
+            .filter_map(|m| m.rpc_addr())
+            .collect();
+        client.retain(&live);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = members.changed() => if changed.is_err() { return },
+        }
     }
 }

@@ -10,6 +10,14 @@
 //! when nothing is queued); a reader task hands each reply to the caller waiting for its id. When a connection breaks, every
 //! call waiting on it fails at once and the next call connects again. Tasks stop on the node's
 //! cancellation token.
+//!
+//! Exactly one connection per peer address: callers that find none wait for the one being
+//! opened (a per-address lock) instead of each opening their own. The connection's entry, its
+//! reader task and its flush task end together: when the reader ends (the peer closed, a read
+//! timeout, shutdown, or the peer left the membership: [`Client::retain`]) it closes the writer
+//! and removes the entry, so the socket is released as soon as the last caller using it returns.
+//! A request the connection's writer queue has no room for (the peer does not read) fails at once
+//! with [`Failure::Overloaded`]. Every socket has TCP keepalive on.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::frame::{self, Kind, Outcome};
-use super::server::{key_kept, read_frame, ReadFrame};
-use super::writer::{self, FrameWriter};
+use super::server::{keepalive, key_kept, read_frame, Limits, ReadFrame, ServerCounters, Timeouts};
+use super::writer::{self, FrameWriter, SendError};
 use crate::trust::handshake::{self, SessionReader};
 use crate::trust::Keyring;
 
@@ -40,9 +48,23 @@ pub(crate) enum Failure {
     TooLarge { size: usize, limit: usize },
     /// The handshake failed: no common key, a bad proof, or another node at the address.
     Refused(String),
+    /// The connection's writer queue holds `queued` bytes, at its bound `limit`: the peer is
+    /// not reading.
+    Overloaded { queued: usize, limit: usize },
+}
+
+impl From<SendError> for Failure {
+    fn from(err: SendError) -> Failure {
+        match err {
+            SendError::Closed => Failure::Unreachable("the connection closed".into()),
+            SendError::Full { queued, limit } => Failure::Overloaded { queued, limit },
+        }
+    }
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Outcome>>>>;
+
+type Conns = Arc<Mutex<HashMap<SocketAddr, Arc<Conn>>>>;
 
 struct Conn {
     /// The peer's node id, as the handshake named it.
@@ -57,9 +79,12 @@ struct Conn {
 /// Connections to peers, shared by every caller on a node.
 pub(crate) struct Client {
     node_id: Arc<str>,
-    conns: Mutex<HashMap<SocketAddr, Arc<Conn>>>,
+    conns: Conns,
+    /// Held while a connection to the address is being opened.
+    opening: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>,
     next_id: AtomicU64,
-    max_frame: usize,
+    limits: Limits,
+    counters: Arc<ServerCounters>,
     keyring: Option<Keyring>,
     tracker: TaskTracker,
     cancel: CancellationToken,
@@ -68,16 +93,19 @@ pub(crate) struct Client {
 impl Client {
     pub(crate) fn new(
         node_id: Arc<str>,
-        max_frame: usize,
+        limits: Limits,
+        counters: Arc<ServerCounters>,
         keyring: Option<Keyring>,
         tracker: TaskTracker,
         cancel: CancellationToken,
     ) -> Client {
         Client {
             node_id,
-            conns: Mutex::new(HashMap::new()),
+            conns: Arc::new(Mutex::new(HashMap::new())),
+            opening: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            max_frame,
+            limits,
+            counters,
             keyring,
             tracker,
             cancel,
@@ -106,9 +134,13 @@ impl Client {
             pending.insert(id, tx);
             pending.len() == 1
         };
-        if conn.closed.load(Ordering::Acquire) || conn.frames.send(bytes, alone).is_err() {
+        let sent = match conn.closed.load(Ordering::Acquire) {
+            true => Err(SendError::Closed),
+            false => conn.frames.send(bytes, alone),
+        };
+        if let Err(err) = sent {
             conn.pending.lock().expect("pending lock").remove(&id);
-            return Err(Failure::Unreachable("the connection closed".into()));
+            return Err(self.failed(err));
         }
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(outcome)) => Ok(outcome),
@@ -136,36 +168,92 @@ impl Client {
             .map_err(|_| Failure::Timeout)??;
         conn.frames
             .send(bytes, false)
-            .map_err(|_| Failure::Unreachable("the connection closed".into()))
+            .map_err(|err| self.failed(err))
+    }
+
+    /// The failure of a send, counted when the queue was full.
+    fn failed(&self, err: SendError) -> Failure {
+        if matches!(err, SendError::Full { .. }) {
+            self.counters.overloaded.fetch_add(1, Ordering::Relaxed);
+        }
+        err.into()
     }
 
     fn encode(&self, kind: Kind, id: u64, payload: &[u8]) -> Result<Vec<u8>, Failure> {
-        if payload.len() > self.max_frame {
-            return Err(Failure::TooLarge {
-                size: payload.len(),
-                limit: self.max_frame,
-            });
-        }
-        Ok(frame::encode_bytes(kind, id, payload))
+        frame::encode_bytes(kind, id, payload, self.limits.max_frame).map_err(|err| match err {
+            frame::EncodeError::TooLarge { size, limit } => Failure::TooLarge { size, limit },
+            frame::EncodeError::Codec(err) => Failure::Unreachable(err.to_string()),
+        })
     }
 
+    /// The connection to `addr`: the cached one, or the one a concurrent caller is opening, or a
+    /// new one.
     async fn connection(&self, to: &str, addr: SocketAddr) -> Result<Arc<Conn>, Failure> {
-        if let Some(conn) = self.conns.lock().expect("conns lock").get(&addr) {
-            if self.usable(conn) {
-                return check_peer(conn, to, addr);
-            }
-            // Closed, or opened with a key that is no longer the primary: replaced below.
-            conn.frames.close();
+        if let Some(conn) = self.cached(addr) {
+            return check_peer(&conn, to, addr);
         }
+        let slot = self
+            .opening
+            .lock()
+            .expect("opening lock")
+            .entry(addr)
+            .or_default()
+            .clone();
+        let opening = slot.lock().await;
+        if let Some(conn) = self.cached(addr) {
+            return check_peer(&conn, to, addr);
+        }
+        let conn = self.open(addr).await?;
+        self.conns
+            .lock()
+            .expect("conns lock")
+            .insert(addr, conn.clone());
+        drop(opening);
+        let mut slots = self.opening.lock().expect("opening lock");
+        // Nobody else waits on this address's slot: forget it.
+        if Arc::strong_count(&slot) == 2 {
+            slots.remove(&addr);
+        }
+        drop(slots);
+        check_peer(&conn, to, addr)
+    }
+
+    /// Closes the connections to every address not in `live` (members that left): their calls
+    /// fail at once, and their sockets are released as soon as those calls return.
+    pub(crate) fn retain(&self, live: &std::collections::HashSet<SocketAddr>) {
+        self.conns.lock().expect("conns lock").retain(|addr, conn| {
+            let keep = live.contains(addr);
+            if !keep {
+                conn.frames.close();
+            }
+            keep
+        });
+    }
+
+    /// The cached connection to `addr` if it may carry the next request; a closed one, or one
+    /// opened with a key that is no longer the primary, is closed and forgotten.
+    fn cached(&self, addr: SocketAddr) -> Option<Arc<Conn>> {
+        let mut conns = self.conns.lock().expect("conns lock");
+        let conn = conns.get(&addr)?;
+        if self.usable(conn) {
+            return Some(conn.clone());
+        }
+        conn.frames.close();
+        conns.remove(&addr);
+        None
+    }
+
+    /// Connects, runs the handshake and starts the connection's reader and flush tasks.
+    async fn open(&self, addr: SocketAddr) -> Result<Arc<Conn>, Failure> {
         let mut stream = TcpStream::connect(addr)
             .await
             .map_err(|err| Failure::Unreachable(format!("cannot connect: {err}")))?;
-        let _ = stream.set_nodelay(true);
+        keepalive(&stream);
         let session = handshake::client(&mut stream, self.keyring.as_ref(), &self.node_id)
             .await
             .map_err(|err| Failure::Refused(err.to_string()))?;
         let (read, write) = stream.into_split();
-        let frames = FrameWriter::new(write, session.writer);
+        let frames = FrameWriter::new(write, session.writer, self.limits.max_queued);
         let conn = Arc::new(Conn {
             peer: session.peer.into(),
             key: session.key,
@@ -173,33 +261,26 @@ impl Client {
             pending: Arc::new(Mutex::new(HashMap::new())),
             closed: Arc::new(AtomicBool::new(false)),
         });
+        let frames_shut = frames.shut();
         self.tracker
             .spawn(writer::flush(frames, self.cancel.clone()));
         self.tracker.spawn(read_replies(
             BufReader::with_capacity(64 * 1024, read),
             Replies {
+                shut: frames_shut,
                 opener: session.reader,
                 pending: conn.pending.clone(),
                 closed: conn.closed.clone(),
                 frames: Arc::downgrade(&conn.frames),
-                max_frame: self.max_frame,
+                conns: Arc::downgrade(&self.conns),
+                addr,
+                limits: self.limits,
                 keyring: self.keyring.clone(),
                 key: session.key,
             },
             self.cancel.clone(),
         ));
-        let conn = {
-            let mut conns = self.conns.lock().expect("conns lock");
-            match conns.get(&addr) {
-                // Another caller connected meanwhile: use theirs; ours closes when dropped.
-                Some(existing) if self.usable(existing) => existing.clone(),
-                _ => {
-                    conns.insert(addr, conn.clone());
-                    conn
-                }
-            }
-        };
-        check_peer(&conn, to, addr)
+        Ok(conn)
     }
 }
 
@@ -228,13 +309,18 @@ fn check_peer(conn: &Arc<Conn>, to: &str, addr: SocketAddr) -> Result<Arc<Conn>,
 
 /// What the reader of one connection's replies holds.
 struct Replies {
+    /// Fires when the connection is closed from this side (its peer left).
+    shut: CancellationToken,
     opener: SessionReader,
     pending: Pending,
     closed: Arc<AtomicBool>,
     /// Closed when the reader ends, so the flush task ends too; weak, so that dropping the
     /// connection drops its socket.
     frames: std::sync::Weak<FrameWriter>,
-    max_frame: usize,
+    /// The client's connections, where this one's entry is removed when the reader ends.
+    conns: std::sync::Weak<Mutex<HashMap<SocketAddr, Arc<Conn>>>>,
+    addr: SocketAddr,
+    limits: Limits,
     keyring: Option<Keyring>,
     key: Option<crate::trust::KeyId>,
 }
@@ -245,19 +331,28 @@ async fn read_replies(
     cancel: CancellationToken,
 ) {
     let Replies {
+        shut,
         mut opener,
         pending,
         closed,
         frames,
-        max_frame,
+        conns,
+        addr,
+        limits,
         keyring,
         key,
     } = replies;
+    let max_frame = limits.max_frame;
+    let timeouts = Timeouts {
+        idle: None,
+        read: limits.read,
+    };
     let mut key_changes = keyring.as_ref().map(Keyring::changes);
     loop {
         let frame = tokio::select! {
             _ = cancel.cancelled() => break,
-            frame = read_frame(&mut reader, max_frame, opener.overhead()) => frame,
+            _ = shut.cancelled() => break,
+            frame = read_frame(&mut reader, max_frame, opener.overhead(), &timeouts) => frame,
         };
         if !key_kept(&mut key_changes, keyring.as_ref(), key) {
             break;
@@ -280,6 +375,7 @@ async fn read_replies(
                 }
                 continue;
             }
+            Ok(ReadFrame::Idle) => continue,
             Err(_) => break,
         };
         let Some((kind, id, body)) = frame::split(&bytes) else {
@@ -300,6 +396,15 @@ async fn read_replies(
     closed.store(true, Ordering::Release);
     if let Some(frames) = frames.upgrade() {
         frames.close();
+    }
+    if let Some(conns) = conns.upgrade() {
+        let mut conns = conns.lock().expect("conns lock");
+        if conns
+            .get(&addr)
+            .is_some_and(|conn| std::ptr::eq(Arc::as_ptr(&conn.frames), frames.as_ptr()))
+        {
+            conns.remove(&addr);
+        }
     }
     // Dropping the senders fails every call still waiting on this connection.
     pending.lock().expect("pending lock").clear();

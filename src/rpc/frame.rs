@@ -10,7 +10,9 @@
 //! carries no sender: the receiver knows the peer from the connection's handshake.
 //!
 //! The kind and id come before the body so that a receiver can answer a frame it refuses (too
-//! large, undecodable) to the right caller, and keep the connection. Pure encoding and decoding;
+//! large, undecodable) to the right caller, and keep the connection. Encoding checks the body
+//! against the frame limit (and what the `u32` length can hold) first: a length is never
+//! truncated. Pure encoding and decoding;
 //! the reading and writing tasks live in `server.rs` and `client.rs`.
 
 use serde::{Deserialize, Serialize};
@@ -93,32 +95,55 @@ impl std::fmt::Display for Refusal {
 /// Room left at the end of every encoded frame for a seal's tag, so sealing never reallocates.
 const SEAL_ROOM: usize = crate::trust::handshake::TAG_LEN;
 
-/// Encodes one frame: header and bincode body.
+/// Why a frame was not encoded.
+#[derive(Debug)]
+pub(crate) enum EncodeError {
+    /// The body is `size` bytes, over `limit` (the frame limit, or what a `u32` length holds).
+    TooLarge { size: usize, limit: usize },
+    /// The body could not be encoded.
+    Codec(bincode::Error),
+}
+
+/// The largest body a frame's `u32` length can describe, with room for the header and a tag.
+const WIRE_MAX_BODY: usize = u32::MAX as usize - HEADER_LEN - SEAL_ROOM;
+
+/// Encodes one frame: header and bincode body, whose size must be at most `limit`.
 pub(crate) fn encode<T: Serialize>(
     kind: Kind,
     id: u64,
     body: &T,
-) -> Result<Vec<u8>, bincode::Error> {
-    let size = bincode::serialized_size(body)? as usize;
-    let mut frame = start(kind, id, size);
-    bincode::serialize_into(&mut frame, body)?;
+    limit: usize,
+) -> Result<Vec<u8>, EncodeError> {
+    let size = bincode::serialized_size(body).map_err(EncodeError::Codec)?;
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    let mut frame = start(kind, id, size, limit)?;
+    bincode::serialize_into(&mut frame, body).map_err(EncodeError::Codec)?;
     Ok(frame)
 }
 
-/// Encodes one frame whose body is `body` as it is (a request's payload).
-pub(crate) fn encode_bytes(kind: Kind, id: u64, body: &[u8]) -> Vec<u8> {
-    let mut frame = start(kind, id, body.len());
+/// Encodes one frame whose body is `body` as it is (a request's payload), at most `limit` bytes.
+pub(crate) fn encode_bytes(
+    kind: Kind,
+    id: u64,
+    body: &[u8],
+    limit: usize,
+) -> Result<Vec<u8>, EncodeError> {
+    let mut frame = start(kind, id, body.len(), limit)?;
     frame.extend_from_slice(body);
-    frame
+    Ok(frame)
 }
 
-fn start(kind: Kind, id: u64, size: usize) -> Vec<u8> {
+fn start(kind: Kind, id: u64, size: usize, limit: usize) -> Result<Vec<u8>, EncodeError> {
+    let limit = limit.min(WIRE_MAX_BODY);
+    if size > limit {
+        return Err(EncodeError::TooLarge { size, limit });
+    }
     let mut frame = Vec::with_capacity(4 + HEADER_LEN + size + SEAL_ROOM);
-    let len = u32::try_from(HEADER_LEN + size).unwrap_or(u32::MAX);
+    let len = u32::try_from(HEADER_LEN + size).expect("checked against the wire limit");
     frame.extend_from_slice(&len.to_be_bytes());
     frame.push(kind as u8);
     frame.extend_from_slice(&id.to_be_bytes());
-    frame
+    Ok(frame)
 }
 
 /// Splits a frame (without its length prefix) into kind byte, id and body.
@@ -136,18 +161,43 @@ mod tests {
 
     #[test]
     fn a_frame_round_trips_through_its_header() {
-        let frame = encode_bytes(Kind::Call, 42, &[1, 2, 3]);
+        let frame = encode_bytes(Kind::Call, 42, &[1, 2, 3], 16).unwrap();
         let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
         assert_eq!(len, frame.len() - 4);
         let (kind, id, body) = split(&frame[4..]).unwrap();
         assert_eq!((Kind::from_u8(kind), id), (Some(Kind::Call), 42));
         assert_eq!(body, [1, 2, 3]);
 
-        let reply = encode(Kind::Reply, 7, &Outcome::Ok(vec![9])).unwrap();
+        let reply = encode(Kind::Reply, 7, &Outcome::Ok(vec![9]), 64).unwrap();
         assert!(reply.capacity() >= reply.len() + SEAL_ROOM);
         let (_, id, body) = split(&reply[4..]).unwrap();
         let back: Outcome = bincode::deserialize(body).unwrap();
         assert!(matches!((id, back), (7, Outcome::Ok(v)) if v == [9]));
+    }
+
+    #[test]
+    fn bodies_over_the_limit_are_not_encoded() {
+        let refused = encode_bytes(Kind::Call, 1, &[0; 17], 16);
+        assert!(matches!(
+            refused,
+            Err(EncodeError::TooLarge {
+                size: 17,
+                limit: 16
+            })
+        ));
+        let refused = encode(Kind::Reply, 1, &Outcome::Ok(vec![0; 100]), 50);
+        assert!(matches!(
+            refused,
+            Err(EncodeError::TooLarge { limit: 50, .. })
+        ));
+        // A limit beyond what the u32 length holds is capped, never truncated.
+        assert!(matches!(
+            start(Kind::Call, 1, u32::MAX as usize, usize::MAX),
+            Err(EncodeError::TooLarge {
+                limit: WIRE_MAX_BODY,
+                ..
+            })
+        ));
     }
 
     #[test]

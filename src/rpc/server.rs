@@ -12,16 +12,27 @@
 //! concurrently. A frame that is too large or does not decode is answered with an error when it
 //! carries a request id, counted, and logged; the connection and everyone else go on. Every task
 //! stops on the node's cancellation token.
+//!
+//! Resources, each bounded: at most [`Limits::max_connections`] accepted connections at once (one
+//! beyond is accepted and closed at once, counted); a connection with no frame for
+//! [`Limits::idle`] while no call of its is in flight is closed, and so is one whose started frame
+//! stops arriving for [`Limits::read`]; a frame's body is read into a buffer grown as its bytes
+//! arrive, never allocated from its length prefix; at most [`MAX_SYSTEM_REQUESTS`] herd requests
+//! run at once (one beyond is answered at once with a refusal); replies over the frame limit
+//! become an error reply. Every RPC socket has TCP keepalive on. A connection's reader task owns
+//! its read half and, with its flush task, its [`FrameWriter`]; those who answer later hold the
+//! writer weakly, so when the reader ends (peer gone, timeout, shutdown) the socket is released at
+//! once.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
@@ -34,6 +45,55 @@ use crate::trust::Keyring;
 
 /// How long a peer has to complete the handshake after connecting.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default cap on accepted connections at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// The default idle timeout of an accepted connection: 5 minutes without a frame.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// The default read timeout of a started frame: 30 s without a byte of it.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most herd requests (`System` frames) a node runs at once.
+pub(crate) const MAX_SYSTEM_REQUESTS: usize = 64;
+
+/// The bounds of a node's RPC connections.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// The largest frame body sent or accepted.
+    pub(crate) max_frame: usize,
+    /// Accepted connections open at once.
+    pub(crate) max_connections: usize,
+    /// How long an accepted connection may go without a frame (while nothing is in flight).
+    pub(crate) idle: Duration,
+    /// How long a started frame's bytes may stop arriving.
+    pub(crate) read: Duration,
+    /// The bound of each connection's writer queue, in bytes.
+    pub(crate) max_queued: usize,
+}
+
+impl Limits {
+    /// The defaults, with `max_frame`.
+    pub(crate) fn new(max_frame: usize) -> Limits {
+        Limits {
+            max_frame,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle: DEFAULT_IDLE_TIMEOUT,
+            read: DEFAULT_READ_TIMEOUT,
+            max_queued: writer::MAX_QUEUED_BYTES,
+        }
+    }
+}
+
+/// Keepalive probes on an RPC socket: first after a minute of silence, then every 10 s.
+pub(crate) fn keepalive(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10));
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+}
 
 /// A request from a peer for the member's callbacks.
 #[derive(Debug)]
@@ -52,8 +112,11 @@ pub(crate) enum Incoming {
 /// unanswered (the member is stopping) is answered with a refusal.
 pub(crate) struct Responder {
     id: u64,
-    replies: Option<Arc<FrameWriter>>,
+    /// Weak: a call waiting in the member's queue does not keep its connection's socket open.
+    replies: Option<Weak<FrameWriter>>,
     in_flight: Arc<AtomicUsize>,
+    max_frame: usize,
+    counters: Arc<ServerCounters>,
 }
 
 impl std::fmt::Debug for Responder {
@@ -68,7 +131,16 @@ impl Responder {
         if let Some(replies) = self.replies.take() {
             // The only call in flight on its connection: write the reply at once.
             let alone = self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1;
-            send_reply(&replies, self.id, outcome, alone);
+            if let Some(replies) = replies.upgrade() {
+                send_reply(
+                    &replies,
+                    self.id,
+                    outcome,
+                    alone,
+                    self.max_frame,
+                    &self.counters,
+                );
+            }
         }
     }
 }
@@ -77,8 +149,18 @@ impl Drop for Responder {
     fn drop(&mut self) {
         if let Some(replies) = self.replies.take() {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            let refusal = Refusal::Unavailable("the member stopped before answering".into());
-            reply(&replies, self.id, Outcome::Err(refusal));
+            if let Some(replies) = replies.upgrade() {
+                let refusal = Refusal::Unavailable("the member stopped before answering".into());
+                let outcome = Outcome::Err(refusal);
+                send_reply(
+                    &replies,
+                    self.id,
+                    outcome,
+                    false,
+                    self.max_frame,
+                    &self.counters,
+                );
+            }
         }
     }
 }
@@ -95,6 +177,21 @@ pub(crate) trait SystemHandler: Send + Sync + 'static {
 pub(crate) struct ServerCounters {
     pub(crate) bad_frames: AtomicU64,
     pub(crate) oversized_frames: AtomicU64,
+    /// Connections accepted under the cap (each one counted once, whatever became of it).
+    pub(crate) accepted: AtomicU64,
+    /// Connections accepted and closed at once: the cap was reached.
+    pub(crate) over_cap: AtomicU64,
+    /// Connections closed after the idle timeout.
+    pub(crate) idle_closed: AtomicU64,
+    /// Connections closed because a started frame stopped arriving.
+    pub(crate) read_timeouts: AtomicU64,
+    /// Herd requests refused because [`MAX_SYSTEM_REQUESTS`] were running.
+    pub(crate) system_busy: AtomicU64,
+    /// Replies over the frame limit, sent as an error reply instead.
+    pub(crate) oversized_replies: AtomicU64,
+    /// Frames not sent because a connection's writer queue was full (replies here, requests in
+    /// the client).
+    pub(crate) overloaded: AtomicU64,
     /// Connections refused at the handshake, by [`Refused`] reason.
     pub(crate) refused: [AtomicU64; REFUSED_REASONS.len()],
 }
@@ -123,8 +220,12 @@ pub(crate) struct Shared {
     pub(crate) node_id: Arc<str>,
     pub(crate) incoming: mpsc::Sender<Incoming>,
     pub(crate) system: RwLock<Option<Arc<dyn SystemHandler>>>,
-    pub(crate) max_frame: usize,
-    pub(crate) counters: ServerCounters,
+    pub(crate) limits: Limits,
+    pub(crate) counters: Arc<ServerCounters>,
+    /// One permit per accepted connection open.
+    pub(crate) connections: Arc<Semaphore>,
+    /// One permit per herd request running.
+    pub(crate) system_slots: Arc<Semaphore>,
     pub(crate) keyring: Option<Keyring>,
     /// Refusals logged per peer address.
     pub(crate) logged: Mutex<LogLimit<IpAddr>>,
@@ -153,14 +254,22 @@ pub(crate) async fn serve(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                tracker.spawn(connection(
-                    stream,
-                    peer,
-                    shared.clone(),
-                    tracker.clone(),
-                    cancel.clone(),
-                ));
+                let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+                    drop(stream);
+                    shared.counters.over_cap.fetch_add(1, Ordering::Relaxed);
+                    if shared.logged.lock().expect("log limit lock").due(peer.ip()) {
+                        warn!(node = %shared.node_id, %peer, limit = shared.limits.max_connections, "rpc connection refused: too many connections");
+                    }
+                    continue;
+                };
+                shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                keepalive(&stream);
+                let shared = shared.clone();
+                let (tracker2, cancel) = (tracker.clone(), cancel.clone());
+                tracker.spawn(async move {
+                    connection(stream, peer, shared, tracker2, cancel).await;
+                    drop(permit);
+                });
             }
             Err(err) => {
                 warn!(node = %shared.node_id, error = %err, "rpc accept failed");
@@ -196,14 +305,19 @@ async fn connection(
     let mut opener = session.reader;
     let mut key_changes = shared.keyring.as_ref().map(Keyring::changes);
     let (read, write) = stream.into_split();
-    let replies = FrameWriter::new(write, session.writer);
+    let limits = shared.limits;
+    let replies = FrameWriter::new(write, session.writer, limits.max_queued);
     let in_flight = Arc::new(AtomicUsize::new(0));
     tracker.spawn(writer::flush(replies.clone(), cancel.clone()));
     let mut reader = BufReader::with_capacity(64 * 1024, read);
+    let timeouts = Timeouts {
+        idle: Some(limits.idle),
+        read: limits.read,
+    };
     loop {
         let frame = tokio::select! {
             _ = cancel.cancelled() => break,
-            frame = read_frame(&mut reader, shared.max_frame, opener.overhead()) => frame,
+            frame = read_frame(&mut reader, limits.max_frame, opener.overhead(), &timeouts) => frame,
         };
         if !key_kept(&mut key_changes, shared.keyring.as_ref(), session.key) {
             debug!(node = %shared.node_id, %peer, "rpc connection closed: its key was removed");
@@ -216,7 +330,19 @@ async fn connection(
                     shared.refuse(peer, "forged_frame", &why);
                     break;
                 }
-                handle(&bytes, peer, &from, &shared, &replies, &in_flight, &tracker)
+                let conn = ConnRef {
+                    peer,
+                    from: &from,
+                    replies: &replies,
+                    in_flight: &in_flight,
+                };
+                handle(&bytes, &conn, &shared, &tracker, &cancel)
+            }
+            Ok(ReadFrame::Idle) if in_flight.load(Ordering::Acquire) > 0 => continue,
+            Ok(ReadFrame::Idle) => {
+                shared.counters.idle_closed.fetch_add(1, Ordering::Relaxed);
+                debug!(node = %shared.node_id, %peer, "rpc connection closed: idle");
+                break;
             }
             Ok(ReadFrame::TooLarge { kind, id, size }) => {
                 opener.skip();
@@ -224,14 +350,24 @@ async fn connection(
                     .counters
                     .oversized_frames
                     .fetch_add(1, Ordering::Relaxed);
-                warn!(node = %shared.node_id, %peer, size, limit = shared.max_frame, "rpc frame over the size limit dropped");
+                warn!(node = %shared.node_id, %peer, size, limit = limits.max_frame, "rpc frame over the size limit dropped");
                 if matches!(Kind::from_u8(kind), Some(Kind::Call | Kind::System)) {
                     let refusal = Refusal::TooLarge {
                         size,
-                        limit: shared.max_frame,
+                        limit: limits.max_frame,
                     };
-                    reply(&replies, id, Outcome::Err(refusal));
+                    reply(&replies, id, Outcome::Err(refusal), &shared);
                 }
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::TimedOut => {
+                shared
+                    .counters
+                    .read_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                if shared.logged.lock().expect("log limit lock").due(peer.ip()) {
+                    warn!(node = %shared.node_id, %peer, "rpc connection closed: {err}");
+                }
+                break;
             }
             Err(err) => {
                 debug!(node = %shared.node_id, %peer, error = %err, "rpc connection closed");
@@ -266,16 +402,45 @@ pub(crate) enum ReadFrame {
     Frame(Vec<u8>),
     /// A frame over the limit, skipped; its header, when it had one.
     TooLarge { kind: u8, id: u64, size: usize },
+    /// No frame began within the idle timeout.
+    Idle,
 }
 
+/// How long [`read_frame`] waits.
+pub(crate) struct Timeouts {
+    /// For the first byte of a frame; `None`: as long as it takes.
+    pub(crate) idle: Option<Duration>,
+    /// For each further byte of a started frame: beyond it, a `TimedOut` error.
+    pub(crate) read: Duration,
+}
+
+/// The step by which a frame's buffer grows as its bytes arrive.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// Reads one frame; frames whose body is over `max_frame` are read past (not kept) so the stream
-/// stays usable. `overhead` is what a seal adds (its tag), beyond the limit.
-pub(crate) async fn read_frame<R: AsyncReadExt + Unpin>(
-    reader: &mut R,
+/// stays usable. `overhead` is what a seal adds (its tag), beyond the limit. The buffer grows as
+/// the body arrives, by [`READ_CHUNK`] at most, so a length prefix alone allocates little.
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
     max_frame: usize,
     overhead: usize,
+    timeouts: &Timeouts,
 ) -> std::io::Result<ReadFrame> {
-    let len = reader.read_u32().await? as usize;
+    if reader.buffer().is_empty() {
+        let first = match timeouts.idle {
+            Some(idle) => match tokio::time::timeout(idle, reader.fill_buf()).await {
+                Ok(first) => first,
+                Err(_) => return Ok(ReadFrame::Idle),
+            },
+            None => reader.fill_buf().await,
+        };
+        if first?.is_empty() {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    let mut prefix = [0u8; 4];
+    read_exact_within(reader, &mut prefix, timeouts.read).await?;
+    let len = u32::from_be_bytes(prefix) as usize;
     if len < frame::HEADER_LEN + overhead {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -283,14 +448,22 @@ pub(crate) async fn read_frame<R: AsyncReadExt + Unpin>(
         ));
     }
     if len <= max_frame + frame::HEADER_LEN + overhead {
-        let mut bytes = vec![0; len];
-        reader.read_exact(&mut bytes).await?;
+        let mut bytes = Vec::with_capacity(len.min(READ_CHUNK));
+        while bytes.len() < len {
+            let at = bytes.len();
+            bytes.resize(at + (len - at).min(READ_CHUNK), 0);
+            read_exact_within(reader, &mut bytes[at..], timeouts.read).await?;
+        }
         return Ok(ReadFrame::Frame(bytes));
     }
     let mut header = [0u8; frame::HEADER_LEN];
-    reader.read_exact(&mut header).await?;
-    let mut rest = (&mut *reader).take((len - frame::HEADER_LEN) as u64);
-    tokio::io::copy(&mut rest, &mut tokio::io::sink()).await?;
+    read_exact_within(reader, &mut header, timeouts.read).await?;
+    let mut left = len - frame::HEADER_LEN;
+    while left > 0 {
+        let n = next_bytes(reader, timeouts.read).await?.len().min(left);
+        reader.consume(n);
+        left -= n;
+    }
     let id = u64::from_be_bytes(header[1..9].try_into().expect("8 bytes"));
     Ok(ReadFrame::TooLarge {
         kind: header[0],
@@ -299,20 +472,71 @@ pub(crate) async fn read_frame<R: AsyncReadExt + Unpin>(
     })
 }
 
+/// Fills `buf` from `reader`, failing with `TimedOut` when no byte arrives for `limit`.
+async fn read_exact_within<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+    buf: &mut [u8],
+    limit: Duration,
+) -> std::io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        let n = {
+            let available = next_bytes(reader, limit).await?;
+            let n = available.len().min(buf.len() - at);
+            buf[at..at + n].copy_from_slice(&available[..n]);
+            n
+        };
+        reader.consume(n);
+        at += n;
+    }
+    Ok(())
+}
+
+/// The bytes buffered, or the next ones to arrive within `limit` (no timer when some are
+/// buffered already); an error at the end of the stream or after `limit` without a byte.
+async fn next_bytes<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+    limit: Duration,
+) -> std::io::Result<&[u8]> {
+    let available = if reader.buffer().is_empty() {
+        tokio::time::timeout(limit, reader.fill_buf())
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("a started frame stopped arriving for {limit:?}"),
+                )
+            })??
+    } else {
+        reader.buffer()
+    };
+    if available.is_empty() {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(available)
+}
+
+/// One connection, as the frame handler sees it.
+struct ConnRef<'a> {
+    peer: SocketAddr,
+    from: &'a Arc<str>,
+    replies: &'a Arc<FrameWriter>,
+    in_flight: &'a Arc<AtomicUsize>,
+}
+
 fn handle(
     bytes: &[u8],
-    peer: SocketAddr,
-    from: &Arc<str>,
+    conn: &ConnRef<'_>,
     shared: &Arc<Shared>,
-    replies: &Arc<FrameWriter>,
-    in_flight: &Arc<AtomicUsize>,
     tracker: &TaskTracker,
+    cancel: &CancellationToken,
 ) {
+    let (peer, replies) = (conn.peer, conn.replies);
     let refuse = |id: u64, kind: Option<Kind>, why: String| {
         shared.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
         warn!(node = %shared.node_id, %peer, id, reason = %why, "rpc frame dropped");
         if matches!(kind, Some(Kind::Call | Kind::System)) {
-            reply(replies, id, Outcome::Err(Refusal::Malformed(why)));
+            reply(replies, id, Outcome::Err(Refusal::Malformed(why)), shared);
         }
     };
     let Some((kind_byte, id, body)) = frame::split(bytes) else {
@@ -332,14 +556,16 @@ fn handle(
     let payload = body.to_vec();
     match kind {
         Some(Kind::Call) => {
-            in_flight.fetch_add(1, Ordering::AcqRel);
+            conn.in_flight.fetch_add(1, Ordering::AcqRel);
             let responder = Responder {
                 id,
-                replies: Some(replies.clone()),
-                in_flight: in_flight.clone(),
+                replies: Some(Arc::downgrade(replies)),
+                in_flight: conn.in_flight.clone(),
+                max_frame: shared.limits.max_frame,
+                counters: shared.counters.clone(),
             };
             let incoming = Incoming::Call {
-                from: from.to_string(),
+                from: conn.from.to_string(),
                 payload,
                 reply: responder,
             };
@@ -358,7 +584,7 @@ fn handle(
         }
         Some(Kind::Cast) => {
             let incoming = Incoming::Cast {
-                from: from.to_string(),
+                from: conn.from.to_string(),
                 payload,
             };
             if shared.incoming.try_send(incoming).is_err() {
@@ -366,31 +592,188 @@ fn handle(
             }
         }
         _ => {
+            let Ok(slot) = shared.system_slots.clone().try_acquire_owned() else {
+                shared.counters.system_busy.fetch_add(1, Ordering::Relaxed);
+                let why = format!("{MAX_SYSTEM_REQUESTS} herd requests are running; try again");
+                return reply(replies, id, Outcome::Err(Refusal::Unavailable(why)), shared);
+            };
             let handler = shared.system.read().expect("system handler lock").clone();
-            let replies = replies.clone();
-            let from = from.to_string();
+            let weak = Arc::downgrade(replies);
+            let from = conn.from.to_string();
+            let (shared, cancel) = (shared.clone(), cancel.clone());
             tracker.spawn(async move {
                 let outcome = match handler {
-                    Some(handler) => handler.handle(from, payload).await,
+                    Some(handler) => tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        outcome = handler.handle(from, payload) => outcome,
+                    },
                     None => Outcome::Err(Refusal::Unavailable(
                         "this node takes no herd requests".into(),
                     )),
                 };
-                reply(&replies, id, outcome);
+                drop(slot);
+                if let Some(replies) = weak.upgrade() {
+                    reply(&replies, id, outcome, &shared);
+                }
             });
         }
     }
 }
 
-fn reply(replies: &FrameWriter, id: u64, outcome: Outcome) {
-    send_reply(replies, id, outcome, false);
+fn reply(replies: &FrameWriter, id: u64, outcome: Outcome, shared: &Shared) {
+    send_reply(
+        replies,
+        id,
+        outcome,
+        false,
+        shared.limits.max_frame,
+        &shared.counters,
+    );
 }
 
-fn send_reply(replies: &FrameWriter, id: u64, outcome: Outcome, direct: bool) {
-    match frame::encode(Kind::Reply, id, &outcome) {
-        Ok(bytes) => {
-            let _ = replies.send(bytes, direct);
+/// Sends a reply; one over `max_frame` goes as a `TooLarge` refusal instead, and one the queue
+/// has no room for is dropped (the peer is not reading), both counted.
+fn send_reply(
+    replies: &FrameWriter,
+    id: u64,
+    outcome: Outcome,
+    direct: bool,
+    max_frame: usize,
+    counters: &ServerCounters,
+) {
+    let bytes = match frame::encode(Kind::Reply, id, &outcome, max_frame) {
+        Ok(bytes) => bytes,
+        Err(frame::EncodeError::TooLarge { size, limit }) => {
+            counters.oversized_replies.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                id,
+                size, limit, "rpc reply over the frame limit: answered with an error"
+            );
+            let refusal = Refusal::Unavailable(format!(
+                "the reply of {size} bytes exceeds the frame limit of {limit}"
+            ));
+            match frame::encode(Kind::Reply, id, &Outcome::Err(refusal), max_frame) {
+                Ok(bytes) => bytes,
+                Err(_) => return,
+            }
         }
-        Err(err) => warn!(id, error = %err, "rpc reply could not be encoded"),
+        Err(frame::EncodeError::Codec(err)) => {
+            return warn!(id, error = %err, "rpc reply could not be encoded")
+        }
+    };
+    if let Err(writer::SendError::Full { .. }) = replies.send(bytes, direct) {
+        counters.overloaded.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::client::{Client, Failure};
+
+    /// Never answers, until cancelled.
+    struct Hang;
+
+    #[async_trait]
+    impl SystemHandler for Hang {
+        async fn handle(&self, _from: String, _payload: Vec<u8>) -> Outcome {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn rpc_sockets_have_keepalive_on() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        keepalive(&stream);
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(
+            socket.tcp_keepalive_time().unwrap(),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            socket.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(10)
+        );
+        assert!(stream.nodelay().unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn herd_requests_beyond_the_bound_are_refused_at_once_and_cancelled_on_shutdown() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (incoming, _queue) = mpsc::channel(16);
+        let limits = Limits::new(frame::DEFAULT_MAX_FRAME);
+        let handler: Arc<dyn SystemHandler> = Arc::new(Hang);
+        let shared = Arc::new(Shared {
+            node_id: "server".into(),
+            incoming,
+            system: RwLock::new(Some(handler)),
+            limits,
+            counters: Arc::default(),
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            system_slots: Arc::new(Semaphore::new(MAX_SYSTEM_REQUESTS)),
+            keyring: None,
+            logged: Mutex::new(LogLimit::new(Duration::from_secs(60))),
+        });
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        tracker.spawn(serve(
+            listener,
+            shared.clone(),
+            tracker.clone(),
+            cancel.clone(),
+        ));
+        let client = Arc::new(Client::new(
+            "caller".into(),
+            limits,
+            Arc::default(),
+            None,
+            tracker.clone(),
+            cancel.clone(),
+        ));
+        let wait = Duration::from_secs(20);
+        let calls: Vec<_> = (0..=MAX_SYSTEM_REQUESTS)
+            .map(|_| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    client
+                        .request("server", addr, Kind::System, vec![1], wait)
+                        .await
+                })
+            })
+            .collect();
+        // Exactly one finds every slot taken, and is answered at once.
+        let busy = tokio::time::timeout(wait, async {
+            while shared.counters.system_busy.load(Ordering::Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(busy.is_ok(), "no herd request was refused");
+        let refused = calls.iter().filter(|call| call.is_finished()).count();
+        assert!(refused <= 1, "{refused} calls ended");
+
+        // Shutdown cancels the running requests: every task ends, every caller is answered.
+        cancel.cancel();
+        tracker.close();
+        tokio::time::timeout(wait, tracker.wait())
+            .await
+            .expect("every task ended on shutdown");
+        let mut unavailable = 0;
+        for call in calls {
+            match call.await.unwrap() {
+                Ok(Outcome::Err(Refusal::Unavailable(why))) => {
+                    assert!(why.contains("herd requests are running"), "{why}");
+                    unavailable += 1;
+                }
+                Err(Failure::Unreachable(_)) => {}
+                other => panic!("unexpected outcome {other:?}"),
+            }
+        }
+        assert_eq!(unavailable, 1);
+        assert_eq!(shared.counters.system_busy.load(Ordering::Relaxed), 1);
     }
 }
