@@ -451,3 +451,26 @@ impl GossipSocket {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_past_the_threshold_switch_compression_on_and_the_largest_is_kept() {
+        let counters = Counters::default();
+        let limit = DATAGRAM_LIMIT as u64;
+        let below = (limit * COMPRESS_AT_PERCENT / 100) as usize;
+        counters.digest_size("n", 100);
+        counters.digest_size("n", below);
+        let stats = counters.stats();
+        assert_eq!(stats.largest_digest_bytes, below as u64);
+        assert!(!stats.compressing, "at the threshold, not past it");
+        counters.digest_size("n", below + 1);
+        counters.digest_size("n", 200);
+        let stats = counters.stats();
+        assert!(stats.compressing);
+        assert_eq!(stats.largest_digest_bytes, below as u64 + 1);
+        assert_eq!(stats.datagram_limit_bytes, limit);
+    }
+}
