@@ -51,6 +51,16 @@ async fn step_tags(on: &Node, watch: &mut EventStream, values: std::ops::Range<u
     }
 }
 
+/// A node with a recorder that joins through `seed`.
+async fn peer(id: &str, cluster: &str, seed: &Node) -> Node {
+    let (r, _p) = recorder();
+    node(id, cluster)
+        .seed(seed.addr().to_string())
+        .start(r)
+        .await
+        .unwrap()
+}
+
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !cond() {
@@ -71,12 +81,7 @@ async fn a_slow_member_gets_every_event_in_order_through_a_small_queue() {
         .await
         .unwrap();
     let mut watch = a.events();
-    let (rb, _pb) = recorder();
-    let b = node("b", "slow")
-        .seed(a.addr().to_string())
-        .start(rb)
-        .await
-        .unwrap();
+    let b = peer("b", "slow", &a).await;
     wait_members(&a, &["a", "b"]).await;
 
     step_tags(&b, &mut watch, 0..30).await;
@@ -104,12 +109,7 @@ async fn an_unread_event_stream_yields_lagged_then_goes_on() {
     // Both streams see the same events; `watch` is read as they come, `unread` is not.
     let mut watch = a.events();
     let mut unread = a.events();
-    let (rb, _pb) = recorder();
-    let b = node("b", "lag")
-        .seed(a.addr().to_string())
-        .start(rb)
-        .await
-        .unwrap();
+    let b = peer("b", "lag", &a).await;
     wait_members(&a, &["a", "b"]).await;
     // Joined(b) and ten updates: 11 events, more than the buffer of 4.
     step_tags(&b, &mut watch, 0..10).await;
@@ -189,12 +189,7 @@ async fn oversized_tags_are_refused_and_change_nothing() {
         .start(ra)
         .await
         .unwrap();
-    let (rb, _pb) = recorder();
-    let b = node("b", "tags")
-        .seed(a.addr().to_string())
-        .start(rb)
-        .await
-        .unwrap();
+    let b = peer("b", "tags", &a).await;
     wait_members(&b, &["a", "b"]).await;
     let mut watch = b.events();
     let big = "v".repeat(herd::node::MAX_TAG_VALUE + 1);
