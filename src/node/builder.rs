@@ -140,7 +140,9 @@ impl NodeBuilder {
         self
     }
 
-    /// Sets a tag peers see on this member. Change tags later with [`Node::set_tag`].
+    /// Sets a tag peers see on this member. Change tags later with [`Node::set_tag`]. A key over
+    /// [`MAX_TAG_KEY`] or a value over [`MAX_TAG_VALUE`] bytes makes [`start`](Self::start) fail
+    /// with [`Error::InvalidTag`].
     pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.tags.insert(key.into(), value.into());
         self
