@@ -238,3 +238,74 @@ async fn the_largest_digest_grows_with_the_members() {
     .await;
     assert_eq!(a.gossip_stats().oversized, 0);
 }
+
+/// GETs `path` of the API at `addr`; the status and the body.
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let url = format!("http://{addr}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent.get(&url).call().expect("the API answers");
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    })
+    .await
+    .unwrap()
+}
+
+/// The value of the unlabelled sample `name` in a Prometheus text exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn an_agent_whose_gossip_stops_answers_503_and_shows_it_in_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut settings = herd::agent::AgentSettings::new("solo");
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.api = "127.0.0.1:0".parse().unwrap();
+    settings.cluster_id = "agent-gossip-down".into();
+    settings.data_dir = tmp.path().join("data");
+    let agent = herd::agent::Agent::start(settings).await.unwrap();
+    let api = agent.api_addr();
+    let (status, body) = get(api, "/v1/health").await;
+    assert_eq!(status, 200, "{body}");
+    let (_, metrics) = get(api, "/metrics").await;
+    assert_eq!(
+        sample(&metrics, "herd_gossip_alive"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "herd_gossip_datagram_limit_bytes"),
+        Some(65_443.0)
+    );
+    assert_eq!(sample(&metrics, "herd_gossip_oversized_total"), Some(0.0));
+    assert_eq!(
+        sample(&metrics, "herd_membership_delivery_stalls_total"),
+        Some(0.0)
+    );
+
+    agent.node().break_gossip_socket();
+    wait_until("the node to report gossip down", || {
+        !agent.node().gossip_alive()
+    })
+    .await;
+    let (status, body) = get(api, "/v1/health").await;
+    assert_eq!(status, 503, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["status"], "gossip_down");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("fatal gossip receive error"),
+        "{body}"
+    );
+    let (_, metrics) = get(api, "/metrics").await;
+    assert_eq!(sample(&metrics, "herd_gossip_alive"), Some(0.0));
+    agent.leave().await;
+}
