@@ -3,6 +3,9 @@
 //! (at once), diffs it against the previous one, and hands the events on: to the dispatcher that
 //! calls the [`ClusterMember`](crate::ClusterMember), and to every [`EventStream`](super::EventStream).
 //!
+//! The dispatcher's queue is bounded: when it is full, the watcher waits for the member (and counts
+//! the wait), so no event is lost or reordered; gossip runs on chitchat's own task meanwhile.
+//!
 //! It stops when the node's cancellation token fires or chitchat stops.
 
 use std::collections::{BTreeMap, HashMap};
