@@ -3,7 +3,7 @@
 //! | method and path | what it does |
 //! |---|---|
 //! | `GET /` | the live dashboard page (see `dashboard`) |
-//! | `GET /v1/health` | `{"status":"ok", node, members, config_version}` |
+//! | `GET /v1/health` | `{"status":"ok", node, members, config_version}`; 503 with `"status":"gossip_down"` and a `reason` once gossip stopped |
 //! | `GET /v1/members` | live members: id, addr, generation, tags |
 //! | `GET /v1/workers[?node=ID]` | every node's workers, from gossip state |
 //! | `POST /v1/workers/{name}/start\|stop\|restart[?node=ID]` | acts on the worker on node ID, or on every node that has it, reporting per node |
@@ -92,13 +92,26 @@ pub fn router(agent: Agent, access: Access) -> Router {
         .layer(axum::middleware::from_fn_with_state(guard, guard::check))
 }
 
-async fn health(State(agent): State<Agent>) -> Json<Value> {
-    Json(json!({
-        "status": "ok",
-        "node": agent.node().id(),
-        "members": agent.node().members().len(),
-        "config_version": agent.config().map(|c| c.version).unwrap_or(0),
-    }))
+async fn health(State(agent): State<Agent>) -> (axum::http::StatusCode, Json<Value>) {
+    let node = agent.node();
+    let body = |status: &str| {
+        json!({
+            "status": status,
+            "node": node.id(),
+            "members": node.members().len(),
+            "config_version": agent.config().map(|c| c.version).unwrap_or(0),
+        })
+    };
+    if node.gossip_alive() {
+        return (axum::http::StatusCode::OK, Json(body("ok")));
+    }
+    let reason = node
+        .membership_health()
+        .gossip_failure
+        .unwrap_or_else(|| "the node has stopped".into());
+    let mut body = body("gossip_down");
+    body["reason"] = Value::String(reason);
+    (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body))
 }
 
 async fn members(State(agent): State<Agent>) -> Json<Value> {

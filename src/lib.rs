@@ -65,6 +65,6 @@ pub mod trust;
 pub use async_trait::async_trait;
 pub use error::Error;
 pub use member::{ClusterMember, Context, LeaveReason, Member};
-pub use membership::{EventStream, GossipStats, MembershipEvent};
-pub use node::{Node, NodeBuilder, RpcStats};
+pub use membership::{EventStream, GossipStats, Lagged, MembershipEvent};
+pub use node::{MembershipHealth, Node, NodeBuilder, RpcStats};
 pub use rpc::{Reply, Request};

@@ -20,5 +20,5 @@ pub(crate) mod snapshot;
 pub(crate) mod transport;
 pub(crate) mod watcher;
 
-pub use event::{EventStream, MembershipEvent};
+pub use event::{EventStream, Lagged, MembershipEvent};
 pub use transport::GossipStats;

@@ -25,11 +25,12 @@ use tokio::sync::{broadcast, watch, Mutex};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
 pub use builder::{
-    NodeBuilder, DEFAULT_CLUSTER_ID, DEFAULT_DEAD_NODE_GRACE_PERIOD, DEFAULT_GOSSIP_INTERVAL,
-    DEFAULT_LISTEN, DEFAULT_PHI_THRESHOLD,
+    NodeBuilder, DEFAULT_CLUSTER_ID, DEFAULT_DEAD_NODE_GRACE_PERIOD, DEFAULT_DELIVERY_QUEUE,
+    DEFAULT_EVENT_BUFFER, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LISTEN, DEFAULT_PHI_THRESHOLD,
+    MAX_TAG_KEY, MAX_TAG_VALUE,
 };
 
 use crate::membership::keys;
@@ -58,6 +59,7 @@ struct Inner {
     /// Taken when the node stops, so that every [`EventStream`] ends.
     events: std::sync::Mutex<Option<broadcast::Sender<MembershipEvent>>>,
     counters: Arc<Counters>,
+    health: Arc<Health>,
     keyring: Option<crate::trust::Keyring>,
     rpc: Arc<crate::rpc::server::Shared>,
     client: Arc<crate::rpc::client::Client>,
@@ -65,6 +67,53 @@ struct Inner {
     cancel: CancellationToken,
     tracker: TaskTracker,
     stopped: tokio::sync::OnceCell<()>,
+}
+
+/// Whether a node's gossip and membership tasks are keeping up; see [`Node::membership_health`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MembershipHealth {
+    /// Why gossip stopped, when chitchat's gossip loop ended or failed while the node was
+    /// running. From then on the node hears nothing from its peers and its member list no
+    /// longer changes; peers see it as failed. `None`: gossip runs (or the node was stopped).
+    pub gossip_failure: Option<String>,
+    /// Times the membership watcher found the member's event queue full and waited for the
+    /// member's callbacks to catch up ([`NodeBuilder::delivery_queue`]).
+    pub delivery_stalls: u64,
+}
+
+/// Shared between the node, its watcher and its gossip monitor.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    gossip_failure: std::sync::OnceLock<String>,
+    delivery_stalls: std::sync::atomic::AtomicU64,
+}
+
+impl Health {
+    pub(crate) fn delivery_stalled(&self) {
+        self.delivery_stalls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Waits for chitchat's gossip loop to end; when it ends before the node stops, records why
+/// and logs it.
+pub(crate) async fn watch_gossip(
+    node: Arc<str>,
+    ended: impl std::future::Future<Output = anyhow::Result<()>>,
+    health: Arc<Health>,
+    cancel: CancellationToken,
+) {
+    let why = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => return,
+        result = ended => match result {
+            Ok(()) => "the gossip loop ended".to_string(),
+            Err(err) => format!("the gossip loop failed: {err:#}"),
+        },
+    };
+    error!(node = %node, reason = %why, "gossip stopped while the node runs: it hears nothing from its peers, its member list is frozen and peers will report it as failed; restart the node");
+    let _ = health.gossip_failure.set(why);
 }
 
 /// What a node's messaging layer refused since it started.
@@ -187,13 +236,40 @@ impl Node {
         self.inner.counters.stats()
     }
 
+    /// Whether gossip runs and the member keeps up with membership events.
+    pub fn membership_health(&self) -> MembershipHealth {
+        MembershipHealth {
+            gossip_failure: self.inner.health.gossip_failure.get().cloned(),
+            delivery_stalls: self
+                .inner
+                .health
+                .delivery_stalls
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// True while the node runs and its gossip loop has not ended: false after
+    /// [`leave`](Node::leave) or [`shutdown`](Node::shutdown), and when gossip failed
+    /// ([`MembershipHealth::gossip_failure`] says why).
+    pub fn gossip_alive(&self) -> bool {
+        self.running().is_ok() && self.inner.health.gossip_failure.get().is_none()
+    }
+
+    /// Breaks the gossip socket as a failing network interface would: its next receive fails
+    /// and chitchat's gossip loop ends. For tests of liveness reporting only.
+    #[doc(hidden)]
+    pub fn break_gossip_socket(&self) {
+        self.inner.counters.break_socket();
+    }
+
     /// Sets (or changes) one of this node's tags. The change is pushed to every live peer at
     /// once, and peers report it as `Updated`, usually within a round trip.
     ///
     /// # Errors
-    /// An empty key, or a node that has stopped.
+    /// An empty key, a key over [`MAX_TAG_KEY`] or a value over [`MAX_TAG_VALUE`] bytes
+    /// ([`Error::InvalidTag`]; the tag is left as it was), or a node that has stopped.
     pub async fn set_tag(&self, key: &str, value: &str) -> Result<(), Error> {
-        builder::check_tag_key(key)?;
+        builder::check_tag(key, value)?;
         self.running()?;
         {
             let mut chitchat = self.inner.chitchat.lock().await;

@@ -123,6 +123,7 @@ async fn a_graceful_leave_is_reported_as_graceful_on_every_peer() {
     let event = tokio::time::timeout(WAIT, events.next())
         .await
         .unwrap()
+        .unwrap()
         .unwrap();
     assert!(matches!(event, MembershipEvent::Left(m, LeaveReason::Graceful) if m.id() == "a"));
 

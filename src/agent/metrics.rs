@@ -26,6 +26,12 @@
 //! | `herd_supervisor_failures_total` | counter | `worker` |
 //! | `herd_supervisor_gave_up_total` | counter | |
 //! | `herd_gossip_{bytes,messages}_{sent,received}_total` | counter | |
+//! | `herd_gossip_alive` | gauge: 1 while chitchat's gossip loop runs, 0 once it ended or failed | |
+//! | `herd_gossip_largest_digest_bytes` | gauge: the largest digest message sent | |
+//! | `herd_gossip_datagram_limit_bytes` | gauge: the largest message one datagram carries | |
+//! | `herd_gossip_oversized_total` | counter: messages not sent for being larger than a datagram | |
+//! | `herd_membership_delivery_stalls_total` | counter: times membership events waited for the member's callbacks | |
+//! | `herd_membership_events_lagged_total` | counter: events the metrics recorder's stream lost for falling behind | |
 //! | `herd_config_version` | gauge | |
 //! | `herd_config_rejected_total` | counter: configs from gossip or the data dir not adopted | `reason`: unsigned, bad_signature, unknown_signer |
 //! | `herd_config_push_refused_total` | counter: pushes refused at the API for their signature | `reason`: as above |
@@ -55,7 +61,7 @@ use tracing::warn;
 use crate::api::Refusal as ApiRefusal;
 use crate::config::{Refusal, VersionedConfig};
 use crate::supervisor::{Supervisor, WorkerEvent, WorkerState};
-use crate::{EventStream, LeaveReason, MembershipEvent, Node};
+use crate::{EventStream, Lagged, LeaveReason, MembershipEvent, Node};
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -100,6 +106,7 @@ pub struct Metrics {
     node: Node,
     sup: Supervisor,
     joins: Counter,
+    events_lagged: Counter,
     leaves: Family<ReasonLabels, Counter>,
     restarts: Family<WorkerLabels, Counter>,
     failures: Family<WorkerLabels, Counter>,
@@ -131,6 +138,7 @@ impl Metrics {
     ) -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("herd");
         let joins = Counter::default();
+        let events_lagged = Counter::default();
         let leaves = Family::<ReasonLabels, Counter>::default();
         let restarts = Family::<WorkerLabels, Counter>::default();
         let failures = Family::<WorkerLabels, Counter>::default();
@@ -162,6 +170,11 @@ impl Metrics {
                 reason: reason.to_string(),
             });
         }
+        registry.register(
+            "membership_events_lagged",
+            "Membership events the metrics recorder lost for falling behind",
+            events_lagged.clone(),
+        );
         registry.register(
             "member_joins",
             "Members that joined, as this node saw them",
@@ -227,6 +240,7 @@ impl Metrics {
             node,
             sup,
             joins,
+            events_lagged,
             leaves,
             restarts,
             failures,
@@ -392,7 +406,11 @@ impl Recorder {
             tokio::select! {
                 () = stop.cancelled() => return,
                 event = self.members.next(), if members_open => match event {
-                    Some(event) => self.metrics.membership_event(&event),
+                    Some(Ok(event)) => self.metrics.membership_event(&event),
+                    Some(Err(Lagged(missed))) => {
+                        self.metrics.events_lagged.inc_by(missed);
+                        warn!(missed, "metrics fell behind the membership events; their counts are lost");
+                    }
                     None => members_open = false,
                 },
                 event = self.workers.recv(), if workers_open => match event {
@@ -431,6 +449,31 @@ impl Collector for Scraped {
             i64::try_from(version).unwrap_or(i64::MAX),
         )?;
         let stats = self.node.gossip_stats();
+        let health = self.node.membership_health();
+        for (name, help, value) in [
+            (
+                "gossip_alive",
+                "1 while the gossip loop runs, 0 once it ended or failed.",
+                u64::from(self.node.gossip_alive()),
+            ),
+            (
+                "gossip_largest_digest_bytes",
+                "The largest gossip digest message sent, in bytes.",
+                stats.largest_digest_bytes,
+            ),
+            (
+                "gossip_datagram_limit_bytes",
+                "The largest gossip message one datagram carries, in bytes.",
+                stats.datagram_limit_bytes,
+            ),
+        ] {
+            gauge(
+                &mut encoder,
+                name,
+                help,
+                i64::try_from(value).unwrap_or(i64::MAX),
+            )?;
+        }
         for (name, help, value) in [
             (
                 "gossip_bytes_sent",
@@ -451,6 +494,16 @@ impl Collector for Scraped {
                 "gossip_messages_received",
                 "Valid gossip messages received.",
                 stats.messages_received,
+            ),
+            (
+                "gossip_oversized",
+                "Gossip messages not sent for being larger than one datagram.",
+                stats.oversized,
+            ),
+            (
+                "membership_delivery_stalls",
+                "Times membership events waited for the member's callbacks to catch up.",
+                health.delivery_stalls,
             ),
         ] {
             let counter = ConstCounter::new(value);

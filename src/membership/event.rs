@@ -8,7 +8,6 @@ use futures::Stream;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
-use tracing::warn;
 
 use crate::{LeaveReason, Member};
 
@@ -40,10 +39,19 @@ impl MembershipEvent {
     }
 }
 
+/// What an [`EventStream`] yields instead of events it had to drop: the reader fell more than
+/// the stream's buffer ([`NodeBuilder::event_buffer`](crate::NodeBuilder::event_buffer)) behind,
+/// and this many of the oldest events were lost. The stream goes on with the events after them;
+/// a reader that needs the whole picture reads [`Node::members`](crate::Node::members) again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the event stream fell behind and {0} membership events were lost")]
+pub struct Lagged(pub u64);
+
 /// A stream of the [`MembershipEvent`]s a node reports from the moment it was subscribed.
 ///
-/// Events are buffered per stream (4,096 of them); a subscriber that falls further behind loses
-/// the oldest ones, and a warning says how many. The stream ends when the node stops.
+/// Each item is `Ok(event)`, or `Err(Lagged(n))` when the reader fell further behind than the
+/// stream's buffer (4,096 events by default) and the `n` oldest events were dropped; the stream
+/// goes on after it. The stream ends when the node stops.
 pub struct EventStream {
     inner: BroadcastStream<MembershipEvent>,
 }
@@ -57,21 +65,11 @@ impl EventStream {
 }
 
 impl Stream for EventStream {
-    type Item = MembershipEvent;
+    type Item = Result<MembershipEvent, Lagged>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            match Pin::new(&mut self.inner).poll_next(cx) {
-                Poll::Ready(Some(Ok(event))) => return Poll::Ready(Some(event)),
-                Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(missed)))) => {
-                    warn!(
-                        missed,
-                        "membership event subscriber fell behind; events were lost"
-                    );
-                }
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        Pin::new(&mut self.inner).poll_next(cx).map(|item| {
+            item.map(|item| item.map_err(|BroadcastStreamRecvError::Lagged(missed)| Lagged(missed)))
+        })
     }
 }

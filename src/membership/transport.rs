@@ -21,15 +21,15 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
-use chitchat::{ChitchatEnvelope, ChitchatMessage, Serializable};
-use tracing::warn;
+use chitchat::{ChitchatEnvelope, ChitchatMessage, ProtocolVersion, Serializable};
+use tracing::{error, warn};
 
 use crate::log_limit::LogLimit;
 use crate::trust::seal::{self, Opened};
@@ -86,7 +86,27 @@ pub struct GossipStats {
     pub messages_received: u64,
     /// Datagrams received and dropped, by reason.
     pub rejected: GossipRejects,
+    /// The largest digest message (chitchat's SYN: this node's digest of every member it
+    /// knows, dead incarnations included until the dead-node grace period ends) encoded since
+    /// the node started, in bytes, before sealing. Gossip stops working when it passes
+    /// [`datagram_limit_bytes`](Self::datagram_limit_bytes).
+    pub largest_digest_bytes: u64,
+    /// The largest gossip message that fits in one datagram, in bytes.
+    pub datagram_limit_bytes: u64,
+    /// Whether digests are sent compressed: set by
+    /// [`compress_digests`](crate::NodeBuilder::compress_digests), or switched on by the node
+    /// once a digest passed [`COMPRESS_AT_PERCENT`] % of the datagram limit.
+    pub compressing: bool,
+    /// Gossip messages not sent because they were larger than one datagram.
+    pub oversized: u64,
 }
+
+/// A node whose digest passes this share of the datagram limit, in percent, switches to
+/// compressed digests (every node reads both forms).
+pub const COMPRESS_AT_PERCENT: u64 = 60;
+/// A node whose digest passes this share of the datagram limit, in percent, logs a warning
+/// (once).
+pub const WARN_AT_PERCENT: u64 = 80;
 
 #[derive(Clone, Copy)]
 enum Reject {
@@ -106,6 +126,15 @@ pub(crate) struct Counters {
     messages_sent: AtomicU64,
     messages_received: AtomicU64,
     rejected: [AtomicU64; 6],
+    largest_digest: AtomicU64,
+    oversized: AtomicU64,
+    /// Whether messages are sent in chitchat's compressed format.
+    pub(crate) compress: AtomicBool,
+    warned: AtomicBool,
+    /// Set by [`Counters::break_socket`]: the socket's next receive fails as a broken socket's
+    /// would, which ends chitchat's gossip loop.
+    broken: AtomicBool,
+    wake: tokio::sync::Notify,
 }
 
 impl Counters {
@@ -124,9 +153,41 @@ impl Counters {
                 malformed: r(Reject::Malformed),
                 sealed: r(Reject::Sealed),
             },
+            largest_digest_bytes: self.largest_digest.load(Ordering::Relaxed),
+            datagram_limit_bytes: DATAGRAM_LIMIT as u64,
+            compressing: self.compress.load(Ordering::Relaxed),
+            oversized: self.oversized.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Makes the gossip socket fail as a broken one does: its next receive returns a fatal
+    /// error, and chitchat's gossip loop ends. For tests of the node's liveness reporting.
+    pub(crate) fn break_socket(&self) {
+        self.broken.store(true, Ordering::SeqCst);
+        self.wake.notify_waiters();
+    }
+
+    /// Records the size of a digest message about to be sent; tells whether later messages
+    /// should be compressed, and warns once near the limit.
+    fn digest_size(&self, node: &str, bytes: usize) {
+        let bytes = bytes as u64;
+        let before = self.largest_digest.fetch_max(bytes, Ordering::Relaxed);
+        if bytes <= before {
+            return;
+        }
+        let limit = DATAGRAM_LIMIT as u64;
+        if bytes * 100 > limit * COMPRESS_AT_PERCENT && !self.compress.swap(true, Ordering::Relaxed)
+        {
+            warn!(node = %node, digest_bytes = bytes, limit, "the gossip digest passed {COMPRESS_AT_PERCENT}% of the datagram limit; digests are compressed from now on");
+        }
+        if bytes * 100 > limit * WARN_AT_PERCENT && !self.warned.swap(true, Ordering::Relaxed) {
+            warn!(node = %node, digest_bytes = bytes, limit, "the gossip digest passed {WARN_AT_PERCENT}% of the datagram limit: past it, gossip stops and every peer looks failed (shorten the dead-node grace period, publish fewer tags, or split the cluster; see the README's \"Cluster size\")");
         }
     }
 }
+
+/// The largest gossip message that fits in one datagram (sealed or not).
+const DATAGRAM_LIMIT: usize = chitchat::MAX_UDP_DATAGRAM_PAYLOAD_SIZE;
 
 /// How a node's gossip is protected.
 #[derive(Clone, Debug)]
@@ -219,7 +280,7 @@ impl Socket for GossipSocket {
     async fn send(
         &mut self,
         to: SocketAddr,
-        envelope: ChitchatEnvelope,
+        mut envelope: ChitchatEnvelope,
     ) -> anyhow::Result<SendOutcome> {
         if let ChitchatMessage::Ack { delta } = &envelope.message {
             // An empty delta encodes to a single byte.
@@ -227,8 +288,22 @@ impl Socket for GossipSocket {
                 return Ok(SendOutcome { num_bytes_sent: 0 });
             }
         }
+        if self.counters.compress.load(Ordering::Relaxed) {
+            // Every node decodes both formats; a reply echoes the format of what it answers.
+            envelope.version = ProtocolVersion::V1;
+        }
         self.encoded.clear();
         envelope.serialize(&mut self.encoded);
+        if let ChitchatMessage::Syn { .. } = &envelope.message {
+            self.counters.digest_size(&self.node, self.encoded.len());
+        }
+        if self.encoded.len() > DATAGRAM_LIMIT {
+            self.counters.oversized.fetch_add(1, Ordering::Relaxed);
+            if self.logged.due(to) {
+                error!(node = %self.node, peer = %to, bytes = self.encoded.len(), limit = DATAGRAM_LIMIT, "a gossip message is larger than one datagram and cannot be sent: peers will see this node as failed (see the README's \"Cluster size\")");
+            }
+            return Ok(SendOutcome { num_bytes_sent: 0 });
+        }
         let (sealed, plain) = match &self.protection.keyring {
             None => (false, true),
             Some(_) if self.protection.verify_incoming => (true, false),
@@ -259,7 +334,15 @@ impl Socket for GossipSocket {
 
     async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
         loop {
-            let (len, from) = match self.socket.recv_from(&mut self.received).await {
+            let broken = self.counters.wake.notified();
+            if self.counters.broken.load(Ordering::SeqCst) {
+                anyhow::bail!("fatal gossip receive error: the socket was broken on purpose");
+            }
+            let received = tokio::select! {
+                received = self.socket.recv_from(&mut self.received) => received,
+                _ = broken => continue,
+            };
+            let (len, from) = match received {
                 Ok(received) => received,
                 Err(err) if is_transient(&err) => continue,
                 Err(err) => return Err(err).context("fatal gossip receive error"),
@@ -366,5 +449,28 @@ impl GossipSocket {
             warn!(node = %self.node, peer = %from, "{}", why());
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_past_the_threshold_switch_compression_on_and_the_largest_is_kept() {
+        let counters = Counters::default();
+        let limit = DATAGRAM_LIMIT as u64;
+        let below = (limit * COMPRESS_AT_PERCENT / 100) as usize;
+        counters.digest_size("n", 100);
+        counters.digest_size("n", below);
+        let stats = counters.stats();
+        assert_eq!(stats.largest_digest_bytes, below as u64);
+        assert!(!stats.compressing, "at the threshold, not past it");
+        counters.digest_size("n", below + 1);
+        counters.digest_size("n", 200);
+        let stats = counters.stats();
+        assert!(stats.compressing);
+        assert_eq!(stats.largest_digest_bytes, below as u64 + 1);
+        assert_eq!(stats.datagram_limit_bytes, limit);
     }
 }

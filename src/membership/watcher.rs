@@ -3,6 +3,9 @@
 //! (at once), diffs it against the previous one, and hands the events on: to the dispatcher that
 //! calls the [`ClusterMember`](crate::ClusterMember), and to every [`EventStream`](super::EventStream).
 //!
+//! The dispatcher's queue is bounded: when it is full, the watcher waits for the member (and counts
+//! the wait), so no event is lost or reordered; gossip runs on chitchat's own task meanwhile.
+//!
 //! It stops when the node's cancellation token fires or chitchat stops.
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,7 +41,10 @@ pub(crate) struct Watcher {
     pub(crate) founder: bool,
     pub(crate) members: watch::Sender<Arc<[Member]>>,
     pub(crate) events: broadcast::Sender<MembershipEvent>,
-    pub(crate) deliveries: mpsc::UnboundedSender<Delivery>,
+    /// Bounded: when the dispatcher is this far behind, the watcher waits for it.
+    pub(crate) deliveries: mpsc::Sender<Delivery>,
+    /// Counts the times the watcher had to wait for the dispatcher.
+    pub(crate) stalls: Arc<crate::node::Health>,
 }
 
 impl Watcher {
@@ -52,7 +58,7 @@ impl Watcher {
         if self.founder {
             state.joined = true;
             let me = self.members.borrow().to_vec();
-            let _ = self.deliveries.send(Delivery::Welcome(me));
+            self.deliver(Delivery::Welcome(me)).await;
         }
         loop {
             self.refresh(&mut state).await;
@@ -85,7 +91,7 @@ impl Watcher {
         if !state.joined {
             if next.has_peer(&self.self_id) {
                 state.joined = true;
-                let _ = self.deliveries.send(Delivery::Welcome(next.member_list()));
+                self.deliver(Delivery::Welcome(next.member_list())).await;
                 state.prev = next;
             }
             return;
@@ -93,9 +99,23 @@ impl Watcher {
         for event in diff(&self.self_id, &state.prev, &next) {
             debug!(node = %self.self_id, ?event, "membership event");
             let _ = self.events.send(event.clone());
-            let _ = self.deliveries.send(Delivery::Event(event));
+            self.deliver(Delivery::Event(event)).await;
         }
         state.prev = next;
+    }
+
+    /// Hands one delivery to the dispatcher, waiting (and counting the wait) when its queue is
+    /// full. Gossip does not wait: chitchat runs on its own task.
+    async fn deliver(&self, delivery: Delivery) {
+        match self.deliveries.try_send(delivery) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(delivery)) => {
+                self.stalls.delivery_stalled();
+                debug!(node = %self.self_id, "the member is behind on membership events; waiting for it");
+                let _ = self.deliveries.send(delivery).await;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 }
 

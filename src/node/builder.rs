@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
-use super::{dispatch, seeds, Inner, Node};
+use super::{dispatch, seeds, Health, Inner, Node};
 use crate::membership::keys;
 use crate::membership::transport::{Counters, GossipTransport, Protection};
 use crate::membership::watcher::Watcher;
@@ -40,10 +40,17 @@ pub const DEFAULT_PHI_THRESHOLD: f64 = 12.0;
 pub const DEFAULT_DEAD_NODE_GRACE_PERIOD: Duration = Duration::from_secs(60 * 60);
 /// The longest node id, in bytes (it travels in every connection's handshake).
 pub const MAX_NODE_ID: usize = 255;
+/// The longest tag key, in bytes.
+pub const MAX_TAG_KEY: usize = 128;
+/// The longest tag value, in bytes: well under what one gossip update carries, so a tag never
+/// stalls the keys published after it.
+pub const MAX_TAG_VALUE: usize = 4096;
 /// Calls and casts waiting for the member; beyond this, callers get "queue full" at once.
 const MESSAGE_QUEUE: usize = 4096;
-/// Capacity of each [`EventStream`](crate::EventStream)'s buffer.
-const EVENT_BUFFER: usize = 4096;
+/// Default capacity of each [`EventStream`](crate::EventStream)'s buffer.
+pub const DEFAULT_EVENT_BUFFER: usize = 4096;
+/// Default capacity of the queue of membership events waiting for the member's callbacks.
+pub const DEFAULT_DELIVERY_QUEUE: usize = 1024;
 /// Heartbeat intervals observed for each peer, for the failure detector's mean.
 const SAMPLING_WINDOW: usize = 200;
 
@@ -65,6 +72,8 @@ pub struct NodeBuilder {
     rpc_limits: rpc::server::Limits,
     keyring: Option<Keyring>,
     verify_incoming: bool,
+    event_buffer: usize,
+    delivery_queue: usize,
 }
 
 impl NodeBuilder {
@@ -87,6 +96,8 @@ impl NodeBuilder {
             rpc_limits: rpc::server::Limits::new(crate::rpc::DEFAULT_MAX_FRAME),
             keyring: None,
             verify_incoming: true,
+            event_buffer: DEFAULT_EVENT_BUFFER,
+            delivery_queue: DEFAULT_DELIVERY_QUEUE,
         }
     }
 
@@ -129,7 +140,9 @@ impl NodeBuilder {
         self
     }
 
-    /// Sets a tag peers see on this member. Change tags later with [`Node::set_tag`].
+    /// Sets a tag peers see on this member. Change tags later with [`Node::set_tag`]. A key over
+    /// [`MAX_TAG_KEY`] or a value over [`MAX_TAG_VALUE`] bytes makes [`start`](Self::start) fail
+    /// with [`Error::InvalidTag`].
     pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.tags.insert(key.into(), value.into());
         self
@@ -242,11 +255,30 @@ impl NodeBuilder {
         self
     }
 
+    /// How many membership events each [`EventStream`](crate::EventStream) buffers for a
+    /// reader that is behind (default [`DEFAULT_EVENT_BUFFER`], at least 1). A reader further
+    /// behind is told how many it missed: the stream yields `Err(Lagged(n))`, then goes on.
+    pub fn event_buffer(mut self, events: usize) -> Self {
+        self.event_buffer = events.max(1);
+        self
+    }
+
+    /// How many membership events wait for the member's callbacks (default
+    /// [`DEFAULT_DELIVERY_QUEUE`], at least 1). When the member is this far behind, the
+    /// membership watcher waits for it (gossip goes on): no event is lost or reordered, and
+    /// [`Node::members`] catches up once the member does. Each wait is counted
+    /// ([`MembershipHealth::delivery_stalls`](crate::MembershipHealth::delivery_stalls)).
+    pub fn delivery_queue(mut self, events: usize) -> Self {
+        self.delivery_queue = events.max(1);
+        self
+    }
+
     /// Starts the node: binds the gossip socket, starts gossiping with the seeds, and spawns the
     /// tasks that watch membership and call `member`.
     ///
     /// # Errors
-    /// An empty node id, an empty tag key, a seed that does not parse or resolve, a listen
+    /// An empty node id, a tag key that is empty or over [`MAX_TAG_KEY`] bytes, a tag value over
+    /// [`MAX_TAG_VALUE`] bytes, a seed that does not parse or resolve, a listen
     /// address that cannot be bound (or is unspecified without an advertise address).
     pub async fn start<M: ClusterMember>(self, member: M) -> Result<Node, Error> {
         let id = self.id.trim();
@@ -261,8 +293,8 @@ impl NodeBuilder {
             });
         }
         let id: Arc<str> = id.into();
-        for key in self.tags.keys() {
-            check_tag_key(key)?;
+        for (key, value) in &self.tags {
+            check_tag(key, value)?;
         }
         let seeds = seeds::resolve(&self.seeds).await?;
         let bound = probe_bind(self.listen)?;
@@ -322,6 +354,9 @@ impl NodeBuilder {
         initial.push((keys::READY.to_string(), "1".to_string()));
 
         let counters = Arc::new(Counters::default());
+        counters
+            .compress
+            .store(self.compress_digests, Ordering::Relaxed);
         let transport = GossipTransport {
             node: id.clone(),
             counters: counters.clone(),
@@ -357,10 +392,17 @@ impl NodeBuilder {
             rpc: Some(rpc_addr),
         };
         let (members_tx, members_rx) = watch::channel(Arc::from(vec![me]));
-        let (events_tx, _) = broadcast::channel(EVENT_BUFFER);
-        let (deliveries_tx, deliveries_rx) = mpsc::unbounded_channel();
+        let (events_tx, _) = broadcast::channel(self.event_buffer);
+        let (deliveries_tx, deliveries_rx) = mpsc::channel(self.delivery_queue);
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let health = Arc::new(Health::default());
+        tracker.spawn(super::watch_gossip(
+            id.clone(),
+            handle.termination_watcher(),
+            health.clone(),
+            cancel.child_token(),
+        ));
         tracker.spawn(
             Watcher {
                 self_id: id.clone(),
@@ -371,6 +413,7 @@ impl NodeBuilder {
                 members: members_tx,
                 events: events_tx.clone(),
                 deliveries: deliveries_tx,
+                stalls: health.clone(),
             }
             .run(cancel.child_token()),
         );
@@ -435,6 +478,7 @@ impl NodeBuilder {
                 members: members_rx,
                 events: std::sync::Mutex::new(Some(events_tx)),
                 counters,
+                health,
                 keyring: self.keyring,
                 rpc,
                 client,
@@ -447,13 +491,27 @@ impl NodeBuilder {
     }
 }
 
-/// Rejects tag keys peers could not read back.
-pub(crate) fn check_tag_key(key: &str) -> Result<(), Error> {
+/// Rejects tags peers could not read back: an empty key, a key over [`MAX_TAG_KEY`] bytes, a
+/// value over [`MAX_TAG_VALUE`] bytes.
+pub(crate) fn check_tag(key: &str, value: &str) -> Result<(), Error> {
+    let invalid = |reason: String| Error::InvalidTag {
+        key: key.chars().take(40).collect(),
+        reason,
+    };
     if key.trim().is_empty() {
-        return Err(Error::InvalidTag {
-            key: key.into(),
-            reason: "the key is empty".into(),
-        });
+        return Err(invalid("the key is empty".into()));
+    }
+    if key.len() > MAX_TAG_KEY {
+        return Err(invalid(format!(
+            "the key is {} bytes; the limit is {MAX_TAG_KEY}",
+            key.len()
+        )));
+    }
+    if value.len() > MAX_TAG_VALUE {
+        return Err(invalid(format!(
+            "the value is {} bytes; the limit is {MAX_TAG_VALUE}",
+            value.len()
+        )));
     }
     Ok(())
 }
@@ -538,7 +596,19 @@ mod tests {
 
     #[test]
     fn blank_tag_keys_are_rejected() {
-        assert!(check_tag_key(" ").is_err());
-        assert!(check_tag_key("group").is_ok());
+        assert!(check_tag(" ", "").is_err());
+        assert!(check_tag("group", "").is_ok());
+    }
+
+    #[test]
+    fn tag_sizes_are_limited() {
+        let long_key = "k".repeat(MAX_TAG_KEY + 1);
+        let err = check_tag(&long_key, "v").unwrap_err().to_string();
+        assert!(err.contains("the limit is 128"), "{err}");
+        assert!(check_tag(&"k".repeat(MAX_TAG_KEY), "v").is_ok());
+        let big = "v".repeat(MAX_TAG_VALUE + 1);
+        let err = check_tag("group", &big).unwrap_err().to_string();
+        assert!(err.contains("4097 bytes; the limit is 4096"), "{err}");
+        assert!(check_tag("group", &"v".repeat(MAX_TAG_VALUE)).is_ok());
     }
 }

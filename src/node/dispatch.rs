@@ -28,7 +28,7 @@ enum Next {
 pub(crate) async fn run<M: ClusterMember>(
     mut member: M,
     cx: Context,
-    mut deliveries: mpsc::UnboundedReceiver<Delivery>,
+    mut deliveries: mpsc::Receiver<Delivery>,
     mut messages: mpsc::Receiver<Incoming>,
     cancel: CancellationToken,
 ) {
