@@ -301,7 +301,7 @@ fn a_plain_rpc_frame_is_refused_and_not_acted_on() {
     frame.push(3);
     frame.extend_from_slice(&7u64.to_be_bytes());
     frame.extend_from_slice(body.as_bytes());
-    let mut conn = TcpStream::connect(a.gossip).unwrap();
+    let mut conn = TcpStream::connect(a.rpc).unwrap();
     conn.set_read_timeout(Some(WAIT)).unwrap();
     conn.write_all(&frame).unwrap();
     let mut answer = Vec::new();

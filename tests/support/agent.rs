@@ -29,6 +29,8 @@ pub struct AgentProc {
     pub id: String,
     pub child: Child,
     pub gossip: SocketAddr,
+    /// The TCP address member-to-member messages arrive on.
+    pub rpc: SocketAddr,
     pub api: SocketAddr,
     pub data_dir: PathBuf,
     pub log: Arc<Mutex<Vec<String>>>,
@@ -167,6 +169,7 @@ impl Spec {
             id: self.id.clone(),
             child,
             gossip: word_after("gossip ").parse().unwrap(),
+            rpc: word_after("messages ").parse().unwrap(),
             api: word_after("API http://").parse().unwrap(),
             data_dir: self.data_dir.clone(),
             log,

@@ -168,9 +168,16 @@ pub async fn run(
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let agent = Agent::start(settings.clone()).await?;
     eprintln!(
-        "herd agent {} running: gossip {}, API http://{}, data {}",
+        "herd agent {} running: gossip {}, messages {}, API http://{}, data {}",
         agent.node().id(),
         agent.node().addr(),
+        agent
+            .node()
+            .members()
+            .iter()
+            .find(|m| m.id() == agent.node().id())
+            .and_then(|m| m.rpc_addr())
+            .map_or_else(|| "none".to_string(), |addr| addr.to_string()),
         agent.api_addr(),
         settings.data_dir.display()
     );
