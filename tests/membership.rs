@@ -232,7 +232,10 @@ async fn a_seed_that_starts_late_is_still_joined() {
     let _ = b;
 }
 
-#[tokio::test]
+// Two worker threads: the default panic hook's backtrace (RUST_BACKTRACE=1 in CI, slow to
+// symbolize in a debug build) blocks the thread that runs the callback; on a one-thread runtime
+// it would stall every node's gossip in this process for as long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_callback_does_not_stop_delivery() {
     let (ra, mut pa) = recorder_panicking_on(&["b"]);
     let a = node("a", "panic").start(ra).await.unwrap();

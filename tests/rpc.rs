@@ -207,7 +207,11 @@ async fn frames_over_the_limit_are_refused_and_the_connection_serves_on() {
     );
 }
 
-#[tokio::test]
+// Two worker threads: the panic below makes the default panic hook print a backtrace (slow to
+// symbolize in a debug build, and CI runs with RUST_BACKTRACE=1) on the thread running the
+// dispatcher; on a one-thread runtime that would stall both nodes' gossip for as long, and the
+// failure detector would declare b failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_undecodable_requests_are_refused_while_others_are_served() {
     let c = cluster("rpc-garbage", &["a", "b"], |_, b| b).await;
     let (a, b) = (&c.nodes[0], &c.nodes[1]);
