@@ -20,6 +20,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use frame::DEFAULT_MAX_FRAME;
+
+/// The default bound on the bytes queued for one connection
+/// ([`NodeBuilder::rpc_queue_limit`](crate::NodeBuilder::rpc_queue_limit)): 64 MiB.
+pub const DEFAULT_QUEUE_LIMIT: usize = writer::MAX_QUEUED_BYTES;
 pub use server::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT};
 
 /// A message another member sent, as `handle_call` or `handle_cast` receives it.

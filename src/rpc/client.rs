@@ -125,6 +125,8 @@ impl Client {
         let deadline = tokio::time::Instant::now() + timeout;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = self.encode(kind, id, &payload)?;
+        // The frame holds the request now; a call waiting for its reply keeps no second copy.
+        drop(payload);
         let conn = tokio::time::timeout_at(deadline, self.connection(to, addr))
             .await
             .map_err(|_| Failure::Timeout)??;
