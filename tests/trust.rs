@@ -29,6 +29,17 @@ fn ids(node: &Node) -> Vec<String> {
     node.members().iter().map(|m| m.id().to_string()).collect()
 }
 
+/// Waits until `node` has received `n` more gossip messages than now: several gossip rounds have
+/// passed, long enough for what is being ruled out (a join, a failure) to have shown up.
+async fn rounds(node: &Node, n: u64) {
+    let from = node.gossip_stats().messages_received;
+    until(
+        &format!("{n} more gossip messages at {}", node.id()),
+        || node.gossip_stats().messages_received >= from + n,
+    )
+    .await;
+}
+
 /// Answers every call with the id of the member that sent it.
 struct WhoAsks;
 
@@ -75,7 +86,7 @@ async fn nodes_without_the_cluster_key_cannot_join_and_their_gossip_is_counted()
     })
     .await;
     // Several more gossip rounds: still nobody new on either side.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    rounds(&a, 30).await;
     assert_eq!(ids(&a), ["a", "b"]);
     assert_eq!(ids(&b), ["a", "b"]);
     assert_eq!(ids(&other), ["other-key"]);
@@ -219,7 +230,7 @@ async fn keys_rotate_without_anyone_losing_sight_of_anyone() {
     }
     for n in &nodes {
         n.keyring().unwrap().use_key(&new).unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        rounds(n, 10).await; // gossip goes on with this node sealing under the new key
     }
     for n in &nodes {
         n.keyring().unwrap().remove(&old).unwrap();
@@ -260,7 +271,8 @@ async fn keys_rotate_without_anyone_losing_sight_of_anyone() {
             .any(|n| n.gossip_stats().rejected.unknown_key > 0)
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await; // past the failure detector's horizon
+    // Past the failure detector's horizon (about 12 heartbeat intervals of silence).
+    rounds(&nodes[0], 200).await;
     assert_eq!(ids(&stale), ["d"]);
     for (n, probe) in nodes.iter().zip(&mut probes) {
         assert_eq!(ids(n), live);
@@ -302,7 +314,9 @@ async fn a_plaintext_cluster_turns_encryption_on_without_failures() {
     wait_members(&b, &["a", "b"]).await;
     probe_a.saw_join_of("b").await;
     probe_b.joined_cluster().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Past the failure detector's horizon: a would have declared b failed by now if it could
+    // not read it.
+    rounds(&a, 200).await;
     assert_eq!(
         ids(&a),
         ["a", "b"],
