@@ -54,6 +54,8 @@ pub mod agent;
 pub mod api;
 pub mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod log_limit;
 pub mod member;
 pub mod membership;

@@ -102,7 +102,7 @@
 
 mod error;
 mod event;
-mod jsonl;
+pub(crate) mod jsonl;
 mod output;
 mod policy;
 mod process;
