@@ -262,7 +262,7 @@ async fn bench(n: usize, args: &Args) {
         let crasher = cluster.nodes.pop().unwrap();
         let id = crasher.id().to_string();
         let t0 = Instant::now();
-        crasher.shutdown().await;
+        crasher.shutdown().await.unwrap();
         let (took, reasons) = all_saw_leave(&mut cluster, &id, t0).await;
         crash.push(took.as_secs_f64());
         if reasons.get(&LeaveReason::Failed).copied() != Some(n - 2) {
@@ -273,7 +273,7 @@ async fn bench(n: usize, args: &Args) {
             converge[run], leave[run], crash[run], bytes[run], cpu[run]
         );
         for node in &cluster.nodes {
-            node.shutdown().await;
+            node.shutdown().await.unwrap();
         }
     }
     println!(
@@ -312,7 +312,7 @@ async fn soak(n: usize, args: &Args) {
         args.soak, args.load
     );
     for node in &cluster.nodes {
-        node.shutdown().await;
+        node.shutdown().await.unwrap();
     }
 }
 

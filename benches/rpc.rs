@@ -125,8 +125,8 @@ async fn herd(seconds: f64, key: Option<SecretKey>) -> Result {
     });
     futures::future::join_all(callers).await;
     let rate_64 = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    client.shutdown().await;
-    server.shutdown().await;
+    client.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
     Result {
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),

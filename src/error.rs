@@ -168,4 +168,28 @@ pub enum Error {
         /// What went wrong, as the gossip layer reported it.
         reason: String,
     },
+
+    /// The member's mailbox holds as many messages, timers and unanswered later-calls as it may
+    /// ([`NodeBuilder::mailbox`](crate::NodeBuilder::mailbox)): nothing was sent.
+    #[error("the mailbox of {node} is full ({limit} messages, timers and later-calls wait for handle_info)")]
+    MailboxFull {
+        /// The node whose member's mailbox is full.
+        node: String,
+        /// The mailbox's bound.
+        limit: usize,
+    },
+
+    /// [`Node::leave`](crate::Node::leave) or [`Node::shutdown`](crate::Node::shutdown) waited
+    /// as long as it may ([`NodeBuilder::shutdown_timeout`](crate::NodeBuilder::shutdown_timeout))
+    /// for a member callback to return, and stopped the node without it: the callback was
+    /// abandoned at its next await point.
+    #[error("node {node:?} stopped without waiting for its member's {callback} callback, which had not returned after {waited:?}")]
+    CallbackAbandoned {
+        /// The node that stopped.
+        node: String,
+        /// The callback that was running (`on_node_left`, `handle_call`, ...).
+        callback: &'static str,
+        /// How long the stop waited for it.
+        waited: std::time::Duration,
+    },
 }

@@ -66,7 +66,9 @@ pub mod trust;
 
 pub use async_trait::async_trait;
 pub use error::Error;
-pub use member::{ClusterMember, Context, LeaveReason, Member};
+pub use member::{
+    CallId, CallReply, ClusterMember, Context, Info, LeaveReason, Member, Message, Timer,
+};
 pub use membership::{EventStream, GossipStats, Lagged, MembershipEvent};
 pub use node::{MembershipHealth, Node, NodeBuilder, RpcStats};
 pub use rpc::{Reply, Request};

@@ -1,12 +1,13 @@
 //! What a program sees of the cluster: the [`ClusterMember`] trait it implements, the [`Member`]
-//! values that describe its peers, the [`LeaveReason`] of a departure, and the [`Context`] every
-//! callback receives.
+//! values that describe its peers, the [`LeaveReason`] of a departure, the [`Context`] every
+//! callback receives, and the [`Info`] its [`handle_info`](ClusterMember::handle_info) gets.
 //!
 //! Callbacks are made by one dispatcher task per node (see [`crate::node`]), one at a time and in
 //! the order the events happened, so an implementation can keep plain state in `&mut self`, as a
 //! `gen_server` does.
 
 mod context;
+mod info;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use context::Context;
+pub use info::{CallId, CallReply, Info, Message, Timer};
 
 use crate::rpc::{Reply, Request};
 
@@ -147,6 +149,24 @@ pub trait ClusterMember: Send + 'static {
     async fn handle_cast(&mut self, cx: &Context, request: Request) {
         let _ = (cx, request);
     }
+
+    /// A message this member sent itself ([`Context::send`], [`Context::send_after`]), or the
+    /// outcome of a call it started with [`Context::call_later`]. Runs in order with the other
+    /// callbacks. The default drops it.
+    async fn handle_info(&mut self, cx: &Context, info: Info) {
+        let _ = (cx, info);
+    }
+}
+
+/// Decodes the reply of member `to` as `Resp`.
+pub(crate) fn decode_reply<Resp: serde::de::DeserializeOwned>(
+    to: &str,
+    bytes: &[u8],
+) -> Result<Resp, crate::Error> {
+    bincode::deserialize(bytes).map_err(|err| crate::Error::Codec {
+        what: format!("the reply of {to}"),
+        reason: err.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -8,16 +8,18 @@
 //! Stopping follows one order. [`Node::leave`]: announce the leave, push it to every live peer
 //! and repeat it for the leave-propagation time, then stop the tasks, then stop gossip.
 //! [`Node::shutdown`]: stop the tasks and gossip without a word, so peers see a failure. Both are
-//! idempotent; whichever runs first decides.
+//! idempotent; whichever runs first decides. Both are bounded: a member callback that has not
+//! returned by the shutdown timeout is abandoned (its task aborted) and reported.
 
 mod builder;
 mod dispatch;
+pub(crate) mod mailbox;
 mod messaging;
 pub(crate) mod published;
 mod seeds;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chitchat::{Chitchat, ChitchatHandle, ListenerHandle};
@@ -29,8 +31,8 @@ use tracing::{debug, error, info};
 
 pub use builder::{
     NodeBuilder, DEFAULT_CLUSTER_ID, DEFAULT_DEAD_NODE_GRACE_PERIOD, DEFAULT_DELIVERY_QUEUE,
-    DEFAULT_EVENT_BUFFER, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LISTEN, DEFAULT_PHI_THRESHOLD,
-    MAX_TAG_KEY, MAX_TAG_VALUE,
+    DEFAULT_EVENT_BUFFER, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LISTEN, DEFAULT_MAILBOX,
+    DEFAULT_PHI_THRESHOLD, DEFAULT_SHUTDOWN_TIMEOUT, MAX_TAG_KEY, MAX_TAG_VALUE,
 };
 
 use crate::membership::keys;
@@ -41,6 +43,7 @@ use crate::{Error, EventStream, GossipStats, Member, MembershipEvent};
 ///
 /// Dropping the last handle stops the node abruptly, as [`shutdown`](Node::shutdown) does but
 /// without waiting: peers see a failure. Call [`leave`](Node::leave) to say goodbye first.
+/// The member's [`Context`](crate::Context) holds the node weakly, so it does not count.
 #[derive(Clone)]
 pub struct Node {
     inner: Arc<Inner>,
@@ -66,8 +69,39 @@ struct Inner {
     rpc_observer: std::sync::RwLock<Option<RpcObserver>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    shutdown_timeout: Duration,
+    /// The callback the dispatcher runs now, if any.
+    callback: Arc<dispatch::Current>,
+    /// Aborts the dispatcher task: for a callback that outlived the shutdown timeout.
+    dispatcher: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+    /// Set when the leave was announced (if graceful) and the tasks were told to stop.
+    stopping: tokio::sync::OnceCell<()>,
+    /// Set when the tasks and gossip have stopped.
     stopped: tokio::sync::OnceCell<()>,
 }
+
+/// A handle to a node that does not keep it running: what a [`Context`](crate::Context) holds.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct WeakNode(Weak<Inner>);
+
+impl WeakNode {
+    /// The node, while some [`Node`] handle keeps it running.
+    pub(crate) fn upgrade(&self) -> Option<Node> {
+        self.0
+            .upgrade()
+            .filter(|inner| !inner.cancel.is_cancelled())
+            .map(|inner| Node { inner })
+    }
+}
+
+tokio::task_local! {
+    /// Set in a node's dispatcher task to that node's address: a stop called from one of its
+    /// callbacks must not wait for the callback to return.
+    static DISPATCHING: usize;
+}
+
+/// How long a stop waits for tasks that were aborted after the shutdown timeout.
+const ABANDON_WAIT: Duration = Duration::from_secs(1);
 
 /// Whether a node's gossip and membership tasks are keeping up; see [`Node::membership_health`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -300,23 +334,105 @@ impl Node {
     /// Leaves the cluster gracefully: announces the leave, pushes it to every live peer at once,
     /// repeats it for the leave-propagation time, then stops. Every peer reports this node as
     /// `Left(Graceful)`, usually within one round trip. Calling it again, or after
-    /// [`shutdown`](Node::shutdown), does nothing.
+    /// [`shutdown`](Node::shutdown), does nothing more; a second call made while the first runs
+    /// waits for it.
+    ///
+    /// It returns within the leave-propagation time or the shutdown timeout
+    /// ([`NodeBuilder::shutdown_timeout`], counted from the call), whichever is longer, plus a
+    /// second: a member callback still running then is abandoned. Called from one of the
+    /// member's own callbacks (through [`Context::node`](crate::Context::node)), it returns after
+    /// the announcement, and the node finishes stopping when that callback returns;
+    /// [`Context::leave`](crate::Context::leave) is the form that does not wait at all.
     ///
     /// # Errors
-    /// None today; the `Result` leaves room for transports that can fail to announce.
+    /// [`Error::CallbackAbandoned`]: a callback had not returned by the shutdown timeout; the
+    /// node stopped all the same.
     pub async fn leave(&self) -> Result<(), Error> {
-        self.inner.stop(true).await;
-        Ok(())
+        self.stop(true).await
     }
 
     /// Stops the node without announcing it: peers detect a failure. Waits until the tasks and
-    /// the gossip server have stopped. Idempotent.
-    pub async fn shutdown(&self) {
-        self.inner.stop(false).await;
+    /// the gossip server have stopped, within the shutdown timeout as [`leave`](Node::leave)
+    /// does. Idempotent.
+    ///
+    /// # Errors
+    /// [`Error::CallbackAbandoned`], as for [`leave`](Node::leave).
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        self.stop(false).await
+    }
+
+    /// A weak handle to this node.
+    pub(crate) fn downgrade(&self) -> WeakNode {
+        WeakNode(Arc::downgrade(&self.inner))
+    }
+
+    async fn stop(&self, graceful: bool) -> Result<(), Error> {
+        let inner = &self.inner;
+        let deadline = Instant::now() + inner.shutdown_timeout;
+        inner
+            .stopping
+            .get_or_init(|| async {
+                if graceful {
+                    inner.announce_leave().await;
+                }
+                inner.cancel.cancel();
+            })
+            .await;
+        let me = Arc::as_ptr(inner) as usize;
+        if DISPATCHING.try_with(|id| *id == me).unwrap_or(false) {
+            // The dispatcher ends when the callback running this returns: finish from outside.
+            let node = self.clone();
+            tokio::spawn(async move {
+                let _ = node
+                    .finish(Instant::now() + node.inner.shutdown_timeout)
+                    .await;
+            });
+            return Ok(());
+        }
+        self.finish(deadline).await
+    }
+
+    /// Waits for the tasks (until `deadline`, then aborts the dispatcher) and stops gossip. Once.
+    async fn finish(&self, deadline: Instant) -> Result<(), Error> {
+        let inner = &self.inner;
+        let mut abandoned = None;
+        let report = &mut abandoned;
+        inner
+            .stopped
+            .get_or_init(|| async move {
+                if tokio::time::timeout_at(deadline, inner.tracker.wait())
+                    .await
+                    .is_err()
+                {
+                    let callback = inner.callback.get();
+                    if let Some(dispatcher) = inner.dispatcher.lock().expect("dispatcher lock").take() {
+                        dispatcher.abort();
+                    }
+                    let waited = inner.shutdown_timeout;
+                    error!(node = %inner.id, callback = callback.unwrap_or("none"), ?waited, "the node's tasks did not stop in time; the member's callback is abandoned");
+                    let _ = tokio::time::timeout(ABANDON_WAIT, inner.tracker.wait()).await;
+                    *report = callback.map(|callback| Error::CallbackAbandoned {
+                        node: inner.id.to_string(),
+                        callback,
+                        waited,
+                    });
+                }
+                inner.listeners.lock().expect("listeners lock").clear();
+                inner.events.lock().expect("events lock").take();
+                let handle = inner.handle.lock().expect("handle lock").take();
+                if let Some(handle) = handle {
+                    if let Err(err) = handle.shutdown().await {
+                        debug!(node = %inner.id, error = %err, "gossip server stopped with an error");
+                    }
+                }
+                info!(node = %inner.id, "node stopped");
+            })
+            .await;
+        abandoned.map_or(Ok(()), Err)
     }
 
     fn running(&self) -> Result<(), Error> {
-        if self.inner.stopped.initialized() || self.inner.cancel.is_cancelled() {
+        if self.inner.stopping.initialized() || self.inner.cancel.is_cancelled() {
             return Err(Error::Stopped {
                 node: self.inner.id.to_string(),
             });
@@ -336,27 +452,6 @@ impl std::fmt::Debug for Node {
 }
 
 impl Inner {
-    async fn stop(&self, graceful: bool) {
-        self.stopped
-            .get_or_init(|| async {
-                if graceful {
-                    self.announce_leave().await;
-                }
-                self.cancel.cancel();
-                self.tracker.wait().await;
-                self.listeners.lock().expect("listeners lock").clear();
-                self.events.lock().expect("events lock").take();
-                let handle = self.handle.lock().expect("handle lock").take();
-                if let Some(handle) = handle {
-                    if let Err(err) = handle.shutdown().await {
-                        debug!(node = %self.id, error = %err, "gossip server stopped with an error");
-                    }
-                }
-                info!(node = %self.id, graceful, "node stopped");
-            })
-            .await;
-    }
-
     /// Sets the leaving flag and pushes it to every live peer, repeatedly, for the
     /// leave-propagation time.
     async fn announce_leave(&self) {

@@ -158,9 +158,9 @@ async fn a_node_whose_gossip_loop_ends_reports_it_and_peers_see_it_fail() {
     assert_eq!(pb.left("a").await, LeaveReason::Failed);
     assert!(b.gossip_alive(), "the peer's own gossip is fine");
 
-    a.shutdown().await;
+    a.shutdown().await.unwrap();
     assert!(!a.gossip_alive());
-    b.shutdown().await;
+    b.shutdown().await.unwrap();
     assert!(!b.gossip_alive());
     assert_eq!(
         b.membership_health().gossip_failure,

@@ -128,7 +128,7 @@ async fn a_graceful_leave_is_reported_as_graceful_on_every_peer() {
     assert!(matches!(event, MembershipEvent::Left(m, LeaveReason::Graceful) if m.id() == "a"));
 
     a.leave().await.unwrap();
-    a.shutdown().await;
+    a.shutdown().await.unwrap();
     assert!(matches!(
         a.set_tag("x", "1").await,
         Err(Error::Stopped { .. })
@@ -149,7 +149,7 @@ async fn shutdown_without_leave_is_reported_as_a_failure() {
     for n in [&a, &b, &c] {
         wait_members(n, &["a", "b", "c"]).await;
     }
-    c.shutdown().await;
+    c.shutdown().await.unwrap();
     assert_eq!(pb.left("c").await, LeaveReason::Failed);
     wait_members(&a, &["a", "b"]).await;
 }
@@ -174,7 +174,7 @@ async fn a_restart_with_the_same_id_is_left_restarted_then_joined() {
         .unwrap();
     wait_members(&a, &["a", "b"]).await;
     let old = b1.generation();
-    b1.shutdown().await;
+    b1.shutdown().await.unwrap();
 
     let b2 = start("b", Some(seed)).start(recorder().0).await.unwrap();
     assert!(b2.generation() > old);

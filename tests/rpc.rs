@@ -162,7 +162,7 @@ async fn calls_to_unknown_or_crashed_members_fail_at_once_naming_them() {
     );
 
     let _: Pong = a.call("b", &Ask::Ping(1), T).await.unwrap();
-    b.shutdown().await;
+    b.shutdown().await.unwrap();
     let started = Instant::now();
     let err = a.call::<_, Pong>("b", &Ask::Ping(2), T).await.unwrap_err();
     assert!(

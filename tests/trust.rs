@@ -218,7 +218,7 @@ async fn keys_rotate_without_anyone_losing_sight_of_anyone() {
     // d goes down before the rotation and misses it.
     let d = nodes.pop().unwrap();
     let d_addr = d.addr();
-    d.shutdown().await;
+    d.shutdown().await.unwrap();
     probes.pop();
     for probe in &mut probes {
         probe.left("d").await;

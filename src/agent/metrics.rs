@@ -665,7 +665,7 @@ mod tests {
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
         sup.shutdown().await;
-        node.shutdown().await;
+        node.shutdown().await.unwrap();
     }
 
     #[tokio::test]
@@ -692,6 +692,6 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
         sup.shutdown().await;
-        node.shutdown().await;
+        node.shutdown().await.unwrap();
     }
 }

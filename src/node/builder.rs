@@ -51,6 +51,11 @@ const MESSAGE_QUEUE: usize = 4096;
 pub const DEFAULT_EVENT_BUFFER: usize = 4096;
 /// Default capacity of the queue of membership events waiting for the member's callbacks.
 pub const DEFAULT_DELIVERY_QUEUE: usize = 1024;
+/// Default bound of a member's mailbox: messages it sent itself and has not handled yet, timers
+/// not fired yet and later-calls not answered yet, together.
+pub const DEFAULT_MAILBOX: usize = 4096;
+/// Default time [`Node::leave`] and [`Node::shutdown`] wait for a member callback to return.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Heartbeat intervals observed for each peer, for the failure detector's mean.
 const SAMPLING_WINDOW: usize = 200;
 
@@ -74,6 +79,8 @@ pub struct NodeBuilder {
     verify_incoming: bool,
     event_buffer: usize,
     delivery_queue: usize,
+    mailbox: usize,
+    shutdown_timeout: Duration,
 }
 
 impl NodeBuilder {
@@ -98,6 +105,8 @@ impl NodeBuilder {
             verify_incoming: true,
             event_buffer: DEFAULT_EVENT_BUFFER,
             delivery_queue: DEFAULT_DELIVERY_QUEUE,
+            mailbox: DEFAULT_MAILBOX,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 
@@ -270,6 +279,25 @@ impl NodeBuilder {
     /// ([`MembershipHealth::delivery_stalls`](crate::MembershipHealth::delivery_stalls)).
     pub fn delivery_queue(mut self, events: usize) -> Self {
         self.delivery_queue = events.max(1);
+        self
+    }
+
+    /// How many items may wait for the member's
+    /// [`handle_info`](crate::ClusterMember::handle_info) at once (default [`DEFAULT_MAILBOX`],
+    /// at least 1): messages sent with [`Context::send`](crate::Context::send) and not handled
+    /// yet, timers of [`Context::send_after`](crate::Context::send_after) not fired yet, and calls
+    /// of [`Context::call_later`](crate::Context::call_later) not answered yet. Beyond it those
+    /// return [`Error::MailboxFull`] at once.
+    pub fn mailbox(mut self, items: usize) -> Self {
+        self.mailbox = items.max(1);
+        self
+    }
+
+    /// How long [`Node::leave`] and [`Node::shutdown`] wait for a member callback that is
+    /// running to return before abandoning it (default [`DEFAULT_SHUTDOWN_TIMEOUT`]), counted
+    /// from the call.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
         self
     }
 
@@ -454,20 +482,13 @@ impl NodeBuilder {
             members_rx.clone(),
             cancel.child_token(),
         ));
-        let cx = Context::new(id.clone(), members_rx.clone());
-        tracker.spawn(dispatch::run(
-            member,
-            cx,
-            deliveries_rx,
-            messages_rx,
-            cancel.child_token(),
-        ));
-        tracker.close();
+        let (mailbox, mailbox_rx) = super::mailbox::Mailbox::new(id.clone(), self.mailbox);
+        let current = Arc::new(dispatch::Current::default());
         info!(node = %id, %advertise, %rpc_addr, generation, founder, "node started");
 
-        Ok(Node {
+        let node = Node {
             inner: Arc::new(Inner {
-                id,
+                id: id.clone(),
                 addr: advertise,
                 generation,
                 gossip_interval: self.gossip_interval,
@@ -475,7 +496,7 @@ impl NodeBuilder {
                 chitchat,
                 handle: std::sync::Mutex::new(Some(handle)),
                 listeners: std::sync::Mutex::new(listeners),
-                members: members_rx,
+                members: members_rx.clone(),
                 events: std::sync::Mutex::new(Some(events_tx)),
                 counters,
                 health,
@@ -483,11 +504,37 @@ impl NodeBuilder {
                 rpc,
                 client,
                 rpc_observer: std::sync::RwLock::new(None),
-                cancel,
-                tracker,
+                cancel: cancel.clone(),
+                tracker: tracker.clone(),
+                shutdown_timeout: self.shutdown_timeout,
+                callback: current.clone(),
+                dispatcher: std::sync::Mutex::new(None),
+                stopping: tokio::sync::OnceCell::new(),
                 stopped: tokio::sync::OnceCell::new(),
             }),
-        })
+        };
+        let cx = Context::new(
+            id,
+            members_rx,
+            node.downgrade(),
+            mailbox,
+            cancel.child_token(),
+            tracker.clone(),
+        );
+        let dispatcher = dispatch::Dispatcher {
+            member,
+            cx,
+            deliveries: deliveries_rx,
+            mailbox: mailbox_rx,
+            messages: messages_rx,
+            current,
+        };
+        let me = Arc::as_ptr(&node.inner) as usize;
+        let task =
+            tracker.spawn(super::DISPATCHING.scope(me, dispatcher.run(cancel.child_token())));
+        *node.inner.dispatcher.lock().expect("dispatcher lock") = Some(task.abort_handle());
+        tracker.close();
+        Ok(node)
     }
 }
 

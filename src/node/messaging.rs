@@ -37,12 +37,8 @@ impl Node {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        let payload = encode(request)?;
-        let bytes = self.request(to, Kind::Call, payload, timeout).await?;
-        bincode::deserialize(&bytes).map_err(|err| Error::Codec {
-            what: format!("the reply of {to}"),
-            reason: err.to_string(),
-        })
+        let bytes = self.start_call(to, request, timeout)?.await?;
+        crate::member::decode_reply(to, &bytes)
     }
 
     /// Sends `message` to member `to` without waiting for an answer; done once it is on its way.
@@ -65,7 +61,7 @@ impl Node {
             .cast(to, addr, payload, CAST_CONNECT_TIMEOUT)
             .await
             .map_err(|failure| failure_error(to, addr, CAST_CONNECT_TIMEOUT, failure));
-        self.observe("cast", &result, started);
+        observe(self.observer().as_ref(), "cast", &result, started);
         result
     }
 
@@ -112,23 +108,56 @@ impl Node {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, Error> {
+        self.start_request(to, kind, payload, timeout)?.await
+    }
+
+    /// Encodes `request` for member `to` and returns the call, ready to be awaited: a future
+    /// that holds no handle to the node (so it can outlive a callback without keeping the node
+    /// running) and ends when the node stops.
+    ///
+    /// # Errors
+    /// [`Error::UnknownMember`], [`Error::Stopped`], [`Error::Codec`]: at once.
+    pub(crate) fn start_call<Req: Serialize + ?Sized>(
+        &self,
+        to: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<impl std::future::Future<Output = Result<Vec<u8>, Error>> + Send + 'static, Error>
+    {
+        self.start_request(to, Kind::Call, encode(request)?, timeout)
+    }
+
+    fn start_request(
+        &self,
+        to: &str,
+        kind: Kind,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<impl std::future::Future<Output = Result<Vec<u8>, Error>> + Send + 'static, Error>
+    {
         let started = std::time::Instant::now();
         let addr = self.rpc_addr_of(to)?;
-        let result = match self
-            .inner
-            .client
-            .request(to, addr, kind, payload, timeout)
-            .await
-        {
-            Ok(Outcome::Ok(bytes)) => Ok(bytes),
-            Ok(Outcome::Err(refusal)) => Err(Error::Remote {
-                member: to.to_string(),
-                message: refusal.to_string(),
-            }),
-            Err(failure) => Err(failure_error(to, addr, timeout, failure)),
-        };
-        self.observe("call", &result, started);
-        result
+        let client = self.inner.client.clone();
+        let observer = self.observer();
+        let cancel = self.inner.cancel.clone();
+        let to = to.to_string();
+        Ok(async move {
+            let request = client.request(&to, addr, kind, payload, timeout);
+            let result = tokio::select! {
+                biased;
+                result = request => match result {
+                    Ok(Outcome::Ok(bytes)) => Ok(bytes),
+                    Ok(Outcome::Err(refusal)) => Err(Error::Remote {
+                        member: to.clone(),
+                        message: refusal.to_string(),
+                    }),
+                    Err(failure) => Err(failure_error(&to, addr, timeout, failure)),
+                },
+                _ = cancel.cancelled() => Err(Error::Stopped { node: client.node_id().to_string() }),
+            };
+            observe(observer.as_ref(), "call", &result, started);
+            result
+        })
     }
 
     /// Sets who is told of every call and cast (the agent's metrics).
@@ -136,21 +165,12 @@ impl Node {
         *self.inner.rpc_observer.write().expect("observer lock") = Some(observer);
     }
 
-    fn observe<T>(&self, kind: &str, result: &Result<T, Error>, started: std::time::Instant) {
-        let observer = self
-            .inner
+    fn observer(&self) -> Option<super::RpcObserver> {
+        self.inner
             .rpc_observer
             .read()
             .expect("observer lock")
-            .clone();
-        if let Some(observer) = observer {
-            let outcome = match result {
-                Ok(_) => "ok",
-                Err(Error::CallTimeout { .. }) => "timeout",
-                Err(_) => "error",
-            };
-            observer(kind, outcome, started.elapsed());
-        }
+            .clone()
     }
 
     /// The RPC address of live member `id`.
@@ -165,6 +185,22 @@ impl Node {
             .ok_or_else(|| Error::UnknownMember {
                 member: id.to_string(),
             })
+    }
+}
+
+fn observe<T>(
+    observer: Option<&super::RpcObserver>,
+    kind: &str,
+    result: &Result<T, Error>,
+    started: std::time::Instant,
+) {
+    if let Some(observer) = observer {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(Error::CallTimeout { .. }) => "timeout",
+            Err(_) => "error",
+        };
+        observer(kind, outcome, started.elapsed());
     }
 }
 

@@ -112,6 +112,11 @@ impl Client {
         }
     }
 
+    /// The id of the node this client calls from.
+    pub(crate) fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
     /// Sends a `Call` or `System` request and waits for its reply, for at most `timeout` in all
     /// (connecting included).
     pub(crate) async fn request(

@@ -176,7 +176,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("== {} crashes (stops without a goodbye)", crasher.id());
     let t = Instant::now();
     let id = crasher.id().to_string();
-    crasher.shutdown().await;
+    crasher.shutdown().await?;
     hear(&mut heard, n - 2, |h| {
         *h == Heard::Left(id.clone(), LeaveReason::Failed)
     })
