@@ -72,6 +72,7 @@ struct Inner {
     shutdown_timeout: Duration,
     /// The callback the dispatcher runs now, if any.
     callback: Arc<dispatch::Current>,
+    dispatch_counters: Arc<dispatch::DispatchCounters>,
     /// Aborts the dispatcher task: for a callback that outlived the shutdown timeout.
     dispatcher: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
     /// Set when the leave was announced (if graceful) and the tasks were told to stop.
@@ -175,6 +176,9 @@ pub struct RpcStats {
     pub oversized_replies: u64,
     /// Calls, casts and replies not sent because their connection's queue was full.
     pub overloaded: u64,
+    /// Calls and casts refused because their sender was not a member in this node's view (it
+    /// had left, or its join did not arrive in time).
+    pub not_member: u64,
 }
 
 /// Told of every call and cast this node makes: kind (`call`, `cast`), outcome (`ok`, `error`,
@@ -253,6 +257,7 @@ impl Node {
             system_busy: n(&c.system_busy),
             oversized_replies: n(&c.oversized_replies),
             overloaded: n(&c.overloaded),
+            not_member: n(&self.inner.dispatch_counters.not_member),
             bad_frames: c.bad_frames.load(std::sync::atomic::Ordering::Relaxed),
             oversized_frames: c
                 .oversized_frames

@@ -37,7 +37,7 @@
 //! | `herd_config_push_refused_total` | counter: pushes refused at the API for their signature | `reason`: as above |
 //! | `herd_rpc_calls_total` | counter | `kind`: call, cast; `outcome`: ok, error, timeout |
 //! | `herd_rpc_call_duration_seconds` | histogram (50 µs to 5 s) | |
-//! | `herd_rpc_rejected_total` | counter: connections, requests and frames the messaging layer refused | `reason`: the handshake's (closed, malformed, no_common_key, bad_proof, plaintext, timeout, forged_frame), over_cap, read_timeout, system_busy, overloaded, oversized_reply |
+//! | `herd_rpc_rejected_total` | counter: connections, requests and frames the messaging layer refused | `reason`: the handshake's (closed, malformed, no_common_key, bad_proof, plaintext, timeout, forged_frame), over_cap, read_timeout, system_busy, overloaded, oversized_reply, not_member (a call or cast from a node outside this node's view), expired (a call whose deadline had passed) |
 //! | `herd_api_rejected_total` | counter | `reason`: unauthorized, host, origin, content_type, too_large |
 
 use std::fmt;
@@ -533,6 +533,7 @@ impl Collector for Scraped {
                 ("read_timeout", rpc.read_timeouts),
                 ("system_busy", rpc.system_busy),
                 ("overloaded", rpc.overloaded),
+                ("not_member", rpc.not_member),
                 ("oversized_reply", rpc.oversized_replies),
             ]),
         )?;

@@ -484,6 +484,7 @@ impl NodeBuilder {
         ));
         let (mailbox, mailbox_rx) = super::mailbox::Mailbox::new(id.clone(), self.mailbox);
         let current = Arc::new(dispatch::Current::default());
+        let dispatch_counters = Arc::new(dispatch::DispatchCounters::default());
         info!(node = %id, %advertise, %rpc_addr, generation, founder, "node started");
 
         let node = Node {
@@ -508,6 +509,7 @@ impl NodeBuilder {
                 tracker: tracker.clone(),
                 shutdown_timeout: self.shutdown_timeout,
                 callback: current.clone(),
+                dispatch_counters: dispatch_counters.clone(),
                 dispatcher: std::sync::Mutex::new(None),
                 stopping: tokio::sync::OnceCell::new(),
                 stopped: tokio::sync::OnceCell::new(),
@@ -528,6 +530,7 @@ impl NodeBuilder {
             mailbox: mailbox_rx,
             messages: messages_rx,
             current,
+            counters: dispatch_counters.clone(),
         };
         let me = Arc::as_ptr(&node.inner) as usize;
         let task =
