@@ -23,8 +23,8 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// Received RPC frames: the length-prefixed reader, then the header split, as a connection reads
-/// them (up to 16 frames from one input).
+/// Received RPC frames: the length-prefixed reader, then the header split and a request's timing
+/// prefix turned into a deadline, as a connection reads them (up to 16 frames from one input).
 pub fn rpc_frame(data: &[u8]) {
     runtime().block_on(async {
         let mut reader = tokio::io::BufReader::new(data);
@@ -32,10 +32,16 @@ pub fn rpc_frame(data: &[u8]) {
             idle: None,
             read: std::time::Duration::from_secs(1),
         };
+        let mut clock = crate::rpc::deadline::PeerClock::new(tokio::time::Instant::now());
         for _ in 0..16 {
             match crate::rpc::server::read_frame(&mut reader, 1 << 20, 0, &timeouts).await {
                 Ok(crate::rpc::server::ReadFrame::Frame(bytes)) => {
-                    let _ = crate::rpc::frame::split(&bytes);
+                    if let Some((_, _, body)) = crate::rpc::frame::split(&bytes) {
+                        if let Some((timing, _)) = crate::rpc::deadline::split(body) {
+                            let now = tokio::time::Instant::now();
+                            let _ = clock.deadline(timing, now);
+                        }
+                    }
                 }
                 Ok(_) => {}
                 Err(_) => break,

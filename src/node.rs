@@ -179,6 +179,10 @@ pub struct RpcStats {
     /// Calls and casts refused because their sender was not a member in this node's view (it
     /// had left, or its join did not arrive in time).
     pub not_member: u64,
+    /// Calls dropped unanswered because their deadline had passed when they arrived or before
+    /// the member would have started them: the caller had already got
+    /// [`Error::CallTimeout`].
+    pub expired: u64,
 }
 
 /// Told of every call and cast this node makes: kind (`call`, `cast`), outcome (`ok`, `error`,
@@ -258,6 +262,7 @@ impl Node {
             oversized_replies: n(&c.oversized_replies),
             overloaded: n(&c.overloaded),
             not_member: n(&self.inner.dispatch_counters.not_member),
+            expired: n(&c.expired),
             bad_frames: c.bad_frames.load(std::sync::atomic::Ordering::Relaxed),
             oversized_frames: c
                 .oversized_frames

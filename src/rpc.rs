@@ -12,6 +12,7 @@
 //! member answers with [`Request::decode`] and [`Reply::ok`].
 
 pub(crate) mod client;
+pub(crate) mod deadline;
 pub(crate) mod frame;
 pub(crate) mod server;
 pub(crate) mod writer;

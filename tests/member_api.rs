@@ -68,6 +68,9 @@ impl ClusterMember for Doubler {
     }
     async fn handle_cast(&mut self, _cx: &Context, request: Request) {
         let text: String = request.decode().unwrap_or_default();
+        if let Some(ms) = text.strip_prefix("busy ") {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+        }
         let _ = self.log.send(Saw::Cast(text));
     }
 }
@@ -535,4 +538,44 @@ async fn a_full_mailbox_refuses_at_once_and_frees_slots() {
         Saw::Info("got Some(4)".into())
     );
     a.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_its_deadline_never_reaches_handle_call() {
+    let (tx_b, mut rx_b) = mpsc::unbounded_channel();
+    let b = node("b", "cx-deadline")
+        .start(Doubler { log: tx_b })
+        .await
+        .unwrap();
+    let (recorder, _probe) = recorder();
+    let a = node("a", "cx-deadline")
+        .seed(b.addr().to_string())
+        .start(recorder)
+        .await
+        .unwrap();
+    wait_members(&a, &["a", "b"]).await;
+    wait_members(&b, &["a", "b"]).await;
+    // b is busy for 2 s; a's call waits behind that and times out after 300 ms.
+    a.cast("b", &"busy 2000".to_string()).await.unwrap();
+    let err = a
+        .call::<_, u32>("b", &Ask::Double(1), Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CallTimeout { .. }), "{err}");
+    assert_eq!(
+        next(&mut rx_b, "the busy cast").await,
+        Saw::Cast("busy 2000".into())
+    );
+    // The next call is served; the expired one was dropped before handle_call.
+    let four: u32 = a.call("b", &Ask::Double(2), WAIT).await.unwrap();
+    assert_eq!(four, 4);
+    assert_eq!(
+        next(&mut rx_b, "the second call").await,
+        Saw::Call("a".into())
+    );
+    assert_eq!(b.rpc_stats().expired, 1);
+    let more = tokio::time::timeout(Duration::from_millis(200), rx_b.recv()).await;
+    assert!(more.is_err(), "nothing else reached b: {more:?}");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }

@@ -96,7 +96,7 @@ fn rpc_addr(node: &Node) -> SocketAddr {
 
 /// The plain (keyless) handshake's opening, as a client sends it.
 fn hello(id: &str) -> Vec<u8> {
-    let mut hello = b"herd\x01".to_vec();
+    let mut hello = b"herd\x02".to_vec();
     hello.extend_from_slice(&[7; 32]);
     hello.push(0);
     hello.push(id.len() as u8);
@@ -106,7 +106,7 @@ fn hello(id: &str) -> Vec<u8> {
 
 /// The plain handshake's answer, as a server sends it.
 fn welcome(id: &str) -> Vec<u8> {
-    let mut welcome = b"herd\x01\x01".to_vec();
+    let mut welcome = b"herd\x02\x01".to_vec();
     welcome.extend_from_slice(&[9; 32]);
     welcome.extend_from_slice(&[0; 4]);
     welcome.push(id.len() as u8);
@@ -123,7 +123,7 @@ async fn handshaken(addr: SocketAddr, id: &str, server: &str) -> TcpStream {
         .await
         .expect("a welcome in time")
         .expect("a welcome");
-    assert_eq!(&answer[..6], b"herd\x01\x01");
+    assert_eq!(&answer[..6], b"herd\x02\x01");
     stream
 }
 
@@ -518,11 +518,21 @@ async fn a_caller_gone_while_its_call_runs_releases_the_socket_at_once() {
         })
         .await
         .unwrap();
-    wait_members(&a, &["a"]).await;
+    // Calls are delivered only from members in a's view: "caller" is one, and the raw
+    // connection below claims its id (the plain handshake authenticates nobody).
+    let member = node("caller", "res-gone")
+        .seed(a.addr().to_string())
+        .start(Echo)
+        .await
+        .unwrap();
+    wait_members(&a, &["a", "caller"]).await;
     let port = rpc_addr(&a).port();
     let mut caller = handshaken(rpc_addr(&a), "caller", "a").await;
-    // A call frame: length, kind 1, id 1, the body (a bincode Vec<u8> of one byte).
-    let body = [1, 0, 0, 0, 0, 0, 0, 0, b'x'];
+    // A call frame: length, kind 1, id 1, the body: the timing prefix (sent 0, no deadline to
+    // speak of) and a bincode Vec<u8> of one byte.
+    let mut body = vec![0u8; 8];
+    body.extend_from_slice(&u64::MAX.to_be_bytes());
+    body.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, b'x']);
     let mut frame = (9 + body.len() as u32).to_be_bytes().to_vec();
     frame.push(1);
     frame.extend_from_slice(&1u64.to_be_bytes());
@@ -536,4 +546,5 @@ async fn a_caller_gone_while_its_call_runs_releases_the_socket_at_once() {
     let settled = until(Duration::from_secs(5), || rpc_sockets(port) == 0).await;
     assert!(settled, "{} connections still open", rpc_sockets(port));
     open.notify_one();
+    member.shutdown().await.unwrap();
 }

@@ -167,7 +167,7 @@ async fn a_raw_client_without_the_key_gets_nothing_acted_on() {
     // A herd handshake that offers no key: told no, closed.
     let mut raw = tokio::net::TcpStream::connect(rpc).await.unwrap();
     let mut hello = b"herd".to_vec();
-    hello.push(1);
+    hello.push(2);
     hello.extend_from_slice(&[0; 32]);
     hello.push(0);
     hello.push(7);

@@ -534,6 +534,7 @@ impl Collector for Scraped {
                 ("system_busy", rpc.system_busy),
                 ("overloaded", rpc.overloaded),
                 ("not_member", rpc.not_member),
+                ("expired", rpc.expired),
                 ("oversized_reply", rpc.oversized_replies),
             ]),
         )?;

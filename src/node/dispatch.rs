@@ -16,6 +16,9 @@
 //! still waiting then is refused (a call is answered with an error) and counted. So a member
 //! never handles a message from a node it considers gone, and always hears of a member's join
 //! before its messages.
+//!
+//! A call whose deadline (`rpc/deadline.rs`) has passed is never started: it is dropped, and
+//! counted, when it reaches the front of the queue (or the end of its wait for a join).
 
 use std::collections::{HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -165,10 +168,11 @@ impl<M: ClusterMember> Dispatcher<M> {
             return;
         }
         debug!(node = %self.cx.node_id(), from = sender(&message), "a message from a node outside the view waits for its join");
-        view.parked.push_back(Parked {
-            until: Instant::now() + PARK_TIME,
-            message,
-        });
+        let mut until = Instant::now() + PARK_TIME;
+        if let Incoming::Call { deadline, .. } = &message {
+            until = until.min(*deadline);
+        }
+        view.parked.push_back(Parked { until, message });
     }
 
     /// Delivers, in arrival order, the waiting messages whose senders are now in the view.
@@ -235,7 +239,13 @@ impl<M: ClusterMember> Dispatcher<M> {
                 from,
                 payload,
                 reply,
+                deadline,
             }) => {
+                if Instant::now() >= deadline {
+                    debug!(node = %cx.node_id(), %from, "call dropped: its deadline passed before handle_call");
+                    reply.expired();
+                    return;
+                }
                 self.current.set(Some("handle_call"));
                 let request = Request::new(from, payload);
                 let outcome = AssertUnwindSafe(member.handle_call(cx, request))

@@ -129,12 +129,26 @@ impl Client {
     ) -> Result<Outcome, Failure> {
         let deadline = tokio::time::Instant::now() + timeout;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let bytes = self.encode(kind, id, &payload)?;
+        let timing = super::deadline::prefix(deadline);
+        // The frame limit is the message's: the timing prefix comes on top.
+        let limit = self.limits.max_frame + super::deadline::TIMING_LEN;
+        let mut bytes =
+            frame::encode_parts(kind, id, &[&timing, &payload], limit).map_err(|err| {
+                match encode_failure(err) {
+                    Failure::TooLarge { size, limit } => Failure::TooLarge {
+                        size: size - super::deadline::TIMING_LEN,
+                        limit: limit - super::deadline::TIMING_LEN,
+                    },
+                    other => other,
+                }
+            })?;
         // The frame holds the request now; a call waiting for its reply keeps no second copy.
         drop(payload);
         let conn = tokio::time::timeout_at(deadline, self.connection(to, addr))
             .await
             .map_err(|_| Failure::Timeout)??;
+        // Sent now, not when encoded: connecting may have taken a while.
+        super::deadline::restamp(&mut bytes[frame::BODY_OFFSET..]);
         let (tx, rx) = oneshot::channel();
         let alone = {
             let mut pending = conn.pending.lock().expect("pending lock");
@@ -187,10 +201,7 @@ impl Client {
     }
 
     fn encode(&self, kind: Kind, id: u64, payload: &[u8]) -> Result<Vec<u8>, Failure> {
-        frame::encode_bytes(kind, id, payload, self.limits.max_frame).map_err(|err| match err {
-            frame::EncodeError::TooLarge { size, limit } => Failure::TooLarge { size, limit },
-            frame::EncodeError::Codec(err) => Failure::Unreachable(err.to_string()),
-        })
+        frame::encode_bytes(kind, id, payload, self.limits.max_frame).map_err(encode_failure)
     }
 
     /// The connection to `addr`: the cached one, or the one a concurrent caller is opening, or a
@@ -415,4 +426,11 @@ async fn read_replies(
     }
     // Dropping the senders fails every call still waiting on this connection.
     pending.lock().expect("pending lock").clear();
+}
+
+fn encode_failure(err: frame::EncodeError) -> Failure {
+    match err {
+        frame::EncodeError::TooLarge { size, limit } => Failure::TooLarge { size, limit },
+        frame::EncodeError::Codec(err) => Failure::Unreachable(err.to_string()),
+    }
 }

@@ -4,8 +4,9 @@
 //! u32 length (big endian, of everything after it) | u8 kind | u64 id | body | tag (16, sealed only)
 //! ```
 //!
-//! A request's body is the caller's bincode-encoded message as it is; a reply's is a bincode
-//! [`Outcome`]. On a connection opened with a cluster key (`trust/handshake.rs`) the body is
+//! A request's body (`Call`, `System`) is a timing prefix (`deadline.rs`: when it was sent and
+//! its deadline, on the caller's clock) and then the caller's bincode-encoded message as it is;
+//! a cast's is the message alone; a reply's is a bincode [`Outcome`]. On a connection opened with a cluster key (`trust/handshake.rs`) the body is
 //! encrypted and a tag follows it that authenticates the length, kind, id and body. A request
 //! carries no sender: the receiver knows the peer from the connection's handshake.
 //!
@@ -132,6 +133,25 @@ pub(crate) fn encode_bytes(
     frame.extend_from_slice(body);
     Ok(frame)
 }
+
+/// Encodes one frame whose body is `parts` one after another (a request's timing prefix and
+/// payload), at most `limit` bytes in all.
+pub(crate) fn encode_parts(
+    kind: Kind,
+    id: u64,
+    parts: &[&[u8]],
+    limit: usize,
+) -> Result<Vec<u8>, EncodeError> {
+    let size = parts.iter().map(|part| part.len()).sum();
+    let mut frame = start(kind, id, size, limit)?;
+    for part in parts {
+        frame.extend_from_slice(part);
+    }
+    Ok(frame)
+}
+
+/// Where a frame's body starts, counting its length prefix.
+pub(crate) const BODY_OFFSET: usize = 4 + HEADER_LEN;
 
 fn start(kind: Kind, id: u64, size: usize, limit: usize) -> Result<Vec<u8>, EncodeError> {
     let limit = limit.min(WIRE_MAX_BODY);

@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use super::deadline::{self, PeerClock};
 use super::frame::{self, Kind, Outcome, Refusal};
 use super::writer::{self, FrameWriter};
 use crate::log_limit::LogLimit;
@@ -103,6 +104,9 @@ pub(crate) enum Incoming {
         from: String,
         payload: Vec<u8>,
         reply: Responder,
+        /// The caller's deadline on this node's clock (`deadline.rs`): past it, the member must
+        /// not start the call.
+        deadline: tokio::time::Instant,
     },
     /// No answer.
     Cast { from: String, payload: Vec<u8> },
@@ -127,6 +131,15 @@ impl std::fmt::Debug for Responder {
 
 impl Responder {
     /// Sends the answer.
+    /// Drops a call whose deadline passed before the member started it: counted, and answered
+    /// with a refusal that nobody waits for any more.
+    pub(crate) fn expired(self) {
+        self.counters.expired.fetch_add(1, Ordering::Relaxed);
+        self.send(Outcome::Err(Refusal::Unavailable(
+            "the call's deadline passed before the member started it".into(),
+        )));
+    }
+
     pub(crate) fn send(mut self, outcome: Outcome) {
         if let Some(replies) = self.replies.take() {
             // The only call in flight on its connection: write the reply at once.
@@ -192,6 +205,9 @@ pub(crate) struct ServerCounters {
     /// Frames not sent because a connection's writer queue was full (replies here, requests in
     /// the client).
     pub(crate) overloaded: AtomicU64,
+    /// Requests dropped because their deadline had passed (on arrival, or before the member
+    /// started them).
+    pub(crate) expired: AtomicU64,
     /// Connections refused at the handshake, by [`Refused`] reason.
     pub(crate) refused: [AtomicU64; REFUSED_REASONS.len()],
 }
@@ -310,6 +326,7 @@ async fn connection(
     let in_flight = Arc::new(AtomicUsize::new(0));
     tracker.spawn(writer::flush(replies.clone(), cancel.clone()));
     let mut reader = BufReader::with_capacity(64 * 1024, read);
+    let mut clock = PeerClock::new(tokio::time::Instant::now());
     let timeouts = Timeouts {
         idle: Some(limits.idle),
         read: limits.read,
@@ -317,7 +334,8 @@ async fn connection(
     loop {
         let frame = tokio::select! {
             _ = cancel.cancelled() => break,
-            frame = read_frame(&mut reader, limits.max_frame, opener.overhead(), &timeouts) => frame,
+            // A request's timing prefix does not count against the message limit.
+            frame = read_frame(&mut reader, limits.max_frame + deadline::TIMING_LEN, opener.overhead(), &timeouts) => frame,
         };
         if !key_kept(&mut key_changes, shared.keyring.as_ref(), session.key) {
             debug!(node = %shared.node_id, %peer, "rpc connection closed: its key was removed");
@@ -336,7 +354,7 @@ async fn connection(
                     replies: &replies,
                     in_flight: &in_flight,
                 };
-                handle(&bytes, &conn, &shared, &tracker, &cancel)
+                handle(&bytes, &conn, &mut clock, &shared, &tracker, &cancel)
             }
             Ok(ReadFrame::Idle) if in_flight.load(Ordering::Acquire) > 0 => continue,
             Ok(ReadFrame::Idle) => {
@@ -527,6 +545,7 @@ struct ConnRef<'a> {
 fn handle(
     bytes: &[u8],
     conn: &ConnRef<'_>,
+    clock: &mut PeerClock,
     shared: &Arc<Shared>,
     tracker: &TaskTracker,
     cancel: &CancellationToken,
@@ -553,6 +572,22 @@ fn handle(
     if !matches!(kind, Some(Kind::Call | Kind::Cast | Kind::System)) {
         return refuse(id, kind, format!("unexpected frame kind {kind_byte}"));
     }
+    let (deadline, body) = match kind {
+        Some(Kind::Call | Kind::System) => {
+            let Some((timing, payload)) = deadline::split(body) else {
+                return refuse(id, kind, "a request shorter than its timing prefix".into());
+            };
+            let now = tokio::time::Instant::now();
+            let deadline = clock.deadline(timing, now);
+            if deadline <= now {
+                shared.counters.expired.fetch_add(1, Ordering::Relaxed);
+                debug!(node = %shared.node_id, %peer, id, "request dropped: its deadline passed before it arrived");
+                return;
+            }
+            (deadline, payload)
+        }
+        _ => (tokio::time::Instant::now(), body),
+    };
     let payload = body.to_vec();
     match kind {
         Some(Kind::Call) => {
@@ -568,6 +603,7 @@ fn handle(
                 from: conn.from.to_string(),
                 payload,
                 reply: responder,
+                deadline,
             };
             if let Err(err) = shared.incoming.try_send(incoming) {
                 let (why, incoming) = match err {
