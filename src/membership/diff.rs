@@ -10,8 +10,9 @@ use crate::{LeaveReason, MembershipEvent};
 ///
 /// Events come sorted by member id; for one id, a `Left` comes before the `Joined` of its
 /// successor. A member missing from `next` left gracefully if its incarnation announced a leave,
-/// and failed otherwise; a member whose generation grew restarted (or left gracefully, if it
-/// announced it, before its successor appeared).
+/// and failed otherwise. A member whose generation differs in `next` (higher or lower: a host's
+/// clock may go back) was replaced by another incarnation: `Left(old, Restarted)`, or
+/// `Left(old, Graceful)` if the old one announced its leave, then `Joined(new)`.
 pub(crate) fn diff(self_id: &str, prev: &Snapshot, next: &Snapshot) -> Vec<MembershipEvent> {
     let mut events = Vec::new();
     let ids = prev
@@ -35,7 +36,7 @@ pub(crate) fn diff(self_id: &str, prev: &Snapshot, next: &Snapshot) -> Vec<Membe
                 };
                 events.push(MembershipEvent::Left(old.clone(), reason));
             }
-            (Some(old), Some(new)) if new.generation > old.generation => {
+            (Some(old), Some(new)) if new.generation != old.generation => {
                 let reason = if announced_leave(old) {
                     LeaveReason::Graceful
                 } else {
@@ -142,6 +143,25 @@ mod tests {
                 MembershipEvent::Left(member("b", 1, &[]), LeaveReason::Restarted),
                 MembershipEvent::Joined(member("b", 2, &[])),
             ]
+        );
+    }
+
+    #[test]
+    fn a_lower_generation_is_left_restarted_then_joined_too() {
+        // A restart on a host whose clock went back.
+        let prev = snapshot(&[member("b", 9, &[])], &[]);
+        let next = snapshot(&[member("b", 3, &[])], &[]);
+        assert_eq!(
+            diff("a", &prev, &next),
+            vec![
+                MembershipEvent::Left(member("b", 9, &[]), LeaveReason::Restarted),
+                MembershipEvent::Joined(member("b", 3, &[])),
+            ]
+        );
+        let after_leave = snapshot(&[member("b", 3, &[])], &[("b", 9)]);
+        assert_eq!(
+            diff("a", &prev, &after_leave)[0],
+            MembershipEvent::Left(member("b", 9, &[]), LeaveReason::Graceful)
         );
     }
 
