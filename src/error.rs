@@ -168,4 +168,15 @@ pub enum Error {
         /// What went wrong, as the gossip layer reported it.
         reason: String,
     },
+
+    /// The generation file ([`NodeBuilder::generation_file`](crate::NodeBuilder::generation_file))
+    /// cannot be read, holds no generation, or cannot be replaced. The node did not start, and
+    /// the file is as it was.
+    #[error("generation file {}: {reason}", path.display())]
+    GenerationFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
 }

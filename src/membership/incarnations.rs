@@ -47,7 +47,10 @@ struct History {
 
 impl History {
     fn rank(&self, generation: u64) -> (u64, u64) {
-        (self.first_seen.get(&generation).copied().unwrap_or(0), generation)
+        (
+            self.first_seen.get(&generation).copied().unwrap_or(0),
+            generation,
+        )
     }
 
     /// Forgets what chitchat no longer holds, then the lowest-ranked beyond the cap.
