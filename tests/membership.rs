@@ -389,19 +389,14 @@ async fn wait_generation(node: &Node, id: &str, generation: u64) {
 async fn a_restart_with_a_generation_from_the_past_is_left_restarted_then_joined_on_every_peer() {
     // b's new incarnation has a lower generation than the old one, which peers still count live
     // (a high threshold keeps the failure detector out of it): the one seen starting last wins.
-    let start = |id: &'static str, seed: Option<String>| {
-        let mut builder = node(id, "past").phi_threshold(1_000.0);
-        if let Some(seed) = seed {
-            builder = builder.seed(seed);
-        }
-        builder
-    };
+    let patient = |id: &str| node(id, "past").phi_threshold(1_000.0);
     let (ra, mut pa) = recorder();
-    let a = start("a", None).start(ra).await.unwrap();
+    let a = patient("a").start(ra).await.unwrap();
     let seed = a.addr().to_string();
     let (rc, mut pc) = recorder();
-    let c = start("c", Some(seed.clone())).start(rc).await.unwrap();
-    let b1 = start("b", Some(seed.clone()))
+    let c = patient("c").seed(&seed).start(rc).await.unwrap();
+    let b1 = patient("b")
+        .seed(&seed)
         .generation(FUTURE)
         .start(recorder().0)
         .await
@@ -411,7 +406,8 @@ async fn a_restart_with_a_generation_from_the_past_is_left_restarted_then_joined
     }
     b1.shutdown().await;
 
-    let b2 = start("b", Some(seed))
+    let b2 = patient("b")
+        .seed(&seed)
         .generation(PAST)
         .start(recorder().0)
         .await
