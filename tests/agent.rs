@@ -57,8 +57,8 @@ fn a_pushed_config_runs_workers_on_their_groups_and_changes_touch_only_what_chan
     assert_eq!(first.len(), 4, "media-only runs on a alone: {first:?}");
     for agent in [&a, &b, &c] {
         assert_eq!(agent.get("/v1/config")["version"], 1);
-        let persisted = fs::read_dir(&agent.data_dir).unwrap().count();
-        assert!(persisted >= 1, "{} persisted the config", agent.id);
+        let persisted = agent.data_dir.join(herd::config::STORE_FILE).exists();
+        assert!(persisted, "{} persisted the config", agent.id);
     }
 
     // Change media-only's args: only it is replaced; everywhere keeps its pids.
