@@ -43,6 +43,10 @@ pub use status::WorkerInfo;
 
 /// How long an action on another node may take, on top of a worker call's own timeout.
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The file in the data dir where the agent's node keeps its last generation (one decimal
+/// number, mode 0600), so a restarted agent's generation is higher even when the clock went
+/// back; see [`NodeBuilder::generation_file`](crate::NodeBuilder::generation_file).
+pub const GENERATION_FILE: &str = "generation";
 
 use self::core::{Command, Core};
 use self::keys::{KeyOp, KeyState, KeyStore};
@@ -120,7 +124,8 @@ impl Agent {
     /// The data dir cannot be created, the API or gossip address cannot be bound, a seed is
     /// invalid, the API address is not loopback and there is no token file, the token file
     /// cannot be read or created, an API host name is not a host, the key file or the data dir's
-    /// keyring cannot be read, gossip would be plain on an address other than loopback without
+    /// keyring cannot be read, the data dir's [`GENERATION_FILE`] cannot be read or written or
+    /// holds no generation, gossip would be plain on an address other than loopback without
     /// `allow_plaintext`.
     pub async fn start(settings: AgentSettings) -> Result<Agent, AgentError> {
         let token = api_token(&settings)?;
@@ -177,7 +182,8 @@ impl Agent {
             .cluster_id(settings.cluster_id.clone())
             .gossip_interval(settings.gossip_interval)
             .phi_threshold(settings.phi_threshold)
-            .verify_incoming(settings.encrypt_verify_incoming);
+            .verify_incoming(settings.encrypt_verify_incoming)
+            .generation_file(settings.data_dir.join(GENERATION_FILE));
         if let Some(ring) = &keyring {
             builder = builder.keyring(ring.clone());
         }

@@ -62,5 +62,6 @@ pub use cluster::{
 };
 pub use error::{ConfigError, Scope};
 pub use signature::{ConfigSignature, PublicKey, Refusal, SecretKey, Signers};
+pub(crate) use store::replace_file;
 pub use store::{ConfigStore, Loaded, StoreError, DIR_MODE, FILE_MODE, STORE_FILE};
 pub use versioned::{DecodeError, VersionedConfig, ENCODING_FORMAT, PUSHED_ORIGIN};

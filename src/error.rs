@@ -192,4 +192,15 @@ pub enum Error {
         /// How long the stop waited for it.
         waited: std::time::Duration,
     },
+
+    /// The generation file ([`NodeBuilder::generation_file`](crate::NodeBuilder::generation_file))
+    /// cannot be read, holds no generation, or cannot be replaced. The node did not start, and
+    /// the file is as it was.
+    #[error("generation file {}: {reason}", path.display())]
+    GenerationFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
 }

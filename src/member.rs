@@ -23,8 +23,8 @@ use crate::rpc::{Reply, Request};
 
 /// One incarnation of a cluster member, as gossip last described it.
 ///
-/// A member is identified by its id; each start of a node with that id is a new incarnation with a
-/// higher [`generation`](Member::generation). Two `Member` values compare equal when every field,
+/// A member is identified by its id; each start of a node with that id is a new incarnation with
+/// another [`generation`](Member::generation). Two `Member` values compare equal when every field,
 /// tags included, is equal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
@@ -47,7 +47,13 @@ impl Member {
         self.addr
     }
 
-    /// The incarnation number: it grows each time a node with this id starts.
+    /// The incarnation number: microseconds since the epoch when the node started, raised above
+    /// the previous start's when the node keeps its last generation in a file
+    /// ([`NodeBuilder::generation_file`](crate::NodeBuilder::generation_file)) or restarts in the
+    /// same process. Without a file, a restart on a host whose clock went back gets a lower
+    /// generation; peers still take the incarnation they saw start last as the member (see
+    /// [`MembershipEvent`](crate::MembershipEvent)), so it tells incarnations apart, and orders
+    /// them only for a node that saw them start together.
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -84,8 +90,12 @@ pub enum LeaveReason {
     Graceful,
     /// It stopped answering and the failure detector declared it dead.
     Failed,
-    /// A newer incarnation with the same id appeared before this one was declared dead: the old
-    /// incarnation is reported as left with this reason, and a `Joined` for the new one follows.
+    /// Another live incarnation with the same id took this one's place: one seen starting while
+    /// this one was still counted live (its generation may be higher or lower), or, for a node
+    /// that saw both at once and took the higher generation, the other one when this one was
+    /// declared dead. The old incarnation is reported as left with this reason (or
+    /// [`Graceful`](LeaveReason::Graceful), if it announced its leave), a `Joined` for the new one
+    /// follows at once, and the old one is never reported again.
     Restarted,
 }
 

@@ -5,6 +5,9 @@
 //!
 //! - [`keys`] names every node-state key herd publishes (tags, the leaving flag, ...);
 //! - `snapshot` reads chitchat's live nodes into a plain [`Snapshot`](snapshot::Snapshot);
+//! - `incarnations` picks, for each id, which of its live incarnations is the member: the one
+//!   first seen live last (so a restart whose clock went back is not hidden by its predecessor),
+//!   never one it already replaced;
 //! - `diff` is a pure function from two snapshots to the [`MembershipEvent`]s between them;
 //! - `watcher` is the task that takes a snapshot whenever chitchat reports a change (or a peer
 //!   announces that it is leaving), diffs it against the previous one and hands the events on,
@@ -15,6 +18,7 @@
 
 mod diff;
 mod event;
+mod incarnations;
 pub(crate) mod keys;
 pub(crate) mod snapshot;
 pub(crate) mod transport;

@@ -8,8 +8,6 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Output, Stdio};
-use std::time::Instant;
 
 use support::*;
 
@@ -46,24 +44,6 @@ fn refusal_lines(agent: &AgentProc, reason: &str) -> usize {
         .iter()
         .filter(|l| l.contains("refused an API request") && l.contains(&field))
         .count()
-}
-
-/// Waits (bounded) for a process to exit; returns its output.
-fn exit_of(mut cmd: std::process::Command) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the process did not exit: {:?}", child.wait_with_output());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
 }
 
 #[test]

@@ -363,3 +363,106 @@ async fn members_are_sorted_and_include_self() {
     let ids: Vec<_> = b.members().iter().map(|m| m.id().to_string()).collect();
     assert!(ids == ["a-node", "b-node"] || ids == ["a-node"], "{ids:?}");
 }
+
+/// A generation far ahead of any clock, and one far behind: a host whose clock went back.
+const FUTURE: u64 = 4_000_000_000_000_000;
+const PAST: u64 = 5;
+
+/// Waits until `node` lists member `id` with generation `generation`.
+async fn wait_generation(node: &Node, id: &str, generation: u64) {
+    let mut watch = node.members_watch();
+    let listed = |members: &[herd::Member]| {
+        members
+            .iter()
+            .any(|m| m.id() == id && m.generation() == generation)
+    };
+    let result = tokio::time::timeout(WAIT, watch.wait_for(|members| listed(members))).await;
+    assert!(
+        result.is_ok(),
+        "{} never listed {id} with generation {generation}; it lists {:?}",
+        node.id(),
+        node.members()
+    );
+}
+
+#[tokio::test]
+async fn a_restart_with_a_generation_from_the_past_is_left_restarted_then_joined_on_every_peer() {
+    // b's new incarnation has a lower generation than the old one, which peers still count live
+    // (a high threshold keeps the failure detector out of it): the one seen starting last wins.
+    let patient = |id: &str| node(id, "past").phi_threshold(1_000.0);
+    let (ra, mut pa) = recorder();
+    let a = patient("a").start(ra).await.unwrap();
+    let seed = a.addr().to_string();
+    let (rc, mut pc) = recorder();
+    let c = patient("c").seed(&seed).start(rc).await.unwrap();
+    let b1 = patient("b")
+        .seed(&seed)
+        .generation(FUTURE)
+        .start(recorder().0)
+        .await
+        .unwrap();
+    for n in [&a, &c] {
+        wait_generation(n, "b", FUTURE).await;
+    }
+    b1.shutdown().await.unwrap();
+
+    let b2 = patient("b")
+        .seed(&seed)
+        .generation(PAST)
+        .start(recorder().0)
+        .await
+        .unwrap();
+    for probe in [&mut pa, &mut pc] {
+        let joined = probe
+            .wait_for(
+                "b's incarnation from the past",
+                |s| matches!(s, Seen::Joined(id, g) if id == "b" && *g == PAST),
+            )
+            .await;
+        let left = Seen::Left("b".into(), FUTURE, LeaveReason::Restarted);
+        let left_at = probe.log.iter().position(|s| *s == left);
+        let joined_at = probe.log.iter().position(|s| *s == joined);
+        assert!(left_at.is_some() && left_at < joined_at, "{:?}", probe.log);
+    }
+    for n in [&a, &c] {
+        wait_generation(n, "b", PAST).await;
+    }
+    // b2 is itself to itself, not the predecessor its peers still gossip about.
+    wait_generation(&b2, "b", PAST).await;
+}
+
+#[tokio::test]
+async fn a_dead_incarnation_does_not_hide_its_successor_with_a_lower_generation() {
+    let (ra, mut pa) = recorder();
+    let a = node("a", "dead-past").start(ra).await.unwrap();
+    let seed = a.addr().to_string();
+    let b1 = node("b", "dead-past")
+        .seed(&seed)
+        .generation(FUTURE)
+        .start(recorder().0)
+        .await
+        .unwrap();
+    wait_generation(&a, "b", FUTURE).await;
+    b1.shutdown().await.unwrap();
+    assert_eq!(pa.left("b").await, LeaveReason::Failed);
+
+    let _b2 = node("b", "dead-past")
+        .seed(&seed)
+        .generation(PAST)
+        .start(recorder().0)
+        .await
+        .unwrap();
+    pa.wait_for(
+        "b's incarnation from the past",
+        |s| matches!(s, Seen::Joined(id, g) if id == "b" && *g == PAST),
+    )
+    .await;
+    wait_generation(&a, "b", PAST).await;
+    // A node that joins now hears of both incarnations and takes the live one.
+    let d = node("d", "dead-past")
+        .seed(&seed)
+        .start(recorder().0)
+        .await
+        .unwrap();
+    wait_generation(&d, "b", PAST).await;
+}

@@ -31,7 +31,8 @@ pub struct AgentSettings {
     pub cluster_id: String,
     /// This node's tags; `group` (a comma-separated list) selects the workers it runs.
     pub tags: BTreeMap<String, String>,
-    /// Where the cluster config is persisted.
+    /// Where the cluster config is persisted, and the node's last generation
+    /// ([`GENERATION_FILE`](crate::agent::GENERATION_FILE)).
     pub data_dir: PathBuf,
     /// HTTP API address.
     pub api: SocketAddr,

@@ -165,15 +165,11 @@ impl ConfigStore {
         let temp = self
             .dir
             .join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
-        let result = write_synced(&temp, config.encode().as_bytes())
-            .and_then(|()| fs::rename(&temp, &self.file))
-            .and_then(|()| sync_dir(&self.dir));
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        result.map_err(|source| StoreError::Write {
-            path: self.file.clone(),
-            source,
+        replace_file(&self.dir, &temp, &self.file, config.encode().as_bytes()).map_err(|source| {
+            StoreError::Write {
+                path: self.file.clone(),
+                source,
+            }
         })
     }
 
@@ -210,6 +206,19 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         other => other,
     }
+}
+
+/// Replaces `file` in `dir` with `bytes` atomically: a new `temp` file in `dir` of mode
+/// [`FILE_MODE`] is written and fsynced, renamed over `file`, and `dir` is fsynced; a crash leaves
+/// the old content or the new, never a mix. On an error the temp file is removed.
+pub(crate) fn replace_file(dir: &Path, temp: &Path, file: &Path, bytes: &[u8]) -> io::Result<()> {
+    let result = write_synced(temp, bytes)
+        .and_then(|()| fs::rename(temp, file))
+        .and_then(|()| sync_dir(dir));
+    if result.is_err() {
+        let _ = fs::remove_file(temp);
+    }
+    result
 }
 
 /// Writes a new file of mode [`FILE_MODE`] and fsyncs it.

@@ -10,8 +10,9 @@ use crate::{LeaveReason, MembershipEvent};
 ///
 /// Events come sorted by member id; for one id, a `Left` comes before the `Joined` of its
 /// successor. A member missing from `next` left gracefully if its incarnation announced a leave,
-/// and failed otherwise; a member whose generation grew restarted (or left gracefully, if it
-/// announced it, before its successor appeared).
+/// and failed otherwise. A member whose generation differs in `next` (higher or lower: a host's
+/// clock may go back) was replaced by another incarnation: `Left(old, Restarted)`, or
+/// `Left(old, Graceful)` if the old one announced its leave, then `Joined(new)`.
 pub(crate) fn diff(self_id: &str, prev: &Snapshot, next: &Snapshot) -> Vec<MembershipEvent> {
     let mut events = Vec::new();
     let ids = prev
@@ -35,7 +36,7 @@ pub(crate) fn diff(self_id: &str, prev: &Snapshot, next: &Snapshot) -> Vec<Membe
                 };
                 events.push(MembershipEvent::Left(old.clone(), reason));
             }
-            (Some(old), Some(new)) if new.generation > old.generation => {
+            (Some(old), Some(new)) if new.generation != old.generation => {
                 let reason = if announced_leave(old) {
                     LeaveReason::Graceful
                 } else {
@@ -133,16 +134,19 @@ mod tests {
     }
 
     #[test]
-    fn a_newer_generation_is_left_restarted_then_joined() {
-        let prev = snapshot(&[member("b", 1, &[])], &[]);
-        let next = snapshot(&[member("b", 2, &[])], &[]);
-        assert_eq!(
-            diff("a", &prev, &next),
-            vec![
-                MembershipEvent::Left(member("b", 1, &[]), LeaveReason::Restarted),
-                MembershipEvent::Joined(member("b", 2, &[])),
-            ]
-        );
+    fn another_generation_higher_or_lower_is_left_restarted_then_joined() {
+        // Lower: a restart on a host whose clock went back.
+        for (old, new) in [(1, 2), (9, 3)] {
+            let prev = snapshot(&[member("b", old, &[])], &[]);
+            let next = snapshot(&[member("b", new, &[])], &[]);
+            assert_eq!(
+                diff("a", &prev, &next),
+                vec![
+                    MembershipEvent::Left(member("b", old, &[]), LeaveReason::Restarted),
+                    MembershipEvent::Joined(member("b", new, &[])),
+                ]
+            );
+        }
     }
 
     #[test]
@@ -151,6 +155,11 @@ mod tests {
         let next = snapshot(&[member("b", 2, &[])], &[("b", 1)]);
         assert_eq!(
             diff("a", &prev, &next)[0],
+            MembershipEvent::Left(member("b", 1, &[]), LeaveReason::Graceful)
+        );
+        let lower = snapshot(&[member("b", 0, &[])], &[("b", 1)]);
+        assert_eq!(
+            diff("a", &prev, &lower)[0],
             MembershipEvent::Left(member("b", 1, &[]), LeaveReason::Graceful)
         );
     }

@@ -8,7 +8,7 @@
 //!
 //! It stops when the node's cancellation token fires or chitchat stops.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chitchat::{Chitchat, ChitchatId, NodeState};
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::diff::diff;
+use super::incarnations::Incarnations;
 use super::snapshot::Snapshot;
 use crate::{Member, MembershipEvent};
 
@@ -53,7 +54,7 @@ impl Watcher {
         let mut state = State {
             joined: false,
             prev: Snapshot::default(),
-            newest: HashMap::new(),
+            incarnations: Incarnations::default(),
         };
         if self.founder {
             state.joined = true;
@@ -73,11 +74,10 @@ impl Watcher {
     }
 
     async fn refresh(&mut self, state: &mut State) {
-        let mut next = {
+        let next = {
             let chitchat = self.chitchat.lock().await;
-            Snapshot::read(&chitchat)
+            Snapshot::read(&chitchat, &mut state.incarnations)
         };
-        next.retain_newest(&mut state.newest);
         if next.members.contains_key(&*self.self_id) {
             let list: Arc<[Member]> = next.member_list().into();
             self.members.send_if_modified(|current| {
@@ -122,5 +122,6 @@ impl Watcher {
 struct State {
     joined: bool,
     prev: Snapshot,
-    newest: HashMap<String, u64>,
+    /// Which incarnation of each id is the member; see [`Incarnations`].
+    incarnations: Incarnations,
 }

@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chitchat::transport::Transport;
 use chitchat::{
@@ -21,6 +22,8 @@ use crate::membership::transport::{Counters, GossipTransport, Protection};
 use crate::membership::watcher::Watcher;
 use crate::trust::Keyring;
 use crate::{rpc, ClusterMember, Context, Error, Member};
+
+mod generation;
 
 /// Default gossip listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7946";
@@ -81,6 +84,8 @@ pub struct NodeBuilder {
     delivery_queue: usize,
     mailbox: usize,
     shutdown_timeout: Duration,
+    generation_file: Option<PathBuf>,
+    generation: Option<u64>,
 }
 
 impl NodeBuilder {
@@ -107,6 +112,8 @@ impl NodeBuilder {
             delivery_queue: DEFAULT_DELIVERY_QUEUE,
             mailbox: DEFAULT_MAILBOX,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            generation_file: None,
+            generation: None,
         }
     }
 
@@ -301,13 +308,34 @@ impl NodeBuilder {
         self
     }
 
+    /// The file where the node keeps its last generation (default: none), so that a restart's
+    /// generation is always higher than the last one, even when the host's clock went back. The
+    /// generation is the wall clock in microseconds, raised to the file's number plus one when
+    /// that is higher; it is written to the file before gossip starts, atomically (a temp file of
+    /// mode 0600 in the same dir, fsynced, renamed over it). A missing file is fine; its dir must
+    /// exist. A file that cannot be read or does not hold a generation makes
+    /// [`start`](Self::start) fail with [`Error::GenerationFile`] naming it, leaving it as it was.
+    pub fn generation_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.generation_file = Some(path.into());
+        self
+    }
+
+    /// Starts with exactly this generation, ignoring the clock and the generation file (which is
+    /// neither read nor written). For tests that restart a node with a generation from the past.
+    #[doc(hidden)]
+    pub fn generation(mut self, generation: u64) -> Self {
+        self.generation = Some(generation);
+        self
+    }
+
     /// Starts the node: binds the gossip socket, starts gossiping with the seeds, and spawns the
     /// tasks that watch membership and call `member`.
     ///
     /// # Errors
     /// An empty node id, a tag key that is empty or over [`MAX_TAG_KEY`] bytes, a tag value over
     /// [`MAX_TAG_VALUE`] bytes, a seed that does not parse or resolve, a listen
-    /// address that cannot be bound (or is unspecified without an advertise address).
+    /// address that cannot be bound (or is unspecified without an advertise address), a
+    /// [generation file](Self::generation_file) that cannot be read, written or parsed.
     pub async fn start<M: ClusterMember>(self, member: M) -> Result<Node, Error> {
         let id = self.id.trim();
         if id.is_empty() {
@@ -348,7 +376,7 @@ impl NodeBuilder {
             .iter()
             .flat_map(|seed| seed.addrs.iter())
             .all(|addr| *addr == advertise || *addr == bound);
-        let generation = next_generation();
+        let generation = generation::pick(self.generation_file.as_deref(), self.generation)?;
         let leave_propagation = self.leave_propagation.unwrap_or(self.gossip_interval * 3);
 
         let config = ChitchatConfig {
@@ -615,34 +643,9 @@ fn gossip_start_error(addr: SocketAddr, err: anyhow::Error) -> Error {
     }
 }
 
-/// A generation for a new incarnation: microseconds since the epoch, strictly increasing within
-/// this process so that a node restarted in the same microsecond still gets a newer one.
-fn next_generation() -> u64 {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0);
-    let mut last = LAST.load(Ordering::Relaxed);
-    loop {
-        let next = now.max(last + 1);
-        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return next,
-            Err(actual) => last = actual,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn generations_strictly_increase() {
-        let a = next_generation();
-        let b = next_generation();
-        assert!(b > a);
-    }
 
     #[test]
     fn blank_tag_keys_are_rejected() {

@@ -183,6 +183,24 @@ impl Spec {
     }
 }
 
+/// Waits (bounded) for a process to exit; returns its output.
+pub fn exit_of(mut cmd: Command) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process did not exit: {:?}", child.wait_with_output());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
 impl AgentProc {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.api)
