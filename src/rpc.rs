@@ -2,8 +2,10 @@
 //! to each member's advertised RPC address (published in its gossip state).
 //!
 //! - `frame.rs`: the wire format and the refusals a receiver can answer with;
-//! - `server.rs`: accepting peers, reading frames, handing requests to the dispatcher (the
-//!   member's `handle_call` / `handle_cast`) or to herd's own handler;
+//! - `server.rs`: accepting peers and each connection's loop; `server/read.rs` reads frames within
+//!   their timeouts (for the client too), `server/dispatch.rs` hands requests to the dispatcher
+//!   (the member's `handle_call` / `handle_cast`) or to herd's own handler and sends the replies,
+//!   `server/counters.rs` counts what was refused;
 //! - `client.rs`: one reused connection per peer, requests multiplexed by id, timeouts;
 //! - `writer.rs`: the sending side of a connection, shared by everyone who sends on it.
 //!
