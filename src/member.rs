@@ -116,13 +116,24 @@ impl fmt::Display for LeaveReason {
 ///
 /// - [`on_join`](ClusterMember::on_join) comes first and exactly once: when this node has exchanged
 ///   state with a peer, or at once when it was started with no seeds (it founds the cluster).
-/// - After it, each change is delivered exactly once: one `on_node_joined` per incarnation, then
-///   at most one `on_node_left` for it, never before its `on_node_joined`. A member that left
-///   gracefully is not reported again as failed.
+/// - After it, each change is delivered exactly once. Per incarnation, `on_node_joined` and
+///   `on_node_left` alternate, starting with the join; after a `Graceful` or `Restarted` leave
+///   the incarnation is never reported again, and after a `Failed` one it is joined again, once,
+///   if it turns out to be alive (see [`MembershipEvent`](crate::MembershipEvent)).
 /// - `on_member_updated` comes between a member's join and its leave, when its tags change.
+/// - `handle_call` and `handle_cast` come only from members in this node's view (told joined,
+///   not told left since) or from this node itself: a message that arrives before its sender's
+///   join is delivered right after `on_node_joined`. A call whose deadline passed before its
+///   turn is dropped without running.
+/// - `handle_info` gets what the member sent itself and the outcomes of
+///   [`Context::call_later`], in the order they arrive.
+/// - When several are waiting, membership events go first, then `handle_info`, then calls and
+///   casts.
 ///
 /// A callback that panics is caught and logged; the node keeps running and delivers the next
-/// event. A slow callback delays only later callbacks: gossip and failure detection go on.
+/// event. A slow callback delays only later callbacks: gossip and failure detection go on. A
+/// callback that awaits [`Context::call`] holds up the later callbacks until the reply or the
+/// timeout; [`Context::call_later`] does not.
 #[async_trait]
 pub trait ClusterMember: Send + 'static {
     /// This node is now part of the cluster; `members` are the live members, itself included,

@@ -13,12 +13,15 @@ use crate::{LeaveReason, Member};
 
 /// A change in the cluster's membership, as one node saw it.
 ///
-/// For each incarnation of a member (an id and a generation), a node reports one `Joined`, then
-/// any number of `Updated`, then at most one `Left`; an incarnation declared failed that is live
-/// again with the same generation (a false failure) is `Joined` again. Events about one member are
-/// in the order they happened. A restart with the same id, whatever the new generation (a host's
-/// clock may have gone back), is `Left(old, Restarted)` followed by `Joined(new)`, and the old
-/// incarnation is never reported again. A node never reports events about itself.
+/// For each incarnation of a member (an id and a generation), a node reports joins and leaves
+/// alternately, starting with `Joined`: `Joined`, any number of `Updated`, then `Left` or
+/// nothing. After `Left(_, Graceful)` or `Left(_, Restarted)` the incarnation is never reported
+/// again. After `Left(_, Failed)` it may be `Joined` again: an incarnation declared failed that is
+/// live again with the same generation (a partition healed, a process resumed) is a new join,
+/// exactly once per return. Events about one member are in the order they happened. A restart
+/// with the same id, whatever the new generation (a host's clock may have gone back), is
+/// `Left(old, Restarted)` followed by `Joined(new)`, and the old incarnation is never reported
+/// again. A node never reports events about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MembershipEvent {

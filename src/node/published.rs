@@ -66,10 +66,19 @@ impl Node {
         self.inner.push_to_peers().await;
     }
 
-    /// The keys under `prefix` of every node this one knows of: live ready members (the newest
-    /// incarnation of each id), and with `include_dead`, also nodes the failure detector declared
-    /// dead but whose state is still kept. This node is included.
+    /// The keys under `prefix` of every node this one knows of: live ready members (the
+    /// incarnation that is the member, by the membership's rule: not always the highest
+    /// generation), and with `include_dead`, also nodes the failure detector declared dead but
+    /// whose state is still kept (the highest generation of an id that has no member). This node
+    /// is included.
     pub(crate) async fn keys_with_prefix(&self, prefix: &str, include_dead: bool) -> Vec<NodeKeys> {
+        let members: std::collections::HashMap<String, u64> = self
+            .inner
+            .members
+            .borrow()
+            .iter()
+            .map(|m| (m.id().to_string(), m.generation()))
+            .collect();
         let chitchat = self.inner.chitchat.lock().await;
         let live: std::collections::HashSet<_> = chitchat.live_nodes().cloned().collect();
         let mut newest: BTreeMap<String, NodeKeys> = BTreeMap::new();
@@ -87,11 +96,13 @@ impl Node {
                     .map(|(key, value)| (key.to_string(), value.value.clone()))
                     .collect(),
             };
-            match newest.get(&entry.id) {
-                Some(known) if known.generation > entry.generation => {}
-                _ => {
-                    newest.insert(entry.id.clone(), entry);
-                }
+            let wins = match (members.get(&entry.id), newest.get(&entry.id)) {
+                (Some(member), _) => *member == entry.generation,
+                (None, Some(known)) => entry.generation > known.generation,
+                (None, None) => true,
+            };
+            if wins {
+                newest.insert(entry.id.clone(), entry);
             }
         }
         newest.into_values().collect()
