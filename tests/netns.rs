@@ -35,6 +35,24 @@ fn run(what: &str, cmd: &mut Command) -> Output {
     out
 }
 
+/// `line` without its terminal colour codes (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -283,6 +301,77 @@ impl Bed {
         all
     }
 
+    /// The membership callbacks host `i`'s agent logged (`member joined`, `member left`), in
+    /// order, as `(member, "joined" | "left <reason>")`, from log line `from` on.
+    fn events(&self, i: usize, from: usize) -> Vec<(String, String)> {
+        let field = |line: &str, name: &str| {
+            line.split(&format!("{name}="))
+                .nth(1)
+                .map(|rest| rest.split(' ').next().unwrap_or("").to_string())
+        };
+        self.log(i)
+            .lines()
+            .skip(from)
+            .map(strip_ansi)
+            .filter_map(|line| {
+                let line = line.as_str();
+                let member = field(line, "member")?;
+                if line.contains("member joined") {
+                    Some((member, "joined".to_string()))
+                } else if line.contains("member left") {
+                    Some((member, format!("left {}", field(line, "reason")?)))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Lines in host `i`'s log so far: a mark for [`events`](Bed::events).
+    fn mark(&self, i: usize) -> usize {
+        self.log(i).lines().count()
+    }
+
+    /// Waits until each host's callbacks since its `marks` are exactly `expected(host, member)`
+    /// for every other host's member, in order per member (the documented rule for a member
+    /// declared failed that comes back: one `left failed`, then one `joined`).
+    fn wait_events(
+        &self,
+        what: &str,
+        marks: &[usize],
+        expected: impl Fn(usize, usize) -> Vec<&'static str>,
+    ) {
+        let n = self.hosts.len();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut wrong = Vec::new();
+            for (i, mark) in marks.iter().enumerate() {
+                let events = self.events(i, *mark);
+                for j in (0..n).filter(|&j| j != i) {
+                    let member = format!("h{j}");
+                    let seen: Vec<&str> = events
+                        .iter()
+                        .filter(|(m, _)| *m == member)
+                        .map(|(_, e)| e.as_str())
+                        .collect();
+                    if seen != expected(i, j) {
+                        wrong.push(format!("h{i} about {member}: {seen:?}, want {:?}", expected(i, j)));
+                    }
+                }
+            }
+            if wrong.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the callbacks differ from the documented rule:\n{}\n{}",
+                wrong.join("\n"),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("agent-{i}.log"))).unwrap_or_default()
     }
@@ -330,6 +419,7 @@ fn a_split_is_seen_as_failures_on_both_sides_and_a_heal_converges_members_and_co
     }
 
     // 2 | 3: each side declares the other failed.
+    let marks: Vec<usize> = (0..5).map(|i| bed.mark(i)).collect();
     bed.split(&[0, 1]);
     let took = bed.wait_members("side a sees only itself", &[0, 1], &["h0", "h1"]);
     bed.wait_members("side b sees only itself", &[2, 3, 4], &["h2", "h3", "h4"]);
@@ -352,6 +442,16 @@ fn a_split_is_seen_as_failures_on_both_sides_and_a_heal_converges_members_and_co
     // Heal: everyone sees everyone, and every node runs the same config, the winner of the two.
     bed.heal();
     bed.wait_members("the heal reunites everyone", &[0, 1, 2, 3, 4], &ALL);
+    // Across the split and the heal, each host saw each member of the other side leave (failed)
+    // and join again, once each, and nothing about its own side.
+    let side = |i: usize| i < 2;
+    bed.wait_events("split and heal", &marks, |i, j| {
+        if side(i) == side(j) {
+            vec![]
+        } else {
+            vec!["left failed", "joined"]
+        }
+    });
     let deadline = Instant::now() + WAIT;
     loop {
         let configs: Vec<_> = (0..5).map(|i| bed.config(i)).collect();
@@ -384,6 +484,7 @@ fn a_host_cut_off_without_a_fin_is_detected_and_rejoins_when_restored() {
     }
     bed.wait_members("the five hosts meet", &[0, 1, 2, 3, 4], &ALL);
 
+    let marks: Vec<usize> = (0..5).map(|i| bed.mark(i)).collect();
     bed.cut(4);
     let took = bed.wait_members(
         "the others declare h4 failed",
@@ -404,4 +505,11 @@ fn a_host_cut_off_without_a_fin_is_detected_and_rejoins_when_restored() {
 
     bed.heal();
     bed.wait_members("h4 is back", &[0, 1, 2, 3, 4], &ALL);
+    bed.wait_events("cut and restore", &marks, |i, j| {
+        if i == 4 || j == 4 {
+            vec!["left failed", "joined"]
+        } else {
+            vec![]
+        }
+    });
 }
