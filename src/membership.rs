@@ -3,8 +3,8 @@
 //! herd gossips with [`chitchat`] (scuttlebutt anti-entropy and a phi-accrual failure detector
 //! over UDP). This module is the only reader of chitchat's view of the cluster:
 //!
-//! - [`keys`] names every node-state key herd publishes (tags, the leaving flag, ...);
-//! - `snapshot` reads chitchat's live nodes into a plain [`Snapshot`](snapshot::Snapshot);
+//! - `keys` names every node-state key herd publishes (tags, the leaving flag, ...);
+//! - `snapshot` reads chitchat's live nodes into a plain `Snapshot`;
 //! - `diff` is a pure function from two snapshots to the [`MembershipEvent`]s between them;
 //! - `watcher` is the task that takes a snapshot whenever chitchat reports a change (or a peer
 //!   announces that it is leaving), diffs it against the previous one and hands the events on,
