@@ -8,9 +8,9 @@
 //!     cargo run --example leader -- --id c --listen 127.0.0.1:7003 --seed 127.0.0.1:7001
 //!
 //! Ctrl-C (or `kill PID`) in a's terminal: a leaves gracefully, b and c print it at once and b
-//! leads. `kill -STOP` b: c's call to it times out (c prints so) while c goes on handling
-//! membership news, and within a couple of seconds c prints b as failed and leads itself
-//! (`kill -9` is seen the same way).
+//! leads. `kill -STOP` b: c's calls to it end in timeouts (c prints how each call ended) while c
+//! goes on handling membership news, and within a couple of seconds c prints b as failed and
+//! leads itself (`kill -9` is seen the same way).
 //!
 //! A follower never waits for the leader inside a callback: the tick is a message it sends itself
 //! ([`Context::send_after`]), and the call is made with [`Context::call_later`], whose outcome
@@ -158,7 +158,7 @@ impl ClusterMember for Elector {
                 let from = reply.member().to_string();
                 match reply.decode::<Answer>() {
                     Ok(answer) => println!(
-                        "reply from {from}: leader {} has answered {} calls",
+                        "reply from {from}: leader {}, calls answered: {}",
                         answer.leader, answer.answered
                     ),
                     Err(err) => println!("no reply from {from}: {err}"),

@@ -211,7 +211,7 @@ fn leader_example_elects_the_next_leader_after_a_graceful_leave_and_a_crash() {
     a.wait_line("leader is now a (was none): me");
     for follower in [&mut b, &mut c] {
         follower.wait_line("leader is now a (was none)");
-        follower.wait_line("reply from a: leader a has answered");
+        follower.wait_line("reply from a: leader a, calls answered:");
     }
     a.wait_line("answered b's call");
     a.wait_line("answered c's call");
@@ -223,7 +223,7 @@ fn leader_example_elects_the_next_leader_after_a_graceful_leave_and_a_crash() {
     }
     b.wait_line("leader is now b (was a): me");
     c.wait_line("leader is now b (was a)");
-    c.wait_line("reply from b: leader b has answered");
+    c.wait_line("reply from b: leader b, calls answered:");
 
     // SIGKILL: b says nothing; c's failure detector reports it, and c leads alone.
     b.signal(Signal::SIGKILL);
