@@ -15,7 +15,7 @@ pub enum Error {
     #[error("node id must not be empty")]
     EmptyNodeId,
 
-    /// The node id is longer than [`MAX_NODE_ID`](crate::node::MAX_NODE_ID) bytes.
+    /// The node id is longer than `limit` (255) bytes.
     #[error("node id {id:?}... is {len} bytes long; the limit is {limit}")]
     NodeIdTooLong {
         /// The id's first characters.

@@ -24,20 +24,26 @@
 //!     }
 //! }
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let node = Node::builder("a")
-//!     .listen("127.0.0.1:0".parse()?)
-//!     .seed("127.0.0.1:7000")
-//!     .cluster_id("demo")
-//!     .tag("group", "media")
-//!     .gossip_interval(Duration::from_millis(100))
-//!     .start(Printer)
-//!     .await?;
-//! println!("listening on {}", node.addr());
-//! node.leave().await?;
-//! # Ok(())
-//! # }
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let node = Node::builder("a")
+//!         .listen("127.0.0.1:0".parse()?)
+//!         .seed("127.0.0.1:7000")
+//!         .cluster_id("demo")
+//!         .tag("group", "media")
+//!         .gossip_interval(Duration::from_millis(100))
+//!         .start(Printer)
+//!         .await?;
+//!     println!("listening on {}", node.addr());
+//!     tokio::signal::ctrl_c().await?;
+//!     node.leave().await?;
+//!     Ok(())
+//! }
 //! ```
+//!
+//! The README's guide to the library, and `examples/` (`member`, `leader`, `ping`), show more: calls
+//! between members, what a callback may do through its [`Context`], timers with
+//! [`Context::send_after`].
 //!
 //! ## Layout
 //! - [`member`]: the [`ClusterMember`] trait, [`Member`], [`LeaveReason`], [`Context`].
@@ -72,3 +78,8 @@ pub use member::{
 pub use membership::{EventStream, GossipStats, Lagged, MembershipEvent};
 pub use node::{MembershipHealth, Node, NodeBuilder, RpcStats};
 pub use rpc::{Reply, Request};
+
+/// The README's Rust snippets, compiled (and those not marked `no_run` run) by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

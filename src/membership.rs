@@ -3,8 +3,8 @@
 //! herd gossips with [`chitchat`] (scuttlebutt anti-entropy and a phi-accrual failure detector
 //! over UDP). This module is the only reader of chitchat's view of the cluster:
 //!
-//! - [`keys`] names every node-state key herd publishes (tags, the leaving flag, ...);
-//! - `snapshot` reads chitchat's live nodes into a plain [`Snapshot`](snapshot::Snapshot);
+//! - `keys` names every node-state key herd publishes (tags, the leaving flag, ...);
+//! - `snapshot` reads chitchat's live nodes into a plain `Snapshot`;
 //! - `incarnations` picks, for each id, which of its live incarnations is the member: the one
 //!   first seen live last (so a restart whose clock went back is not hidden by its predecessor),
 //!   never one it already replaced;

@@ -355,7 +355,10 @@ impl Bed {
                         .map(|(_, e)| e.as_str())
                         .collect();
                     if seen != expected(i, j) {
-                        wrong.push(format!("h{i} about {member}: {seen:?}, want {:?}", expected(i, j)));
+                        wrong.push(format!(
+                            "h{i} about {member}: {seen:?}, want {:?}",
+                            expected(i, j)
+                        ));
                     }
                 }
             }

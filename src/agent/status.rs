@@ -1,5 +1,5 @@
 //! The state of each node's workers as the cluster sees it: every agent publishes a compact
-//! summary of its own workers in its gossip state ([`keys::WORKERS`]), so any node can list the
+//! summary of its own workers in its gossip state (the `herd.workers` key), so any node can list the
 //! whole cluster's workers from its local state, with no call to other nodes.
 
 use std::time::{SystemTime, UNIX_EPOCH};

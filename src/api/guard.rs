@@ -100,7 +100,7 @@ pub struct Access {
 
 impl Access {
     /// Decides on a request from its method, path and headers, in the order of the
-    /// [module docs](self); `Err` says which check refused it and why.
+    /// module docs; `Err` says which check refused it and why.
     pub fn decide(
         &self,
         method: &Method,

@@ -17,7 +17,7 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-/// The hosts one API answers to; see the [module docs](self).
+/// The hosts one API answers to; see the module docs.
 #[derive(Clone, Debug)]
 pub struct HostRules {
     bound: SocketAddr,

@@ -95,7 +95,7 @@ pub struct GossipStats {
     pub datagram_limit_bytes: u64,
     /// Whether digests are sent compressed: set by
     /// [`compress_digests`](crate::NodeBuilder::compress_digests), or switched on by the node
-    /// once a digest passed [`COMPRESS_AT_PERCENT`] % of the datagram limit.
+    /// once a digest passed 60 % of the datagram limit.
     pub compressing: bool,
     /// Gossip messages not sent because they were larger than one datagram.
     pub oversized: u64,
