@@ -67,3 +67,32 @@ async fn a_frozen_member_that_resumes_is_left_failed_then_joined_once() {
     watcher.shutdown().await.unwrap();
     frozen.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_frozen_member_ends_when_it_is_declared_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let frozen = agent::Spec::new("p", dir.path(), "freeze-call").start();
+    let pid = frozen.child.id();
+    let (recorder, mut probe) = recorder();
+    let caller = node("w", "freeze-call")
+        .seed(frozen.gossip.to_string())
+        .start(recorder)
+        .await
+        .unwrap();
+    probe.joined_cluster().await;
+    signal(pid, nix::sys::signal::Signal::SIGSTOP);
+    let started = std::time::Instant::now();
+    let result = caller
+        .call::<_, u32>("p", &1u32, Duration::from_secs(60))
+        .await;
+    let took = started.elapsed();
+    signal(pid, nix::sys::signal::Signal::SIGCONT);
+    eprintln!("call ended after {took:?}: {result:?}");
+    assert!(
+        matches!(result, Err(herd::Error::Unreachable { .. })),
+        "the call fails as unreachable once p is declared failed: {result:?}"
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    caller.shutdown().await.unwrap();
+    frozen.kill();
+}

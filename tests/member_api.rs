@@ -394,6 +394,7 @@ async fn leave_returns_within_its_bound_when_a_callback_hangs() {
         .await
         .unwrap();
     assert_eq!(next(&mut rx, "b's join").await, Saw::Joined("b".into()));
+    probe.joined_cluster().await;
     // a's dispatcher now hangs in on_node_joined(b). Two stops at once both end in time.
     let started = Instant::now();
     let (left, shut) = tokio::join!(a.leave(), a.shutdown());
@@ -436,19 +437,19 @@ async fn dropping_the_last_node_stops_it_while_the_member_keeps_a_context() {
     b.shutdown().await.unwrap();
 }
 
-/// Leaves through `cx.node()` when `b` joins, waiting in the callback.
+/// Leaves through `cx.node()` when a member casts to it, waiting in the callback.
 struct Leaver {
     log: Log,
 }
 
 #[async_trait]
 impl ClusterMember for Leaver {
-    async fn on_node_joined(&mut self, cx: &Context, member: &Member) {
+    async fn handle_cast(&mut self, cx: &Context, request: Request) {
         let node = cx.node().expect("the node runs");
         let result = node.leave().await;
         let _ = self.log.send(Saw::Info(format!(
-            "left from on_node_joined({}): {result:?}",
-            member.id()
+            "left from handle_cast({}): {result:?}",
+            request.from()
         )));
     }
 }
@@ -466,9 +467,12 @@ async fn node_leave_called_from_a_callback_does_not_wait_for_itself() {
         .start(recorder)
         .await
         .unwrap();
+    probe.joined_cluster().await;
+    wait_members(&a, &["a", "b"]).await;
+    b.cast("a", &"leave".to_string()).await.unwrap();
     assert_eq!(
         next(&mut rx, "the leave's return").await,
-        Saw::Info("left from on_node_joined(b): Ok(())".into())
+        Saw::Info("left from handle_cast(b): Ok(())".into())
     );
     assert_eq!(probe.left("a").await, LeaveReason::Graceful);
     // An outside stop now waits for the rest of the stop and returns.

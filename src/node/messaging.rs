@@ -24,7 +24,8 @@ impl Node {
     ///
     /// # Errors
     /// [`Error::UnknownMember`] at once for an id that is not a live member;
-    /// [`Error::Unreachable`], [`Error::CallTimeout`], [`Error::Remote`] (the member's error),
+    /// [`Error::Unreachable`] (also as soon as the member leaves or is declared failed before
+    /// answering), [`Error::CallTimeout`], [`Error::Remote`] (the member's error),
     /// [`Error::Overloaded`] (the connection's queue is full), [`Error::FrameTooLarge`],
     /// [`Error::Codec`].
     pub async fn call<Req, Resp>(
@@ -140,11 +141,32 @@ impl Node {
         let client = self.inner.client.clone();
         let observer = self.observer();
         let cancel = self.inner.cancel.clone();
+        let mut members = self.inner.members.clone();
         let to = to.to_string();
         Ok(async move {
             let request = client.request(&to, addr, kind, payload, timeout);
+            // The member leaving (or declared failed) ends the call at once, even when its
+            // connection is still being opened or its socket says nothing (a frozen process).
+            let gone = async {
+                let left = members
+                    .wait_for(|ms| {
+                        !ms.iter()
+                            .any(|m| m.id() == to && m.rpc_addr() == Some(addr))
+                    })
+                    .await
+                    .is_err();
+                if left {
+                    // The node is stopping: the cancellation below answers.
+                    std::future::pending::<()>().await;
+                }
+            };
             let result = tokio::select! {
                 biased;
+                _ = gone => Err(Error::Unreachable {
+                    member: to.clone(),
+                    addr,
+                    reason: "it left the cluster (or was declared failed) before answering".into(),
+                }),
                 result = request => match result {
                     Ok(Outcome::Ok(bytes)) => Ok(bytes),
                     Ok(Outcome::Err(refusal)) => Err(Error::Remote {
