@@ -256,6 +256,8 @@ async fn keys_rotate_without_anyone_losing_sight_of_anyone() {
     // keeps trying dead members) does not open there, and its own does not open anywhere.
     let stale = node("d", "trust-rotate")
         .listen(d_addr)
+        // Its old messaging port may have gone to another test's connection meanwhile.
+        .rpc_listen("127.0.0.1:0".parse().unwrap())
         .keyring(Keyring::new(old.clone()))
         .seed(nodes[0].addr().to_string())
         .start(WhoAsks)
