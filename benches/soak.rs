@@ -3,6 +3,7 @@
 //!
 //!     cargo bench --bench soak -- --agents 20 --minutes 10
 //!     cargo bench --bench soak -- --agents 6 --minutes 1 --seed 42
+//!     cargo bench --bench soak -- --agents 20 --minutes 2 --actions push   # only some actions
 //!
 //! The first `--survivors` agents (default 3; `a00` is everyone's seed) are never disturbed. Until
 //! the time is up, the bench waits 2–8 s, then does one of (seeded `rand`, the seed is printed;
@@ -517,6 +518,8 @@ struct Soak {
     last_push: Option<Instant>,
     last_heal: Option<Instant>,
     counts: HashMap<&'static str, usize>,
+    /// When each action began, for placing false events.
+    timeline: Vec<(Instant, &'static str)>,
     rejoin_times: Vec<f64>,
     heal_times: Vec<f64>,
     partitions_seen: usize,
@@ -556,6 +559,37 @@ impl Soak {
             let mine: Vec<_> = procs.iter().filter(|p| p.1 == a.pid()).collect();
             mine.len() == WORKERS && mine.iter().all(|p| p.2.last() == Some(&want))
         })
+    }
+
+    /// Prints, for each agent not running exactly its workers of `version`, the marked
+    /// processes it parents and what its API says of its workers.
+    fn unsettled_workers(&self, version: u64) {
+        let procs = marked(&self.run.marker);
+        let want = format!("v{version}");
+        for a in self.live() {
+            let mine: Vec<String> = procs
+                .iter()
+                .filter(|p| p.1 == a.pid())
+                .map(|p| format!("{} {}", p.0, p.2.last().map_or("", String::as_str)))
+                .collect();
+            if mine.len() == WORKERS && mine.iter().all(|p| p.ends_with(&want)) {
+                continue;
+            }
+            let listed: Vec<String> = self
+                .run
+                .request("GET", a, "/v1/workers", None)
+                .ok()
+                .and_then(|w| w.as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter(|w| w["node"] == a.id.as_str())
+                .map(|w| format!("{} {} {}", w["name"], w["state"], w["pid"]))
+                .collect();
+            println!(
+                "unsettled: {} runs {mine:?}; its API lists {listed:?}",
+                a.id
+            );
+        }
     }
 
     fn pick_others(&mut self, k: usize) -> Vec<usize> {
@@ -773,7 +807,14 @@ impl Soak {
                 if covered {
                     expected += 1;
                 } else {
-                    false_events.push(format!("{}: {line}", s.id));
+                    let context = match self.timeline.iter().rev().find(|(t, _)| t <= at) {
+                        Some((t, action)) => format!(
+                            "{:.1} s after a {action} began",
+                            at.duration_since(*t).as_secs_f64()
+                        ),
+                        None => "before the first action".to_string(),
+                    };
+                    false_events.push(format!("{}: {line} [{context}]", s.id));
                 }
             }
         }
@@ -800,6 +841,8 @@ fn key_file(dir: &Path) -> PathBuf {
 
 fn main() {
     let (mut n, mut minutes, mut survivors, mut seed) = (20usize, 10.0f64, 3usize, None);
+    // Each action and its weight.
+    let mut actions = vec![("push", 35), ("kill", 25), ("term", 20), ("partition", 20)];
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || {
@@ -811,6 +854,14 @@ fn main() {
             "--minutes" => minutes = value().parse().expect("--minutes M"),
             "--survivors" => survivors = value().parse().expect("--survivors K"),
             "--seed" => seed = Some(value().parse::<u64>().expect("--seed S")),
+            "--actions" => {
+                let list = value();
+                actions.retain(|(a, _)| list.split(',').any(|x| x == *a));
+                assert!(
+                    !actions.is_empty(),
+                    "--actions: some of push,kill,term,partition"
+                );
+            }
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
@@ -852,6 +903,7 @@ fn main() {
         last_push: None,
         last_heal: None,
         counts: HashMap::new(),
+        timeline: Vec::new(),
         rejoin_times: Vec::new(),
         heal_times: Vec::new(),
         partitions_seen: 0,
@@ -888,14 +940,18 @@ fn main() {
     let deadline = Instant::now() + Duration::from_secs_f64(minutes * 60.0);
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(soak.rng.gen_range(2_000..8_000)));
-        let roll = soak.rng.gen_range(0..100);
-        let action = match roll {
-            0..35 => "push",
-            35..60 => "kill",
-            60..80 => "term",
-            _ => "partition",
-        };
+        let total: u32 = actions.iter().map(|a| a.1).sum();
+        let mut roll = soak.rng.gen_range(0..total);
+        let &(action, _) = actions
+            .iter()
+            .find(|a| {
+                let hit = roll < a.1;
+                roll = roll.saturating_sub(a.1);
+                hit
+            })
+            .unwrap();
         let started = Instant::now();
+        soak.timeline.push((started, action));
         match action {
             "push" => soak.push(),
             "kill" => soak.kill(),
@@ -938,6 +994,9 @@ fn main() {
             soak.workers_settled(final_version)
         })
         .is_some();
+    if !workers_ok {
+        soak.unsettled_workers(final_version);
+    }
     std::thread::sleep(QUIET);
     let end_sample = soak.sample();
     let orphans_end = *scan.now.lock().unwrap();
@@ -1032,7 +1091,7 @@ fn main() {
     for line in orphan_examples.iter().take(5) {
         println!("orphan: {line}");
     }
-    for line in false_events.iter().take(20) {
+    for line in false_events.iter().take(100) {
         println!("false event: {line}");
     }
     for line in soak.anomalies.iter().take(20) {
