@@ -25,6 +25,8 @@
 //!
 //! Then it reports, as Markdown tables:
 //!
+//! - **`PUT /v1/config` latency** (median and max of the answered pushes; a push not answered
+//!   within the client's 10 s timeout is counted and listed as an anomaly);
 //! - **fds, RSS and tokio tasks** of each survivor (`/proc/<pid>/fd`, `VmRSS`, the
 //!   `herd_runtime_tasks` gauge of `/metrics`), once all N list each other and run the first
 //!   config (start) and once the last change settled (end), each after 10 quiet seconds;
@@ -521,6 +523,8 @@ struct Soak {
     /// When each action began, for placing false events.
     timeline: Vec<(Instant, &'static str)>,
     rejoin_times: Vec<f64>,
+    /// How long each answered `PUT /v1/config` took.
+    push_times: Vec<f64>,
     heal_times: Vec<f64>,
     partitions_seen: usize,
     firewall: Firewall,
@@ -747,8 +751,10 @@ impl Soak {
             .collect();
         let i = live[self.rng.gen_range(0..live.len())];
         let next = self.version + 1;
+        let started = Instant::now();
         match self.run.push(self.agents[i].as_ref().unwrap(), next) {
             Ok(v) => {
+                self.push_times.push(started.elapsed().as_secs_f64());
                 self.version = self.version.max(v);
                 self.last_push = Some(Instant::now());
             }
@@ -905,6 +911,7 @@ fn main() {
         counts: HashMap::new(),
         timeline: Vec::new(),
         rejoin_times: Vec::new(),
+        push_times: Vec::new(),
         heal_times: Vec::new(),
         partitions_seen: 0,
         firewall: Firewall::new(),
@@ -1046,6 +1053,13 @@ fn main() {
         c("term"),
         c("partition"),
         soak.partitions_seen,
+        c("push") + 2
+    );
+    println!(
+        "| `PUT /v1/config` answered (10 s timeout) | median {:.2} s, max {:.2} s; {} of {} not answered or refused |",
+        median(&soak.push_times),
+        soak.push_times.iter().cloned().fold(0.0, f64::max),
+        c("push") + 2 - soak.push_times.len(),
         c("push") + 2
     );
     println!(
