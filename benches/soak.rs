@@ -14,8 +14,9 @@
 //! - **term**: SIGTERMs one (a graceful leave), waits at most 30 s for it to exit, restarts it
 //!   0–3 s later and waits for the survivors to list it as above;
 //! - **partition**: cuts 1–3 non-survivors off from the rest for 8–25 s with nftables rules on
-//!   the loopback interface, in a table of the bench's own (`table inet herd_soak`, deleted on
-//!   heal's end, at exit and on panic): UDP between the two sides' gossip ports is dropped, and
+//!   the loopback interface, in a table of the bench's own (`table inet herd_soak`: its rules
+//!   flushed at the heal, the table deleted at exit and on panic; a run killed by a signal leaves
+//!   it, and the next run deletes it first): UDP between the two sides' gossip ports is dropped, and
 //!   TCP to and from the cut agents' message ports (this also cuts their RPC among themselves;
 //!   their outgoing connections to the rest come from ephemeral ports and are not cut). After the
 //!   heal it waits (at most 90 s) for every live agent to list all N. Where `nft` cannot install
