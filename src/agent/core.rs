@@ -242,7 +242,14 @@ impl Core {
     /// and reconciles the workers.
     pub(crate) async fn adopt(&mut self, config: Arc<VersionedConfig>, persist: bool, full: bool) {
         if persist {
-            if let Err(err) = self.store.save(&config) {
+            // On the blocking pool: the agent's runtime has one thread, and its fsyncs can take
+            // seconds on a busy disk, long enough for peers to think this node failed.
+            let (store, saving) = (self.store.clone(), config.clone());
+            let saved = tokio::task::spawn_blocking(move || store.save(&saving))
+                .await
+                .map_err(|err| err.to_string())
+                .and_then(|saved| saved.map_err(|err| err.to_string()));
+            if let Err(err) = saved {
                 error!(node = %self.node.id(), version = config.version, error = %err, "cannot persist the cluster config; running it anyway");
             }
         }

@@ -8,9 +8,10 @@
 //!   supervisor's event channel. `Agent::start` subscribes both before any worker starts and
 //!   runs the task on the agent's tracker; it stops on the agent's API token (the metrics are
 //!   served as long as the API is), or keeps waiting for it once both streams have ended.
-//! - **Read at scrape time** from state that already exists: live members, gossip traffic and
-//!   the config version (a [`Collector`] over the node and the config watch), and each worker's
-//!   state (from `Supervisor::status`, in [`Metrics::render`]).
+//! - **Read at scrape time** from state that already exists: live members, gossip traffic,
+//!   the config version and the runtime's live tasks (a [`Collector`] over the node, the config
+//!   watch and the current tokio runtime), and each worker's state (from `Supervisor::status`,
+//!   in [`Metrics::render`]).
 //!
 //! The RPC layer records its calls with [`Metrics::rpc_call`]; the core task counts configs
 //! it would not adopt (signed configs, [`crate::config::signature`]); the API's guard its
@@ -33,6 +34,7 @@
 //! | `herd_membership_delivery_stalls_total` | counter: times membership events waited for the member's callbacks | |
 //! | `herd_membership_events_lagged_total` | counter: events the metrics recorder's stream lost for falling behind | |
 //! | `herd_config_version` | gauge | |
+//! | `herd_runtime_tasks` | gauge: tasks alive on the agent's tokio runtime (`num_alive_tasks`) | |
 //! | `herd_config_rejected_total` | counter: configs from gossip or the data dir not adopted | `reason`: unsigned, bad_signature, unknown_signer |
 //! | `herd_config_push_refused_total` | counter: pushes refused at the API for their signature | `reason`: as above |
 //! | `herd_rpc_calls_total` | counter | `kind`: call, cast; `outcome`: ok, error, timeout |
@@ -448,6 +450,15 @@ impl Collector for Scraped {
             "Version of the cluster config this node holds (0: none yet).",
             i64::try_from(version).unwrap_or(i64::MAX),
         )?;
+        // Scrapes run on the agent's runtime; elsewhere (no runtime) the gauge reads 0.
+        let tasks = tokio::runtime::Handle::try_current()
+            .map_or(0, |runtime| runtime.metrics().num_alive_tasks());
+        gauge(
+            &mut encoder,
+            "runtime_tasks",
+            "Tasks alive on this agent's tokio runtime.",
+            i64::try_from(tasks).unwrap_or(i64::MAX),
+        )?;
         let stats = self.node.gossip_stats();
         let health = self.node.membership_health();
         for (name, help, value) in [
@@ -666,6 +677,14 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+        // The node's own tasks (gossip, watcher, dispatcher) are alive on this runtime.
+        let tasks: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("herd_runtime_tasks "))
+            .unwrap_or_else(|| panic!("no herd_runtime_tasks in\n{text}"))
+            .parse()
+            .unwrap();
+        assert!(tasks >= 1, "{tasks}");
         sup.shutdown().await;
         node.shutdown().await.unwrap();
     }
