@@ -13,62 +13,24 @@
 //! 2. Hung callback: a node whose `on_node_joined` never returns, shutdown timeout 1 s; the
 //!    median time `leave()` takes, beside the bound (2 gossip intervals + the shutdown timeout).
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use herd::{async_trait, ClusterMember, Context, LeaveReason, Member, Node, Request};
 use tokio::sync::mpsc;
 
-const HERD: &str = env!("CARGO_BIN_EXE_herd");
+#[path = "../tests/support/agent.rs"]
+mod agent;
+
 const CLUSTER: &str = "bench-member-api";
 
-struct Frozen {
-    child: Child,
-    gossip: String,
-}
+/// The agent that is frozen and resumed.
+struct Frozen(agent::AgentProc);
 
 impl Frozen {
     fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let pid = nix::unistd::Pid::from_raw(self.0.child.id() as i32);
         nix::sys::signal::kill(pid, signal).expect("signal the agent");
     }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_agent(data: &std::path::Path) -> Frozen {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(HERD)
-        .args(["agent", "--node-id", "p", "--listen", "127.0.0.1:0"])
-        .args(["--api", "127.0.0.1:0", "--cluster-id", CLUSTER])
-        .arg("--data-dir")
-        .arg(data)
-        .env("HERD_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn herd agent");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains(" running: gossip "))
-        .expect("agent starts");
-    std::thread::spawn(move || for _ in lines {});
-    let gossip = line
-        .split("gossip ")
-        .nth(1)
-        .unwrap()
-        .split([',', ' '])
-        .next()
-        .unwrap()
-        .to_string();
-    Frozen { child, gossip }
 }
 
 /// A: on a cast from anyone, calls `p` (without waiting, or waiting); reports leaves.
@@ -107,12 +69,12 @@ async fn wait_for(what: &str, node: &Node, cond: impl Fn(&[Member]) -> bool) {
 
 async fn frozen_peer(runs: usize, later: bool) -> Vec<Duration> {
     let dir = tempfile::tempdir().unwrap();
-    let p = start_agent(dir.path());
+    let p = Frozen(agent::Spec::new("p", dir.path(), CLUSTER).start());
     let (left_tx, mut left_rx) = mpsc::unbounded_channel();
     let a = Node::builder("a")
         .listen("127.0.0.1:0".parse().unwrap())
         .cluster_id(CLUSTER)
-        .seed(p.gossip.clone())
+        .seed(p.0.gossip.to_string())
         .start(Caller {
             later,
             left: left_tx,

@@ -391,6 +391,9 @@ impl Node {
         let me = Arc::as_ptr(inner) as usize;
         if DISPATCHING.try_with(|id| *id == me).unwrap_or(false) {
             // The dispatcher ends when the callback running this returns: finish from outside.
+            // Not in the node's tracker, which this task waits for; it ends within the shutdown
+            // timeout plus a second, like any stop, and owns the handle that keeps the node
+            // alive until then.
             let node = self.clone();
             tokio::spawn(async move {
                 let _ = node

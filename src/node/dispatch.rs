@@ -220,7 +220,8 @@ impl<M: ClusterMember> Dispatcher<M> {
     }
 
     /// The member asked to leave: the node leaves from a task of its own (a stop waits for this
-    /// dispatcher to end, which it does now).
+    /// dispatcher to end, which it does now). That task is outside the node's tracker, which it
+    /// waits for, and ends when `leave` does: within the leave's bound.
     fn start_leave(&self) {
         if let Some(node) = self.cx.node() {
             tokio::spawn(async move {
