@@ -79,9 +79,18 @@
 //! SIGKILLed too. Every process is reaped by its own task, so no zombies stay
 //! behind. Each worker is started with `PR_SET_PDEATHSIG` = SIGKILL, so it
 //! dies with herd even when herd is SIGKILLed (its own children, which the
-//! kernel does not signal, are then left to it). Output lines go to
-//! `tracing` (fields `worker`, `stream`) and the last 200 of each stream are
-//! kept for [`Supervisor::tail`].
+//! kernel does not signal, are then left to it).
+//!
+//! # Output
+//!
+//! Workers' stdout and stderr are read on an output thread of the
+//! supervisor's own, never on the supervisor's thread. The last 200 lines of
+//! each stream are kept for [`Supervisor::tail`] and [`Supervisor::logs`];
+//! every line is also handed to a bounded queue whose writer thread appends
+//! it to the worker's log file ([`WorkerSpec::log_file`], rotated by size)
+//! or, without one, logs it with `tracing` (fields `worker`, `stream`). When
+//! that queue is full (a slow disk, a blocked stderr) lines are dropped and
+//! counted ([`Supervisor::output_stats`]); restarts never wait for output.
 //!
 //! # Running as another user
 //!
@@ -97,7 +106,8 @@
 //! # Files
 //! `spec.rs` (what to run), `policy.rs` (pure decisions), `runner.rs` and `runner/` (the
 //! owning task), `process.rs` (spawn, signal, reap), `user.rs` (running a
-//! worker as another user), `output.rs` (bounded lines), `jsonl.rs` (calls),
+//! worker as another user), `output.rs` and `output/` (bounded lines, the output thread, the
+//! sink, log files, reading logs), `jsonl.rs` (calls),
 //! `status.rs`, `event.rs`, `error.rs`.
 
 mod error;
@@ -121,7 +131,10 @@ use tokio_util::task::TaskTracker;
 
 pub use error::{Error, Result};
 pub use event::WorkerEvent;
-pub use output::{MAX_LINE_BYTES, TAIL_BYTES, TAIL_LINES};
+pub use output::{
+    LogBatch, LogFileSpec, LogLine, LogQuery, LogSource, OutputStats, DEFAULT_LOG_KEEP,
+    DEFAULT_LOG_MAX_SIZE, MAX_LINE_BYTES, MAX_LOG_BYTES, MAX_LOG_LINES, TAIL_BYTES, TAIL_LINES,
+};
 pub use spec::{Backoff, Intensity, Restart, Strategy, WorkerSpec, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use status::{Exit, Tail, WorkerState, WorkerStatus};
 pub use user::MAX_USER_LEN;
@@ -191,10 +204,12 @@ impl Builder {
             None => CancellationToken::new(),
         };
         let tracker = TaskTracker::new();
+        let pump = output::pump::Pump::start();
         let config = Config {
             strategy: self.strategy,
             max_restarts: self.max_restarts,
             period: self.period,
+            output: pump.clone(),
         };
         let runner = Runner::new(config, events.clone(), exits_tx, tracker.clone());
         let run = tracker.track_future(runner.run(commands_rx, exits_rx, cancel.clone()));
@@ -202,12 +217,14 @@ impl Builder {
             .enable_all()
             .build()
             .expect("cannot create the supervisor's runtime");
+        let stop_output = pump.clone();
         std::thread::Builder::new()
             .name("herd-supervisor".into())
             .spawn(move || {
                 rt.block_on(run);
                 // The runner has cancelled the readers and writers; let them end.
                 rt.shutdown_timeout(Duration::from_secs(1));
+                stop_output.stop();
             })
             .expect("cannot start the supervisor's thread");
         Supervisor {
@@ -216,6 +233,7 @@ impl Builder {
                 events,
                 tracker,
                 cancel,
+                output: pump,
             }),
         }
     }
@@ -225,6 +243,7 @@ struct Shared {
     events: broadcast::Sender<WorkerEvent>,
     tracker: TaskTracker,
     cancel: CancellationToken,
+    output: output::pump::Pump,
 }
 
 /// A handle to a running supervisor; cheap to clone.
@@ -308,6 +327,37 @@ impl Supervisor {
     pub async fn tail(&self, name: &str) -> Result<Tail> {
         let name = name.to_owned();
         self.request(|reply| Command::Tail { name, reply }).await
+    }
+
+    /// The worker's logs, as `query` asks ([`LogQuery`]; see [`LogBatch`] for
+    /// where the lines come from). Answered without the supervisor's thread;
+    /// reads the worker's log file when the tail asks for more lines than
+    /// memory holds, so call it from a blocking context (`spawn_blocking`)
+    /// when workers have log files.
+    ///
+    /// # Errors
+    /// [`Error::UnknownWorker`]; [`Error::InvalidLogQuery`] for a tail over
+    /// [`MAX_LOG_LINES`]; [`Error::LogRead`] when the log file cannot be read.
+    pub fn logs(&self, name: &str, query: &LogQuery) -> Result<LogBatch> {
+        output::logs::check(query).map_err(|reason| Error::InvalidLogQuery { reason })?;
+        let output = self
+            .shared
+            .output
+            .output(name)
+            .ok_or_else(|| Error::UnknownWorker {
+                name: name.to_owned(),
+            })?;
+        output::logs::read(&output, query).map_err(|source| Error::LogRead {
+            worker: name.to_owned(),
+            source,
+        })
+    }
+
+    /// Every worker's output counters (lines read, lines dropped by the full
+    /// output sink, log file write errors), by name; answered without the
+    /// supervisor's thread.
+    pub fn output_stats(&self) -> Vec<OutputStats> {
+        self.shared.output.stats()
     }
 
     /// Stops the worker (if running) and starts it again; returns the new pid.

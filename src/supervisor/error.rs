@@ -127,6 +127,20 @@ pub enum Error {
     /// The supervisor is shutting down or has shut down.
     #[error("the supervisor has shut down")]
     Shutdown,
+    /// A logs query asked for more than one batch may hold.
+    #[error("invalid logs query: {reason}")]
+    InvalidLogQuery {
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The worker's log file could not be read.
+    #[error("cannot read the log file of worker {worker}: {source}")]
+    LogRead {
+        /// The worker's name.
+        worker: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// Shorthand for results of supervisor operations.

@@ -15,6 +15,9 @@
 //! `runner/group.rs`, and the
 //! per-worker record in `runner/worker.rs`.
 //!
+//! The workers' output is read on the output thread (`output/pump.rs`):
+//! [`Runner::spawn`] hands each new process's stdout and stderr there.
+//!
 //! It stops after a shutdown (cancellation, or the last handle dropped):
 //! every worker is stopped in reverse start order, one at a time; when no
 //! process is left, it cancels the I/O token (ending the output readers and
@@ -32,7 +35,8 @@ use tokio_util::task::TaskTracker;
 use super::error::{Error, Result};
 use super::event::WorkerEvent;
 use super::jsonl::{self, Channel};
-use super::output::{self, Stream};
+use super::output::pump::Pump;
+use super::output::Stream;
 use super::policy::RestartHistory;
 use super::process::{self, Control, ExitNote};
 use super::spec::{Strategy, WorkerSpec};
@@ -88,6 +92,8 @@ pub(crate) struct Config {
     pub strategy: Strategy,
     pub max_restarts: u32,
     pub period: Duration,
+    /// Where the workers' output is read (off this thread).
+    pub output: Pump,
 }
 
 /// The owning task's state.
@@ -107,6 +113,7 @@ pub(crate) struct Runner {
     exits_tx: mpsc::UnboundedSender<ExitNote>,
     tracker: TaskTracker,
     io_cancel: CancellationToken,
+    pub(crate) output: Pump,
 }
 
 impl Runner {
@@ -129,6 +136,7 @@ impl Runner {
             exits_tx,
             tracker,
             io_cancel: CancellationToken::new(),
+            output: config.output,
         }
     }
 
@@ -212,25 +220,32 @@ impl Runner {
             self.tracker
                 .spawn(jsonl::write_requests(stdin, rx, self.io_cancel.clone()));
         }
-        if let Some(stdout) = child.stdout.take() {
-            self.tracker.spawn(output::read_stream(
-                stdout,
-                w.name.clone(),
+        // The pipes leave this thread's runtime: the output thread reads them.
+        let pipes = [
+            (
+                child.stdout.take().map(|p| p.into_owned_fd()),
                 Stream::Stdout,
-                w.output.clone(),
-                channel.clone(),
-                self.io_cancel.clone(),
-            ));
-        }
-        if let Some(stderr) = child.stderr.take() {
-            self.tracker.spawn(output::read_stream(
-                stderr,
-                w.name.clone(),
+            ),
+            (
+                child.stderr.take().map(|p| p.into_owned_fd()),
                 Stream::Stderr,
-                w.output.clone(),
-                None,
-                self.io_cancel.clone(),
-            ));
+            ),
+        ];
+        for (pipe, stream) in pipes {
+            match pipe {
+                Some(Ok(fd)) => self.output.read(
+                    fd,
+                    stream,
+                    w.output.clone(),
+                    channel.clone().filter(|_| stream == Stream::Stdout),
+                    self.io_cancel.clone(),
+                    &self.tracker,
+                ),
+                Some(Err(err)) => {
+                    tracing::warn!(worker = %w.name, stream = stream.as_str(), %err, "cannot hand worker output to the output thread")
+                }
+                None => {}
+            }
         }
         let (control, control_rx) = mpsc::unbounded_channel();
         let note = ExitNote {

@@ -11,6 +11,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
+use super::output::LogFileSpec;
+
 /// Default time a worker gets between the stop signal and SIGKILL.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -138,6 +140,9 @@ pub struct WorkerSpec {
     /// The user the worker runs as; herd's own when `None` (see [`user`](Self::user)).
     #[serde(default)]
     pub user: Option<String>,
+    /// The file its output goes to; `tracing` when `None` (see [`log_file`](Self::log_file)).
+    #[serde(default)]
+    pub log_file: Option<LogFileSpec>,
 }
 
 impl WorkerSpec {
@@ -157,6 +162,7 @@ impl WorkerSpec {
             jsonl: false,
             intensity: None,
             user: None,
+            log_file: None,
         }
     }
 
@@ -231,6 +237,23 @@ impl WorkerSpec {
     /// `/` is refused with [`Error::InvalidSpec`](super::Error::InvalidSpec).
     pub fn user(mut self, name: impl Into<String>) -> Self {
         self.user = Some(name.into());
+        self
+    }
+
+    /// Sends the worker's output (both streams) to the file `path` instead of
+    /// `tracing`, rotated before it would pass `max_size` bytes, keeping
+    /// `keep` rotated files (`<path>.1` is the newest). The file's format and
+    /// the rotation are described in the supervisor's `output/logfile.rs`;
+    /// its directory must exist. Writes happen on the supervisor's output
+    /// writer thread; a failed write is counted
+    /// ([`OutputStats::write_errors`](super::OutputStats::write_errors)) and
+    /// never affects the worker.
+    pub fn log_file(mut self, path: impl Into<PathBuf>, max_size: u64, keep: u32) -> Self {
+        self.log_file = Some(LogFileSpec {
+            path: path.into(),
+            max_size,
+            keep,
+        });
         self
     }
 

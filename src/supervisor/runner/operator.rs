@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::super::error::{Error, Result};
 use super::super::event::WorkerEvent;
 use super::super::jsonl::Channel;
+use super::super::output::Output;
 use super::super::policy::{self, Forget, RestartHistory};
 use super::super::spec::WorkerSpec;
 use super::super::status::WorkerState;
@@ -78,6 +79,8 @@ impl Runner {
         }
         let key = self.next_key;
         self.next_key += 1;
+        let output = Arc::new(Output::new(&spec.name, spec.log_file.as_ref()));
+        self.output.register(output.clone());
         let history = spec
             .intensity
             .map(|i| RestartHistory::of_worker(&spec.name, i));
@@ -95,13 +98,15 @@ impl Runner {
             start_at: None,
             streak: 0,
             history,
-            output: Arc::default(),
+            output,
         });
         let idx = self.workers.len() - 1;
         let r = self.spawn(idx).await;
         if r.is_err() {
             // Never registered: no crash loop follows a bad program.
-            self.workers.pop();
+            if let Some(w) = self.workers.pop() {
+                self.output.unregister(&w.spec.name);
+            }
         }
         r
     }
@@ -226,6 +231,7 @@ impl Runner {
     pub(super) fn remove(&mut self, idx: usize) {
         let mut w = self.workers.remove(idx);
         let name = w.spec.name.clone();
+        self.output.unregister(&name);
         w.settle(|| Error::UnknownWorker { name: name.clone() });
         tracing::debug!(worker = %w.name, "worker deleted");
         self.emit(WorkerEvent::Deleted { name: w.spec.name });
