@@ -17,6 +17,8 @@
 mod core;
 mod error;
 pub(crate) mod keys;
+mod log_writer;
+mod logs;
 pub mod metrics;
 pub(crate) mod reconcile;
 pub(crate) mod remote;
@@ -37,6 +39,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use error::AgentError;
+pub use log_writer::{EventWriter, LogWriter};
+pub use logs::{FOLLOW_INTERVAL, MAX_FOLLOWERS};
 pub use remote::WorkerAction;
 pub use settings::{AgentSettings, DEFAULT_AGENT_LISTEN, DEFAULT_API, DEFAULT_DATA_DIR};
 pub use status::WorkerInfo;
@@ -75,6 +79,8 @@ struct Inner {
     core_cancel: CancellationToken,
     api_cancel: CancellationToken,
     tracker: TaskTracker,
+    /// Permits of the API's log followers (`logs.rs`).
+    followers: Arc<tokio::sync::Semaphore>,
 }
 
 /// The API's token, from `settings.api_token_file` (created when missing); refuses a
@@ -138,6 +144,12 @@ impl Agent {
         )?;
         let store = ConfigStore::open(&settings.data_dir)
             .map_err(|err| AgentError::Store(err.to_string()))?;
+        if let Some(dir) = &settings.log_dir {
+            std::fs::create_dir_all(dir).map_err(|source| AgentError::LogDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
         let restored = match store.load() {
             Ok(Loaded::Config(config)) => {
                 info!(version = config.version, path = %settings.data_dir.display(), "restored the cluster config from disk");
@@ -202,7 +214,12 @@ impl Agent {
             .start();
 
         let (current_tx, current) = watch::channel(None);
-        let metrics = Metrics::new(node.clone(), sup.clone(), current.clone());
+        let metrics = Metrics::new(
+            node.clone(),
+            sup.clone(),
+            current.clone(),
+            settings.log_writer.clone(),
+        );
         let recorder = metrics.recorder(); // subscribed before any worker starts
         let observed = Arc::downgrade(&metrics);
         node.set_rpc_observer(Arc::new(move |kind, outcome, elapsed| {
@@ -221,6 +238,7 @@ impl Agent {
             deleted: BTreeSet::new(),
             tags: settings.tags.clone(),
             repushes: 0,
+            log_dir: settings.log_dir.clone(),
             trust: trust::Trust::new(
                 settings.config_signers.clone(),
                 settings.cluster_id.clone(),
@@ -259,6 +277,7 @@ impl Agent {
                 core_cancel,
                 api_cancel: api_cancel.clone(),
                 tracker: tracker.clone(),
+                followers: logs::followers(),
             }),
         };
         let access = crate::api::Access {
@@ -393,7 +412,7 @@ impl Agent {
         };
         match self.ask_node(node, &request, REMOTE_TIMEOUT).await? {
             RemoteAnswer::Done(status) => Ok(status),
-            RemoteAnswer::Called(_) | RemoteAnswer::Keys(_) => Err((
+            RemoteAnswer::Called(_) | RemoteAnswer::Keys(_) | RemoteAnswer::Logs(_) => Err((
                 500,
                 format!("node {node:?} answered an action with another request's result"),
             )),
@@ -433,7 +452,7 @@ impl Agent {
             .await?
         {
             RemoteAnswer::Called(value) => Ok(value),
-            RemoteAnswer::Done(_) | RemoteAnswer::Keys(_) => Err((
+            RemoteAnswer::Done(_) | RemoteAnswer::Keys(_) | RemoteAnswer::Logs(_) => Err((
                 500,
                 format!("node {node:?} answered a call with another request's result"),
             )),
@@ -455,7 +474,7 @@ impl Agent {
         let request = RemoteRequest::Keys(op.clone());
         match self.ask_node(node, &request, REMOTE_TIMEOUT).await? {
             RemoteAnswer::Keys(state) => Ok(state),
-            RemoteAnswer::Done(_) | RemoteAnswer::Called(_) => Err((
+            RemoteAnswer::Done(_) | RemoteAnswer::Called(_) | RemoteAnswer::Logs(_) => Err((
                 500,
                 format!("node {node:?} answered a key request with another request's result"),
             )),

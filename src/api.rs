@@ -8,6 +8,7 @@
 //! | `GET /v1/workers[?node=ID]` | every node's workers, from gossip state |
 //! | `POST /v1/workers/{name}/start\|stop\|restart[?node=ID]` | acts on the worker on node ID, or on every node that has it, reporting per node |
 //! | `DELETE /v1/workers/{name}[?node=ID]` | stops and forgets the worker (there) until the config changes it |
+//! | `GET /v1/workers/{name}/logs?node=ID&tail=N&since=SEQ&follow=1` | the worker's output lines on node ID (default: here, else where gossip lists it running): the last N (default 100, at most 10,000; more is a 400), or from line SEQ on; `follow=1` streams new lines as newline-delimited JSON (`logs`) |
 //! | `POST /v1/workers/{name}/call` | `{"method", "params"?, "node"?, "timeout_ms"?}`: calls a jsonl worker wherever it runs |
 //! | `GET /v1/config` | the cluster config this node holds (version 0: none yet) |
 //! | `PUT /v1/config` | `{"toml": "...", "base_version": N?, "version": N?, "signature": {"key", "sig"}?}`: validate, version, spread (a signed push carries the version it is signed for: [`crate::config::signature`]) |
@@ -46,6 +47,7 @@ mod error;
 mod guard;
 mod host;
 mod keys;
+mod logs;
 mod token;
 
 use std::collections::HashMap;
@@ -77,6 +79,7 @@ pub fn router(agent: Agent, access: Access) -> Router {
         .route("/v1/workers", get(workers))
         .route("/v1/workers/{name}", delete(delete_worker))
         .route("/v1/workers/{name}/call", post(call_worker))
+        .route("/v1/workers/{name}/logs", get(logs::logs))
         .route("/v1/workers/{name}/{action}", post(worker_action))
         .route("/v1/config", get(get_config).put(put_config))
         .route("/v1/keys", get(keys::list))

@@ -60,6 +60,7 @@ pub use cluster::{
     groups_of, is_valid_name, ClusterConfig, Protocol, WorkerConfig, DEFAULT_MAX_RESTARTS,
     DEFAULT_PERIOD, DEFAULT_SHUTDOWN_TIMEOUT, GROUP_TAG, MAX_NAME_LEN,
 };
+pub use cluster::{parse_size, LogConfig, MAX_LOG_KEEP};
 pub use error::{ConfigError, Scope};
 pub use signature::{ConfigSignature, PublicKey, Refusal, SecretKey, Signers};
 pub(crate) use store::replace_file;

@@ -61,6 +61,8 @@ pub(crate) struct Core {
     pub(crate) tags: BTreeMap<String, String>,
     pub(crate) repushes: u32,
     pub(crate) trust: Trust,
+    /// Where workers' output goes (`AgentSettings::log_dir`).
+    pub(crate) log_dir: Option<std::path::PathBuf>,
 }
 
 impl Core {
@@ -298,7 +300,14 @@ impl Core {
     async fn reconcile(&mut self) {
         let desired = match self.config() {
             Some(config) => {
-                reconcile::desired(config.config(), self.node.id(), &self.tags, &self.deleted)
+                let log_dir = self.log_dir.as_deref();
+                reconcile::desired(
+                    config.config(),
+                    self.node.id(),
+                    &self.tags,
+                    &self.deleted,
+                    log_dir,
+                )
             }
             None => BTreeMap::new(),
         };

@@ -17,6 +17,16 @@ pub enum AgentError {
     #[error("data directory: {0}")]
     Store(String),
 
+    /// The workers' log directory (`log_dir`) could not be created.
+    #[error("log directory {}: {source}", path.display())]
+    LogDir {
+        /// The directory asked for.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The HTTP API address could not be bound.
     #[error("cannot bind the HTTP API to {addr}: {source}")]
     ApiBind {

@@ -41,6 +41,10 @@
 //! | `herd_rpc_call_duration_seconds` | histogram (50 µs to 5 s) | |
 //! | `herd_rpc_rejected_total` | counter: connections, requests and frames the messaging layer refused | `reason`: the handshake's (closed, malformed, no_common_key, bad_proof, plaintext, timeout, forged_frame), over_cap, read_timeout, system_busy, overloaded, oversized_reply, not_member (a call or cast from a node outside this node's view), expired (a call whose deadline had passed) |
 //! | `herd_api_rejected_total` | counter | `reason`: unauthorized, host, origin, content_type, too_large |
+//!
+//! The workers' output counters and `herd_log_dropped_total` are listed in `metrics/output.rs`.
+
+mod output;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -132,11 +136,13 @@ impl fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Creates the metrics of the agent running `node` and `sup`, whose config is `config`.
+    /// Creates the metrics of the agent running `node` and `sup`, whose config is `config`,
+    /// logging through `log`.
     pub(crate) fn new(
         node: Node,
         sup: Supervisor,
         config: watch::Receiver<Option<Arc<VersionedConfig>>>,
+        log: Option<crate::agent::LogWriter>,
     ) -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("herd");
         let joins = Counter::default();
@@ -236,6 +242,10 @@ impl Metrics {
         registry.register_collector(Box::new(Scraped {
             node: node.clone(),
             config,
+        }));
+        registry.register_collector(Box::new(output::OutputMetrics {
+            sup: sup.clone(),
+            log,
         }));
         Arc::new(Metrics {
             registry,
@@ -621,7 +631,7 @@ mod tests {
             .unwrap();
         let sup = Supervisor::builder().start();
         let (config_tx, config) = watch::channel(None);
-        let metrics = Metrics::new(node.clone(), sup.clone(), config);
+        let metrics = Metrics::new(node.clone(), sup.clone(), config, None);
         (node, sup, metrics, config_tx)
     }
 

@@ -3,6 +3,7 @@
 //! replaces only workers whose spec changed; an unchanged worker is left alone (same pid).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use crate::config::ClusterConfig;
 use crate::supervisor::WorkerSpec;
@@ -19,12 +20,14 @@ pub(crate) enum Action {
 }
 
 /// The specs of the workers node `node_id` with `tags` should run, by name. Workers an operator
-/// deleted on this node are left out until the config changes them.
+/// deleted on this node are left out until the config changes them. With a `log_dir`, each
+/// worker's output goes to `<log_dir>/<name>.log`, rotated by its `log` setting.
 pub(crate) fn desired(
     config: &ClusterConfig,
     node_id: &str,
     tags: &BTreeMap<String, String>,
     deleted: &BTreeSet<String>,
+    log_dir: Option<&Path>,
 ) -> BTreeMap<String, WorkerSpec> {
     config
         .workers_for(tags)
@@ -34,6 +37,14 @@ pub(crate) fn desired(
                 .to_spec()
                 .env("HERD_NODE_ID", node_id)
                 .max_restarts(worker.max_restarts, worker.period);
+            let spec = match log_dir {
+                Some(dir) => spec.log_file(
+                    dir.join(format!("{}.log", worker.name)),
+                    worker.log.max_size,
+                    worker.log.keep,
+                ),
+                None => spec,
+            };
             (worker.name.clone(), spec)
         })
         .collect()
@@ -108,13 +119,31 @@ mod tests {
         let tags: BTreeMap<String, String> = [("group".to_string(), "media".to_string())].into();
         let names = |deleted: &[&str]| {
             let deleted = deleted.iter().map(|s| s.to_string()).collect();
-            desired(&config, "n1", &tags, &deleted)
+            desired(&config, "n1", &tags, &deleted, None)
                 .into_keys()
                 .collect::<Vec<_>>()
         };
         assert_eq!(names(&[]), vec!["everywhere", "media"]);
         assert_eq!(names(&["media"]), vec!["everywhere"]);
-        let spec = &desired(&config, "n1", &tags, &BTreeSet::new())["media"];
+        let spec = &desired(&config, "n1", &tags, &BTreeSet::new(), None)["media"];
         assert_eq!(spec.env.get("HERD_NODE_ID").map(String::as_str), Some("n1"));
+        assert_eq!(spec.log_file, None);
+    }
+
+    #[test]
+    fn with_a_log_dir_each_worker_logs_to_its_own_file() {
+        let config = ClusterConfig::parse(
+            "[[worker]]\nname = \"a\"\ncommand = \"sleep\"\n\n\
+             [[worker]]\nname = \"b\"\ncommand = \"sleep\"\nlog = { max_size = \"1KB\", keep = 2 }\n",
+            "test.toml",
+        )
+        .unwrap();
+        let dir = Path::new("/var/log/herd");
+        let specs = desired(&config, "n1", &BTreeMap::new(), &BTreeSet::new(), Some(dir));
+        let a = specs["a"].log_file.clone().unwrap();
+        assert_eq!(a.path, dir.join("a.log"));
+        assert_eq!((a.max_size, a.keep), (10 << 20, 5));
+        let b = specs["b"].log_file.clone().unwrap();
+        assert_eq!((b.path, b.max_size, b.keep), (dir.join("b.log"), 1024, 2));
     }
 }

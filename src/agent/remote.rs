@@ -1,7 +1,8 @@
 //! Acting on workers anywhere in the cluster: the actions and calls an agent performs on its own
 //! workers ([`Local`]), and the same carried to another node over the RPC layer as herd's own
 //! requests (JSON in system frames), answered there by [`RemoteHandler`], concurrently with
-//! everything else.
+//! everything else. A `Logs` request reads a worker's logs there (`logs.rs`); the supervisor
+//! refuses a tail over its line limit, and a batch's size keeps the answer under the frame limit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use super::status::WorkerInfo;
 use super::AgentError;
 use crate::rpc::frame::{Outcome, Refusal};
 use crate::rpc::server::SystemHandler;
-use crate::supervisor::{self, Supervisor};
+use crate::supervisor::{self, LogBatch, LogQuery, Supervisor};
 
 /// An operator's action on a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +61,10 @@ pub(crate) enum RemoteRequest {
         timeout_ms: u64,
     },
     Keys(KeyOp),
+    Logs {
+        worker: String,
+        query: LogQuery,
+    },
 }
 
 /// The answer: the worker's status after an action, or a call's result; or an error with the
@@ -69,6 +74,7 @@ pub(crate) enum RemoteAnswer {
     Done(Option<WorkerInfo>),
     Called(Value),
     Keys(KeyState),
+    Logs(LogBatch),
     Failed { status: u16, message: String },
 }
 
@@ -144,6 +150,8 @@ pub(crate) fn status_of(err: &AgentError) -> u16 {
         AgentError::Config(_) => 400,
         AgentError::StaleVersion { .. } => 409,
         AgentError::Worker(supervisor::Error::UnknownWorker { .. }) => 404,
+        AgentError::Worker(supervisor::Error::InvalidLogQuery { .. }) => 400,
+        AgentError::Worker(supervisor::Error::LogRead { .. }) => 500,
         AgentError::Worker(
             supervisor::Error::DuplicateWorker { .. }
             | supervisor::Error::NotJsonl { .. }
@@ -193,6 +201,15 @@ impl SystemHandler for RemoteHandler {
                 let timeout = Duration::from_millis(timeout_ms);
                 match self.local.call(&worker, &method, params, timeout).await {
                     Ok(value) => RemoteAnswer::Called(value),
+                    Err(err) => RemoteAnswer::Failed {
+                        status: status_of(&err),
+                        message: err.to_string(),
+                    },
+                }
+            }
+            RemoteRequest::Logs { worker, query } => {
+                match super::logs::local(&self.local.sup, &worker, query).await {
+                    Ok(batch) => RemoteAnswer::Logs(batch),
                     Err(err) => RemoteAnswer::Failed {
                         status: status_of(&err),
                         message: err.to_string(),

@@ -59,6 +59,12 @@ pub struct AgentSettings {
     /// Allows plain gossip on an address other than loopback (default false: such an agent
     /// without a keyring refuses to start).
     pub allow_plaintext: bool,
+    /// Where every worker's output goes, as `<log_dir>/<worker>.log` (rotated per the worker's
+    /// `log` setting; created at start if missing); `None` (the default): the agent's own log.
+    pub log_dir: Option<PathBuf>,
+    /// The writer the agent's own log goes through, if the binary set one up; its dropped
+    /// lines are `herd_log_dropped_total` (absent without one).
+    pub log_writer: Option<super::LogWriter>,
 }
 
 impl AgentSettings {
@@ -81,6 +87,8 @@ impl AgentSettings {
             encrypt_key_file: None,
             encrypt_verify_incoming: true,
             allow_plaintext: false,
+            log_dir: None,
+            log_writer: None,
         }
     }
 }

@@ -20,6 +20,7 @@
 //! encrypt_key_file = "/etc/herd/cluster-key"
 //! encrypt_verify_incoming = true
 //! allow_plaintext = false
+//! log_dir = "/var/log/herd"
 //!
 //! [tags]
 //! group = "media,gpu"
@@ -50,6 +51,7 @@ const KEYS: &[&str] = &[
     "encrypt_key_file",
     "encrypt_verify_incoming",
     "allow_plaintext",
+    "log_dir",
 ];
 
 /// The contents of an agent file; `None` or empty where the file says nothing.
@@ -83,6 +85,8 @@ pub struct AgentFile {
     pub encrypt_verify_incoming: Option<bool>,
     /// Allows plain gossip off loopback (`--allow-plaintext`).
     pub allow_plaintext: Option<bool>,
+    /// Where workers' output goes, `<log_dir>/<worker>.log` (`--log-dir`).
+    pub log_dir: Option<PathBuf>,
 }
 
 impl AgentFile {
@@ -108,6 +112,7 @@ impl AgentFile {
             encrypt_key_file: t.string("encrypt_key_file")?.map(PathBuf::from),
             encrypt_verify_incoming: t.bool("encrypt_verify_incoming")?,
             allow_plaintext: t.bool("allow_plaintext")?,
+            log_dir: t.string("log_dir")?.map(PathBuf::from),
         };
         for key in t.strings("config_signers")? {
             let key = PublicKey::parse(&key)
@@ -143,6 +148,13 @@ impl AgentFile {
         {
             return Err(t.invalid("encrypt_key_file", "must not be empty"));
         }
+        if file
+            .log_dir
+            .as_ref()
+            .is_some_and(|dir| dir.as_os_str().is_empty())
+        {
+            return Err(t.invalid("log_dir", "must not be empty"));
+        }
         if file.api_hosts.iter().any(|host| host.trim().is_empty()) {
             return Err(t.invalid("api_hosts", "a host must not be empty"));
         }
@@ -177,6 +189,7 @@ api_hosts = ["herd-1.example.com", "10.0.0.5:7947"]
 encrypt_key_file = "/etc/herd/cluster-key"
 encrypt_verify_incoming = false
 allow_plaintext = true
+log_dir = "/var/log/herd"
 
 [tags]
 group = "media,gpu"
@@ -210,6 +223,8 @@ zone = "eu-1"
         );
         assert_eq!(file.encrypt_verify_incoming, Some(false));
         assert_eq!(file.allow_plaintext, Some(true));
+        assert_eq!(file.log_dir, Some(PathBuf::from("/var/log/herd")));
+        assert!(error("log_dir = \"\"\n").contains("log_dir"));
         assert!(error("allow_plaintext = \"yes\"\n").contains("expected true or false"));
     }
 
@@ -227,7 +242,7 @@ zone = "eu-1"
             error("node_id = \"a\"\ndata-dir = \"/x\"\n"),
             "herd.toml:2:1: unknown field \"data-dir\"; expected one of node_id, listen, \
              advertise, seeds, cluster_id, tags, data_dir, api, config_signers, api_token_file, api_hosts, \
-             encrypt_key_file, encrypt_verify_incoming, allow_plaintext"
+             encrypt_key_file, encrypt_verify_incoming, allow_plaintext, log_dir"
         );
     }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use toml::de::DeValue;
 
 use super::error::{ConfigError, Scope};
-use super::toml_read::{Source, Table};
+use super::toml_read::{within, Source, Table};
 use crate::supervisor::{user, Restart, WorkerSpec};
 
 /// Restarts allowed within [`DEFAULT_PERIOD`] before a worker is given up on.
@@ -40,7 +40,11 @@ const WORKER_KEYS: &[&str] = &[
     "env",
     "cwd",
     "user",
+    "log",
 ];
+const LOG_KEYS: &[&str] = &["max_size", "keep"];
+/// Most rotated log files a worker may keep.
+pub const MAX_LOG_KEEP: u32 = 1000;
 
 /// The whole cluster's workers, as validated from the cluster config file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +86,52 @@ pub struct WorkerConfig {
     /// [`WorkerSpec::user`](crate::supervisor::WorkerSpec::user)).
     #[serde(default)]
     pub user: Option<String>,
+    /// How its log file is rotated, when the agent has a `log_dir`.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// A worker's `log = { max_size = "10MB", keep = 5 }`: used when the agent has a `log_dir`,
+/// where the worker's output goes to `<log_dir>/<name>.log`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogConfig {
+    /// Bytes the file may reach before it is rotated ("10MB", "512KB", "1GB" with 1 KB = 1024
+    /// bytes, or a plain number of bytes); more than zero. Default 10 MB.
+    pub max_size: u64,
+    /// Rotated files kept (`<name>.log.1` is the newest), 0 to [`MAX_LOG_KEEP`]. Default 5.
+    pub keep: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            max_size: crate::supervisor::DEFAULT_LOG_MAX_SIZE,
+            keep: crate::supervisor::DEFAULT_LOG_KEEP,
+        }
+    }
+}
+
+/// Parses a size: digits, then optionally `B`, `KB`, `MB` or `GB` (or `KiB`, `MiB`, `GiB`;
+/// powers of 1024 either way, any case, spaces allowed before the unit).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a number"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "kb" | "kib" | "k" => 10,
+        "mb" | "mib" | "m" => 20,
+        "gb" | "gib" | "g" => 30,
+        other => return Err(format!("unknown unit {other:?}; expected B, KB, MB or GB")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// A call protocol a worker can speak.
@@ -298,7 +348,11 @@ fn read_worker(t: &mut Table<'_, '_>) -> Result<WorkerConfig, ConfigError> {
     if let Some(problem) = user.as_deref().and_then(user::name_problem) {
         return Err(t.invalid("user", problem));
     }
+    let log = t.table("log")?.map_or(Ok(LogConfig::default()), |log| {
+        read_log(&log).map_err(|err| within("log", err))
+    })?;
     Ok(WorkerConfig {
+        log,
         name,
         command,
         args,
@@ -312,6 +366,32 @@ fn read_worker(t: &mut Table<'_, '_>) -> Result<WorkerConfig, ConfigError> {
         cwd: cwd.map(PathBuf::from),
         user,
     })
+}
+
+/// Reads a worker's `log` table.
+fn read_log(t: &Table<'_, '_>) -> Result<LogConfig, ConfigError> {
+    t.deny_unknown(LOG_KEYS)?;
+    let mut log = LogConfig::default();
+    if let Some(value) = t.get("max_size") {
+        let expected = "a size like \"10MB\", \"512KB\" or a number of bytes";
+        let size = match value.get_ref() {
+            DeValue::String(text) => parse_size(text),
+            DeValue::Integer(int) => u64::from_str_radix(int.as_str(), int.radix())
+                .map_err(|_| format!("{} is not a number of bytes", int.as_str())),
+            _ => Err(format!("expected {expected}")),
+        };
+        log.max_size = size.map_err(|message| t.invalid("max_size", message))?;
+        if log.max_size == 0 {
+            return Err(t.invalid("max_size", "must be more than zero"));
+        }
+    }
+    if let Some(keep) = t.u32("keep")? {
+        if keep > MAX_LOG_KEEP {
+            return Err(t.invalid("keep", format!("at most {MAX_LOG_KEEP} files may be kept")));
+        }
+        log.keep = keep;
+    }
+    Ok(log)
 }
 
 /// Durations as humantime strings ("10s", "1m 30s") in JSON.

@@ -107,8 +107,63 @@ fn an_unknown_key_is_rejected_with_its_line_and_column() {
         error(text),
         "cluster.toml:7:1: worker \"thumbnailer\": unknown field \"comand\"; expected one of \
          name, command, args, group, restart, max_restarts, period, shutdown_timeout, protocol, \
-         env, cwd, user"
+         env, cwd, user, log"
     );
+}
+
+#[test]
+fn a_workers_log_rotation_is_read_with_sizes_in_units_or_bytes() {
+    let worker = |log: &str| {
+        let text = format!("[[worker]]\nname = \"w\"\ncommand = \"x\"\n{log}\n");
+        parse(&text).map(|c| c.workers[0].log)
+    };
+    assert_eq!(
+        worker("").unwrap(),
+        LogConfig {
+            max_size: 10 << 20,
+            keep: 5
+        }
+    );
+    let log = worker("log = { max_size = \"512KB\", keep = 2 }").unwrap();
+    assert_eq!(
+        log,
+        LogConfig {
+            max_size: 512 << 10,
+            keep: 2
+        }
+    );
+    assert_eq!(worker("log = { max_size = 4096 }").unwrap().max_size, 4096);
+    assert_eq!(
+        worker("log = { max_size = \"1 GB\" }").unwrap().max_size,
+        1 << 30
+    );
+    assert_eq!(worker("log = { keep = 0 }").unwrap().keep, 0);
+}
+
+#[test]
+fn a_bad_log_setting_is_named_with_its_line_and_column() {
+    let text = "[[worker]]\nname = \"w\"\ncommand = \"x\"\nlog = { max_size = \"10XB\" }\n";
+    assert_eq!(
+        error(text),
+        "cluster.toml:4:20: worker \"w\": field \"log.max_size\": unknown unit \"xb\"; \
+         expected B, KB, MB or GB"
+    );
+    let text = "[[worker]]\nname = \"w\"\ncommand = \"x\"\nlog = { size = 1 }\n";
+    assert_eq!(
+        error(text),
+        "cluster.toml:4:9: worker \"w\": unknown field \"log.size\"; expected one of \
+         max_size, keep"
+    );
+    for bad in [
+        "log = { max_size = 0 }",
+        "log = { max_size = -1 }",
+        "log = { keep = 1001 }",
+        "log = \"10MB\"",
+        "log = { max_size = \"99999999999GB\" }",
+    ] {
+        let text = format!("[[worker]]\nname = \"w\"\ncommand = \"x\"\n{bad}\n");
+        assert!(error(&text).contains("\"log"), "{bad}: {}", error(&text));
+    }
 }
 
 #[test]

@@ -175,6 +175,23 @@ impl<'s, 'a> Table<'s, 'a> {
         }
     }
 
+    /// The table under `key`, if present, to read its keys; an error about one of them names
+    /// it as `key.NAME` once passed through [`within`].
+    pub(crate) fn table(&self, key: &str) -> Result<Option<Table<'s, 'a>>, ConfigError> {
+        let Some(value) = self.get(key) else {
+            return Ok(None);
+        };
+        match value.get_ref().as_table() {
+            Some(entries) => Ok(Some(Table::new(
+                self.src,
+                entries,
+                value.span().start,
+                self.scope.clone(),
+            ))),
+            None => Err(self.wrong_type(key, value, "a table")),
+        }
+    }
+
     /// An optional string.
     pub(crate) fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
         let Some(value) = self.get(key) else {
@@ -286,6 +303,17 @@ impl<'s, 'a> Table<'s, 'a> {
             Err(err) => Err(self.invalid(key, format!("invalid {what} {text:?}: {err}"))),
         }
     }
+}
+
+/// Names the field of an error from a [`Table::table`] under `key` as `key.FIELD`.
+pub(crate) fn within(key: &str, mut err: ConfigError) -> ConfigError {
+    match &mut err {
+        ConfigError::UnknownField { field, .. }
+        | ConfigError::MissingField { field, .. }
+        | ConfigError::InvalidValue { field, .. } => *field = format!("{key}.{field}"),
+        _ => {}
+    }
+    err
 }
 
 #[cfg(test)]

@@ -58,6 +58,10 @@ pub struct Args {
     /// Allow plain gossip on an address other than loopback (otherwise refused without a key).
     #[arg(long)]
     allow_plaintext: bool,
+    /// Directory for workers' output: <DIR>/<worker>.log, rotated per the worker's `log`
+    /// setting (created if missing) [default: the agent's own log].
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
 }
 
 fn parse_tag(tag: &str) -> Result<(String, String), String> {
@@ -155,6 +159,7 @@ fn settings(
         .or(file.encrypt_verify_incoming)
         .unwrap_or(true);
     settings.allow_plaintext = args.allow_plaintext || file.allow_plaintext.unwrap_or(false);
+    settings.log_dir = args.log_dir.or(file.log_dir);
     Ok(settings)
 }
 
@@ -162,8 +167,10 @@ pub async fn run(
     args: Args,
     api: Option<String>,
     api_token_file: Option<PathBuf>,
+    log: herd::agent::LogWriter,
 ) -> anyhow::Result<()> {
-    let settings = settings(args, api.as_deref(), api_token_file)?;
+    let mut settings = settings(args, api.as_deref(), api_token_file)?;
+    settings.log_writer = Some(log);
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let agent = Agent::start(settings.clone()).await?;

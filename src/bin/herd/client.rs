@@ -105,6 +105,24 @@ impl Client {
         self.finish(path, request.call())
     }
 
+    /// A GET whose answer is read as it arrives, with no overall time limit (following a
+    /// stream); an error status is turned into an error with the API's message.
+    pub fn get_stream(&self, path: &str) -> anyhow::Result<ureq::Body> {
+        let request = self
+            .authorize(self.http.get(&self.url(path)))
+            .config()
+            .timeout_global(None)
+            .build();
+        let response = request.call().map_err(|err| {
+            anyhow!("cannot reach the herd API at {}: {err} (is `herd agent` running there? set --api or HERD_API)", self.base)
+        })?;
+        if response.status().is_success() {
+            return Ok(response.into_body());
+        }
+        self.finish(path, Ok(response))?;
+        Err(anyhow!("{path}: the API answered with an error"))
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -9,6 +9,7 @@ mod config_cmd;
 mod demo;
 mod keygen;
 mod keys;
+mod logs;
 mod members;
 mod status;
 mod workers;
@@ -47,6 +48,8 @@ enum Command {
     Delete(action::Args),
     /// Call a jsonl worker wherever it runs: herd call NAME METHOD 'JSON' [--node ID].
     Call(call::Args),
+    /// Print a worker's output from any node: herd logs NAME [--node ID] [-n 100] [-f].
+    Logs(logs::Args),
     /// Push or show the cluster config.
     #[command(subcommand)]
     Config(config_cmd::Command),
@@ -65,12 +68,14 @@ fn main() -> ExitCode {
         Command::Agent(_) => "info",
         _ => "warn",
     };
+    // The agent's log never blocks it: a full stderr drops lines (herd_log_dropped_total).
+    let log = herd::agent::LogWriter::stderr();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HERD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(log.clone())
         .init();
     let api = cli.api;
     let result = match cli.command {
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
             args,
             api.api.clone(),
             api.api_token_file.clone(),
+            log.clone(),
         )),
         Command::Demo(args) => block_on(demo::run(args)),
         Command::Members => members::run(&api),
@@ -87,11 +93,13 @@ fn main() -> ExitCode {
         Command::Restart(args) => action::run("restart", args, &api),
         Command::Delete(args) => action::run("delete", args, &api),
         Command::Call(args) => call::run(args, &api),
+        Command::Logs(args) => logs::run(args, &api),
         Command::Config(command) => config_cmd::run(command, &api),
         Command::Status => status::run(&api),
         Command::Keygen(args) => keygen::run(args),
         Command::Keys(command) => keys::run(command, &api),
     };
+    log.flush(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -37,8 +37,8 @@ use super::logs::LogLine;
 use super::Stream;
 use crate::log_limit::LogLimit;
 
-/// Size at which a log file is rotated when none is given: 10 MB.
-pub const DEFAULT_LOG_MAX_SIZE: u64 = 10_000_000;
+/// Size at which a log file is rotated when none is given: 10 MB (10 × 2^20 bytes).
+pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 << 20;
 /// Rotated files kept when no number is given.
 pub const DEFAULT_LOG_KEEP: u32 = 5;
 
