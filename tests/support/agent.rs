@@ -36,6 +36,8 @@ pub struct AgentProc {
     pub log: Arc<Mutex<Vec<String>>>,
     /// The API token, read from the spec's token file once the agent runs.
     pub token: Option<String>,
+    /// With [`Spec::stderr_unread`]: the agent's stderr, held open and never read again.
+    pub unread_stderr: Option<BufReader<std::process::ChildStderr>>,
 }
 
 /// How to start an agent.
@@ -54,6 +56,8 @@ pub struct Spec {
     pub token_file: Option<PathBuf>,
     /// `--api-host`s.
     pub api_hosts: Vec<String>,
+    /// Stop reading the agent's stderr once it runs, keeping the pipe open: a pipe nobody reads.
+    pub stderr_unread: bool,
 }
 
 impl Spec {
@@ -90,6 +94,13 @@ impl Spec {
     /// Protects the API with the token in `path` (created by the agent when missing).
     pub fn token_file(mut self, path: &Path) -> Spec {
         self.token_file = Some(path.into());
+        self
+    }
+
+    /// After its "running" line, the agent's stderr is a pipe nobody reads (it fills and
+    /// blocks); `AgentProc::log` then ends there.
+    pub fn stderr_unread(mut self) -> Spec {
+        self.stderr_unread = true;
         self
     }
 
@@ -136,16 +147,28 @@ impl Spec {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
+        let unread = self.stderr_unread;
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains(" running: gossip ") {
-                    let _ = tx.send(line.clone());
+            let mut reader = BufReader::new(stderr);
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
                 }
-                sink.lock().unwrap().push(line);
+                let line = line.trim_end_matches('\n').to_string();
+                sink.lock().unwrap().push(line.clone());
+                if line.contains(" running: gossip ") {
+                    if unread {
+                        let _ = tx.send((line, Some(reader)));
+                        return;
+                    }
+                    let _ = tx.send((line, None));
+                }
             }
         });
-        let line = match rx.recv_timeout(WAIT) {
-            Ok(line) => line,
+        let (line, unread_stderr) = match rx.recv_timeout(WAIT) {
+            Ok(got) => got,
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -173,6 +196,7 @@ impl Spec {
             api: word_after("API http://").parse().unwrap(),
             data_dir: self.data_dir.clone(),
             log,
+            unread_stderr,
             token: self.token_file.as_ref().map(|path| {
                 std::fs::read_to_string(path)
                     .expect("the agent wrote its token file")
