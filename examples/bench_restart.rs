@@ -1,16 +1,21 @@
 //! Benchmark of the supervisor: restart latency and the cost of idle workers.
 //!
 //! ```text
-//! cargo run --release --example bench_restart -- [KILLS] [IDLE_WORKERS] [IDLE_SECS] [--current-thread]
+//! cargo run --release --example bench_restart -- [KILLS] [IDLE_WORKERS] [IDLE_SECS] [--current-thread] [--chatty]
 //! ```
 //! (defaults: 500 kills, 1000 idle workers, 10 s idle interval)
+//!
+//! With `--chatty`, the restart latency is measured twice in the same run: quiet, then with a
+//! worker printing 10 MB/s (1,000 lines of 100 bytes every 10 ms, a C program compiled here)
+//! beside the one being killed, its output going to a log file rotated at 10 MB (keep 2) in a
+//! temp dir; p50/p90/p99 of both are printed.
 //!
 //! 1. Restart latency: a worker whose first instruction writes
 //!    `CLOCK_REALTIME` nanoseconds to a FIFO (a tiny C program compiled here
 //!    with `cc`; without `cc`, a clearly labelled `sh` + `date +%s%N`
 //!    fallback, which measures the shell's start-up too). The benchmark reads
 //!    the clock, SIGKILLs the worker, and reads the replacement's stamp:
-//!    latency = stamp - clock before the kill. p50/p95/max over KILLS kills.
+//!    latency = stamp - clock before the kill. p50/p90/p95/p99/max over KILLS kills.
 //! 2. Baseline, same method: a bare C loop that SIGKILLs its child, waits
 //!    for it with `waitpid` and forks/execs the same stamp program.
 //! 3. Idle cost: KILLS aside, IDLE_WORKERS `sleep 3600` workers in one
@@ -87,6 +92,33 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// Prints 10 MB/s: 1,000 lines of 100 bytes every 10 ms, on an absolute schedule.
+const CHATTY_C: &str = r#"
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+static char block[100 * 1000];
+int main(void) {
+    for (int i = 0; i < 1000; i++) {
+        memset(block + i * 100, 'x', 99);
+        block[i * 100 + 99] = '\n';
+    }
+    struct timespec next;
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    for (;;) {
+        size_t off = 0;
+        while (off < sizeof block) {
+            ssize_t n = write(1, block + off, sizeof block - off);
+            if (n <= 0) return 1;
+            off += (size_t)n;
+        }
+        next.tv_nsec += 10000000;
+        if (next.tv_nsec >= 1000000000) { next.tv_sec++; next.tv_nsec -= 1000000000; }
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+    }
+}
+"#;
+
 fn realtime_ns() -> i64 {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -113,10 +145,12 @@ fn summary(label: &str, mut ns: Vec<i64>) {
     let ms = |v: i64| v as f64 / 1e6;
     let pct = |p: usize| ns[(ns.len() * p / 100).min(ns.len() - 1)];
     println!(
-        "{label}: n={} p50={:.3} ms p95={:.3} ms max={:.3} ms min={:.3} ms",
+        "{label}: n={} p50={:.3} ms p90={:.3} ms p95={:.3} ms p99={:.3} ms max={:.3} ms min={:.3} ms",
         ns.len(),
         ms(pct(50)),
+        ms(pct(90)),
         ms(pct(95)),
+        ms(pct(99)),
         ms(*ns.last().unwrap()),
         ms(ns[0])
     );
@@ -154,10 +188,16 @@ async fn restart_latency(
     spec: WorkerSpec,
     rx: &mut mpsc::UnboundedReceiver<i64>,
     kills: usize,
+    beside: Option<WorkerSpec>,
 ) -> Vec<i64> {
     let sup = Supervisor::builder()
         .max_restarts(u32::MAX, Duration::from_secs(1))
         .start();
+    if let Some(chatty) = beside {
+        sup.start_worker(chatty).await.unwrap();
+        // Let its output reach full speed first.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let mut events = sup.subscribe();
     let mut pid = sup.start_worker(spec).await.unwrap();
     next_stamp(rx).await;
@@ -173,6 +213,14 @@ async fn restart_latency(
                 _ => {}
             }
         };
+    }
+    for stats in sup.output_stats() {
+        if stats.lines > 0 {
+            println!(
+                "  output of {}: {} lines read, {} dropped by the full sink, {} write errors",
+                stats.worker, stats.lines, stats.dropped, stats.write_errors
+            );
+        }
     }
     sup.shutdown().await;
     out
@@ -245,7 +293,8 @@ async fn idle_cost(workers: usize, secs: u64) {
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let current_thread = args.iter().any(|a| a == "--current-thread");
-    args.retain(|a| a != "--current-thread");
+    let chatty = args.iter().any(|a| a == "--chatty");
+    args.retain(|a| a != "--current-thread" && a != "--chatty");
     let args: Vec<usize> = args
         .iter()
         .map(|a| a.parse().expect("numeric arguments"))
@@ -264,10 +313,10 @@ fn main() {
             "multi-thread (one worker per core)"
         }
     );
-    rt.block_on(run(args));
+    rt.block_on(run(args, chatty));
 }
 
-async fn run(args: Vec<usize>) {
+async fn run(args: Vec<usize>, chatty: bool) {
     let kills = args.first().copied().unwrap_or(500);
     let idle = args.get(1).copied().unwrap_or(1000);
     let idle_secs = args.get(2).copied().unwrap_or(10) as u64;
@@ -287,7 +336,22 @@ async fn run(args: Vec<usize>) {
             WorkerSpec::new("stamp", "sh").args(["-c".to_owned(), script])
         }
     };
-    let lat = restart_latency(spec, &mut rx, kills).await;
+    let lat = restart_latency(spec.clone(), &mut rx, kills, None).await;
+    if chatty {
+        summary("quiet: herd restart latency", lat.clone());
+        match compile(dir.path(), "chatty", CHATTY_C) {
+            Some(bin) => {
+                let beside = WorkerSpec::new("chatty", bin).log_file(
+                    dir.path().join("chatty.log"),
+                    10 << 20,
+                    2,
+                );
+                let loud = restart_latency(spec, &mut rx, kills, Some(beside)).await;
+                summary("chatty (10 MB/s beside): herd restart latency", loud);
+            }
+            None => println!("cc not found: no chatty run"),
+        }
+    }
     summary("herd restart latency (SIGKILL -> first instruction)", lat);
 
     if let (Some(stamp), Some(bare)) = (&stamp, compile(dir.path(), "bare", BARE_C)) {

@@ -132,7 +132,7 @@ impl Agent {
     /// cannot be read or created, an API host name is not a host, the key file or the data dir's
     /// keyring cannot be read, the data dir's [`GENERATION_FILE`] cannot be read or written or
     /// holds no generation, gossip would be plain on an address other than loopback without
-    /// `allow_plaintext`.
+    /// `allow_plaintext`, the `log_dir` cannot be created.
     pub async fn start(settings: AgentSettings) -> Result<Agent, AgentError> {
         let token = api_token(&settings)?;
         let keyring = keys::open_keyring(&settings)?;

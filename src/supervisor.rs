@@ -186,9 +186,11 @@ impl Builder {
     /// Starts the supervisor on a thread of its own and returns its handle.
     ///
     /// The thread runs a current-thread Tokio runtime with the supervisor's
-    /// task, the tasks watching each process, and the output readers: exit
-    /// detection, the restart decision and the fork all happen on it, with no
-    /// hop between threads. Every worker is forked there, so its death signal
+    /// task and the tasks watching each process: exit detection, the restart
+    /// decision and the fork all happen on it, with no hop between threads.
+    /// Workers' output is read on two more threads of the supervisor's own
+    /// (see "Output" in the module docs), so a chatty worker or a blocked
+    /// log never delays it. Every worker is forked there, so its death signal
     /// is tied to that thread (see the module docs). The handle works from
     /// any runtime, or none for `subscribe`; the supervisor does not depend on
     /// the caller's runtime staying up, only on its handles.

@@ -14,9 +14,10 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::{Output, Stream};
+use crate::log_limit::LogLimit;
 
 /// Lines queued at most; past it, lines are dropped.
 pub const MAX_QUEUED_LINES: usize = 16 * 1024;
@@ -37,6 +38,8 @@ struct Queue {
     records: VecDeque<Record>,
     bytes: usize,
     closed: bool,
+    /// Workers with lines dropped since the writer last looked (one entry each).
+    dropping: Vec<Arc<Output>>,
 }
 
 /// The queue and the writer's wake-up; shared by every reader of one supervisor.
@@ -79,8 +82,10 @@ impl Sink {
         let full = queue.records.len() >= MAX_QUEUED_LINES
             || (queue.bytes + len > MAX_QUEUED_BYTES && !queue.records.is_empty());
         if full || queue.closed {
-            drop(queue);
             record.output.count_dropped();
+            if !queue.dropping.iter().any(|o| Arc::ptr_eq(o, &record.output)) {
+                queue.dropping.push(record.output);
+            }
             return;
         }
         queue.bytes += len;
@@ -98,12 +103,14 @@ impl Sink {
         self.ready.notify_one();
     }
 
-    /// Waits for records; `None` once closed and empty.
-    fn take(&self) -> Option<VecDeque<Record>> {
+    /// Waits for records; `None` once closed and empty. Also hands over the
+    /// workers that had lines dropped.
+    fn take(&self, dropping: &mut Vec<Arc<Output>>) -> Option<VecDeque<Record>> {
         let mut queue = self.queue();
         loop {
             if !queue.records.is_empty() {
                 queue.bytes = 0;
+                dropping.append(&mut queue.dropping);
                 return Some(std::mem::take(&mut queue.records));
             }
             if queue.closed {
@@ -113,10 +120,19 @@ impl Sink {
         }
     }
 
-    /// The writer thread's loop.
+    /// The writer thread's loop. Lines dropped for a full queue are logged
+    /// here, at most once a minute per worker.
     fn write_all(&self) {
         let mut touched: Vec<Arc<Output>> = Vec::new();
-        while let Some(batch) = self.take() {
+        let mut dropping: Vec<Arc<Output>> = Vec::new();
+        let mut limit = LogLimit::new(Duration::from_secs(60));
+        while let Some(batch) = self.take(&mut dropping) {
+            for output in dropping.drain(..) {
+                if limit.due(output.worker.clone()) {
+                    let dropped = output.stats().dropped;
+                    tracing::warn!(worker = %output.worker, dropped, "worker output lines dropped: the output queue was full (they stay in memory)");
+                }
+            }
             for record in batch {
                 match &record.output.file {
                     Some(file) => {
@@ -193,6 +209,6 @@ mod tests {
         sink.close();
         sink.offer(record(&output, "late"));
         assert_eq!(output.stats().dropped, 1);
-        assert!(sink.take().is_none());
+        assert!(sink.take(&mut Vec::new()).is_none());
     }
 }
