@@ -326,8 +326,19 @@ impl AgentProc {
         let _ = self.child.wait();
     }
 
+    /// Whether the agent's log has a line with `needle`, waiting up to 2 s for it: the agent's
+    /// log is written by a thread of its own, a moment after what it reports.
     pub fn log_contains(&self, needle: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

@@ -170,10 +170,12 @@ pub async fn run(
     log: herd::agent::LogWriter,
 ) -> anyhow::Result<()> {
     let mut settings = settings(args, api.as_deref(), api_token_file)?;
-    settings.log_writer = Some(log);
+    settings.log_writer = Some(log.clone());
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let agent = Agent::start(settings.clone()).await?;
+    // The log lines of the start come first (bounded: stderr may be blocked).
+    log.flush(std::time::Duration::from_secs(1));
     eprintln!(
         "herd agent {} running: gossip {}, messages {}, API http://{}, data {}",
         agent.node().id(),

@@ -83,7 +83,11 @@ impl Sink {
             || (queue.bytes + len > MAX_QUEUED_BYTES && !queue.records.is_empty());
         if full || queue.closed {
             record.output.count_dropped();
-            if !queue.dropping.iter().any(|o| Arc::ptr_eq(o, &record.output)) {
+            if !queue
+                .dropping
+                .iter()
+                .any(|o| Arc::ptr_eq(o, &record.output))
+            {
                 queue.dropping.push(record.output);
             }
             return;
