@@ -349,7 +349,8 @@ mod tests {
             ))
             .jsonl()
             .max_restarts(4, Duration::from_secs(30))
-            .user("nobody");
+            .user("nobody")
+            .log_file("/var/log/herd/resizer.log", 1 << 20, 2);
         let json = serde_json::to_string(&spec).unwrap();
         let back: WorkerSpec = serde_json::from_str(&json).unwrap();
         assert_eq!(spec, back);
@@ -365,6 +366,7 @@ mod tests {
         assert_eq!(spec.normal_exit_codes, vec![0]);
         assert_eq!(spec.intensity, None);
         assert_eq!(spec.user, None);
+        assert_eq!(spec.log_file, None);
     }
 
     #[test]
