@@ -89,6 +89,14 @@ impl LogWriter {
         LogWriter { inner }
     }
 
+    /// Queues `line` (a newline is added) after the events logged so far, or drops and counts
+    /// it like an event when the queue is full: for the agent's own messages to its operator.
+    pub fn print(&self, line: impl Into<String>) {
+        let mut line = line.into().into_bytes();
+        line.push(b'\n');
+        self.inner.offer(line);
+    }
+
     /// Events dropped so far because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)

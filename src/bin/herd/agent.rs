@@ -174,9 +174,8 @@ pub async fn run(
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let agent = Agent::start(settings.clone()).await?;
-    // The log lines of the start come first (bounded: stderr may be blocked).
-    log.flush(std::time::Duration::from_secs(1));
-    eprintln!(
+    // Through the log's queue: after the start's log lines, and never blocking on stderr.
+    log.print(format!(
         "herd agent {} running: gossip {}, messages {}, API http://{}, data {}",
         agent.node().id(),
         agent.node().addr(),
@@ -189,15 +188,15 @@ pub async fn run(
             .map_or_else(|| "none".to_string(), |addr| addr.to_string()),
         agent.api_addr(),
         settings.data_dir.display()
-    );
+    ));
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    eprintln!(
+    log.print(format!(
         "herd agent {}: leaving the cluster (signal again to stop at once)",
         agent.node().id()
-    );
+    ));
     tokio::select! {
         _ = agent.leave() => Ok(()),
         _ = term.recv() => std::process::exit(130),
