@@ -334,6 +334,23 @@ mod tests {
     }
 
     #[test]
+    fn keep_zero_empties_the_file_and_a_long_line_gets_a_file_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.log");
+        let log = LogFile::new(LogFileSpec {
+            path: path.clone(),
+            max_size: 100,
+            keep: 0,
+        });
+        log.write(SystemTime::now(), Stream::Stdout, 1, "short");
+        log.write(SystemTime::now(), Stream::Stdout, 2, &"long".repeat(50));
+        log.flush();
+        assert_eq!(files(dir.path()), ["w.log"]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.len() > 100 && !text.contains("short"), "{text}");
+    }
+
+    #[test]
     fn tail_reads_at_most_its_budget() {
         let dir = tempfile::tempdir().unwrap();
         let log = LogFile::new(LogFileSpec {
