@@ -5,7 +5,7 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 
-use herd::supervisor::{Error, Supervisor, WorkerSpec};
+use herd::supervisor::{Error, Supervisor, WorkerEvent, WorkerSpec, WorkerState};
 use support::*;
 
 #[tokio::test]
@@ -20,14 +20,36 @@ async fn a_missing_program_is_reported_at_once_naming_the_path_and_no_crash_loop
         matches!(&err, Error::Spawn { worker, .. } if worker == "ghost"),
         "{err:?}"
     );
+    assert!(err.is_start_failure());
     let text = err.to_string();
     assert!(text.contains("/nonexistent/herd-worker"), "{text}");
     assert!(text.contains("No such file or directory"), "{text}");
-    assert!(sup.status().await.is_empty());
-    assert!(
-        events.try_recv().is_err(),
-        "no event for a worker never started"
+    // Registered as failed, with the reason, and not retried.
+    let reason = "spawn failed: ENOENT (No such file or directory): /nonexistent/herd-worker";
+    let status = sup.worker_status("ghost").await.unwrap();
+    assert_eq!(
+        status.state,
+        WorkerState::Failed {
+            reason: reason.into()
+        }
     );
+    assert_eq!((status.pid, status.restarts), (None, 0));
+    // It can be deleted; nothing happened to it in between (no crash loop).
+    sup.delete_worker("ghost").await.unwrap();
+    let seen = wait_event(&mut events, |e| matches!(e, WorkerEvent::Deleted { .. })).await;
+    assert_eq!(
+        seen,
+        vec![
+            WorkerEvent::Failed {
+                name: "ghost".into(),
+                reason: reason.into()
+            },
+            WorkerEvent::Deleted {
+                name: "ghost".into()
+            },
+        ]
+    );
+    assert!(sup.status().await.is_empty());
     sup.shutdown().await;
 }
 
@@ -45,7 +67,18 @@ async fn a_file_that_is_not_executable_is_reported_with_the_os_error() {
     let text = err.to_string();
     assert!(text.contains(path.to_str().unwrap()), "{text}");
     assert!(text.contains("Permission denied"), "{text}");
-    assert!(sup.status().await.is_empty());
+    let state = sup.worker_status("noexec").await.unwrap().state;
+    let expected = format!(
+        "spawn failed: EACCES (Permission denied): {}",
+        path.display()
+    );
+    assert_eq!(state, WorkerState::Failed { reason: expected });
+    // Made executable, it starts with start_existing.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(&path, "#!/bin/sh\nexec sleep 3600\n").unwrap();
+    let pid = sup.start_existing("noexec").await.unwrap();
+    let status = sup.worker_status("noexec").await.unwrap();
+    assert_eq!(status.state, WorkerState::Running { pid });
     sup.shutdown().await;
 }
 
@@ -57,6 +90,11 @@ async fn a_missing_working_directory_is_reported_at_once() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Spawn { .. }), "{err:?}");
+    let state = sup.worker_status("lost").await.unwrap().state;
+    assert!(
+        matches!(&state, WorkerState::Failed { reason } if reason.starts_with("spawn failed: ENOENT")),
+        "{state:?}"
+    );
     sup.shutdown().await;
 }
 
