@@ -4,8 +4,9 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
-use herd::supervisor::{Error, Supervisor, WorkerEvent, WorkerSpec, WorkerState};
+use herd::supervisor::{Backoff, Error, Supervisor, WorkerEvent, WorkerSpec, WorkerState};
 use support::*;
 
 #[tokio::test]
@@ -133,5 +134,145 @@ async fn unknown_names_are_rejected_by_every_operation() {
             .await
             .map(drop),
     );
+    sup.shutdown().await;
+}
+
+/// A script `sleep 3600` copied into `dir`, executable.
+fn program_in(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("worker.sh");
+    std::fs::write(&path, "#!/bin/sh\nexec sleep 3600\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The reasons of the `Restarting` events in `seen`.
+fn restart_reasons(seen: &[WorkerEvent]) -> Vec<String> {
+    seen.iter()
+        .filter_map(|e| match e {
+            WorkerEvent::Restarting { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_program_made_non_executable_between_restarts_is_retried_then_fails_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = program_in(dir.path());
+    let sup = Supervisor::builder().start();
+    let mut events = sup.subscribe();
+    let backoff = Backoff::exponential(Duration::from_millis(300), Duration::from_millis(300));
+    let pid = sup
+        .start_worker(
+            WorkerSpec::new("w", &path)
+                .backoff(backoff.jitter(0.0))
+                .max_restarts(3, Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    chmod(&path, 0o644);
+    sigkill(pid);
+    let spawn_failed = format!(
+        "spawn failed: EACCES (Permission denied): {}",
+        path.display()
+    );
+    // The crash, then a failed spawn: retried, the reason in the event and the state.
+    let seen = wait_event(&mut events, |e| {
+        matches!(e, WorkerEvent::Restarting { reason, .. } if reason.starts_with("spawn failed"))
+    })
+    .await;
+    assert_eq!(
+        restart_reasons(&seen),
+        ["signal 9 (SIGKILL)".to_string(), spawn_failed.clone()]
+    );
+    let state = sup.worker_status("w").await.unwrap().state;
+    assert!(
+        matches!(&state, WorkerState::Backoff { reason: Some(r), .. } if *r == spawn_failed),
+        "{state:?}"
+    );
+    let seen = wait_event(&mut events, |e| matches!(e, WorkerEvent::Failed { .. })).await;
+    assert_eq!(restart_reasons(&seen), [spawn_failed.clone()], "{seen:?}");
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, WorkerEvent::Started { .. })),
+        "{seen:?}"
+    );
+    let status = sup.worker_status("w").await.unwrap();
+    let WorkerState::Failed { reason } = &status.state else {
+        panic!("{status:?}")
+    };
+    assert!(reason.contains("more than 3 restarts"), "{reason}");
+    assert!(reason.contains(&spawn_failed), "{reason}");
+    assert_eq!(status.pid, None);
+    sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_program_executable_again_before_the_retry_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = program_in(dir.path());
+    let sup = Supervisor::builder().start();
+    let mut events = sup.subscribe();
+    let backoff = Backoff::exponential(Duration::from_millis(200), Duration::from_secs(3600));
+    let pid = sup
+        .start_worker(
+            WorkerSpec::new("w", &path)
+                .backoff(backoff.jitter(0.0))
+                .max_restarts(5, Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    chmod(&path, 0o644);
+    sigkill(pid);
+    wait_event(&mut events, |e| {
+        matches!(e, WorkerEvent::Restarting { reason, .. } if reason.starts_with("spawn failed"))
+    })
+    .await;
+    // The next retry waits 400 ms; the program is fixed before it.
+    chmod(&path, 0o755);
+    let new = wait_new_pid(&sup, "w", pid).await;
+    let status = sup.worker_status("w").await.unwrap();
+    assert_eq!(status.state, WorkerState::Running { pid: new });
+    assert_eq!(status.restarts, 2, "the crash and the failed spawn");
+    sup.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_operator_start_that_cannot_spawn_returns_the_error_and_leaves_the_worker_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = program_in(dir.path());
+    let sup = Supervisor::builder().start();
+    sup.start_worker(WorkerSpec::new("w", &path)).await.unwrap();
+    sup.stop_worker("w").await.unwrap();
+    chmod(&path, 0o644);
+    let spawn_failed = format!(
+        "spawn failed: EACCES (Permission denied): {}",
+        path.display()
+    );
+    let failed = WorkerState::Failed {
+        reason: spawn_failed,
+    };
+    let err = sup.start_existing("w").await.unwrap_err();
+    assert!(matches!(err, Error::Spawn { .. }), "{err:?}");
+    assert_eq!(sup.worker_status("w").await.unwrap().state, failed);
+    let err = sup.restart_worker("w").await.unwrap_err();
+    assert!(matches!(err, Error::Spawn { .. }), "{err:?}");
+    assert_eq!(sup.worker_status("w").await.unwrap().state, failed);
+
+    // A running worker restarted by the operator: stopped, then the spawn fails.
+    chmod(&path, 0o755);
+    sup.start_existing("w").await.unwrap();
+    chmod(&path, 0o644);
+    let err = sup.restart_worker("w").await.unwrap_err();
+    assert!(matches!(err, Error::Spawn { .. }), "{err:?}");
+    assert_eq!(sup.worker_status("w").await.unwrap().state, failed);
+
+    sup.delete_worker("w").await.unwrap();
+    assert!(sup.status().await.is_empty());
     sup.shutdown().await;
 }
