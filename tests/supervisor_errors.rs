@@ -195,7 +195,11 @@ async fn a_program_made_non_executable_between_restarts_is_retried_then_fails_wi
         "{state:?}"
     );
     let seen = wait_event(&mut events, |e| matches!(e, WorkerEvent::Failed { .. })).await;
-    assert_eq!(restart_reasons(&seen), [spawn_failed.clone()], "{seen:?}");
+    assert_eq!(
+        restart_reasons(&seen),
+        vec![spawn_failed.clone()],
+        "{seen:?}"
+    );
     assert!(
         !seen
             .iter()

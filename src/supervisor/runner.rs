@@ -13,8 +13,8 @@
 //!
 //! The operator's commands are in `runner/operator.rs`, what follows a crash
 //! (strategy groups, intensity, giving up, failing one worker alone) in
-//! `runner/group.rs`, and the
-//! per-worker record in `runner/worker.rs`.
+//! `runner/group.rs`, starting a worker and its readiness in
+//! `runner/start.rs`, and the per-worker record in `runner/worker.rs`.
 //!
 //! Starts follow the strategy: under `RestForOne` and `OneForAll` a worker
 //! is started (first start of a held `start_worker`, or a restart) only when
@@ -50,13 +50,14 @@ use super::jsonl::{self, Channel};
 use super::output::{self, Stream};
 use super::policy::RestartHistory;
 use super::process::{self, Control, ExitNote};
-use super::ready::{self, ReadyNote, ReadySignal};
-use super::spec::{Readiness, Strategy, WorkerSpec};
+use super::ready::{ReadyNote, ReadySignal};
+use super::spec::{Strategy, WorkerSpec};
 use super::status::{Exit, Tail, WorkerState, WorkerStatus};
 use super::user;
 
 mod group;
 mod operator;
+mod start;
 mod worker;
 
 use group::Group;
@@ -206,22 +207,6 @@ impl Runner {
         self.workers.iter().position(|w| w.key == key)
     }
 
-    /// Which workers may be started now, by the strategy: all under
-    /// `OneForOne`; under the ordered strategies, those before the first
-    /// worker (in start order) that is still on its way up, and that one.
-    fn startable(&self) -> Vec<bool> {
-        let ordered = self.strategy != Strategy::OneForOne;
-        let mut blocked = false;
-        self.workers
-            .iter()
-            .map(|w| {
-                let allowed = !blocked;
-                blocked |= ordered && w.on_its_way_up();
-                allowed
-            })
-            .collect()
-    }
-
     fn next_deadline(&self) -> Option<Instant> {
         let startable = self.startable();
         let starts = self
@@ -269,23 +254,14 @@ impl Runner {
             false => (None, None),
         };
         let now = Instant::now();
-        let mut check = ReadyCheck::default();
-        match (w.spec.ready, &channel) {
-            (None, _) => check.ready = true,
-            (Some(Readiness::After(after)), _) => check.at = Some(now + after),
-            (Some(Readiness::Jsonl), Some(ch)) => ch.expect_ready(signal),
-            // Refused by start_worker; treated as ready should it get here.
-            (Some(Readiness::Jsonl), None) => check.ready = true,
-            (Some(Readiness::Tcp(addr)), _) => {
-                let token = self.io_cancel.child_token();
-                self.tracker
-                    .spawn(ready::probe_tcp(addr, signal, token.clone()));
-                check.probe = Some(token.drop_guard());
-            }
-        }
-        if !check.ready {
-            check.deadline = Some(now + w.spec.ready_timeout);
-        }
+        let check = ReadyCheck::begin(
+            &w.spec,
+            signal,
+            channel.as_deref(),
+            &self.tracker,
+            &self.io_cancel,
+            now,
+        );
         if let (Some(stdin), Some(rx)) = (child.stdin.take(), requests) {
             self.tracker
                 .spawn(jsonl::write_requests(stdin, rx, self.io_cancel.clone()));
@@ -363,110 +339,6 @@ impl Runner {
         let name = w.spec.name.clone();
         self.emit(WorkerEvent::Started { name, pid });
         Ok(pid)
-    }
-
-    /// A start the operator asked for could not spawn the worker: it goes
-    /// to `Failed` with the reason, and every caller waiting for that start
-    /// gets the error. Returns the error for the caller that asked.
-    fn refuse_start(&mut self, idx: usize, err: Error) -> Error {
-        let w = &mut self.workers[idx];
-        let reason = err.start_failure().unwrap_or_else(|| err.to_string());
-        tracing::warn!(worker = %w.name, %reason, "worker cannot be started");
-        w.start_at = None;
-        w.operator_start = false;
-        w.set_state(WorkerState::Failed {
-            reason: reason.clone(),
-        });
-        w.settle(|| err.copy_start_error());
-        let name = w.spec.name.clone();
-        self.emit(WorkerEvent::Failed { name, reason });
-        err
-    }
-
-    /// Spawns a worker at the operator's request (after a `restart_worker`
-    /// or `start_existing` of a worker that was still stopping); a failure
-    /// leaves it `Failed` (see [`refuse_start`](Self::refuse_start)).
-    async fn respawn(&mut self, idx: usize) {
-        if let Err(err) = self.spawn(idx).await {
-            self.refuse_start(idx, err);
-        }
-    }
-
-    /// Starts a worker whose start is due: one held for an ordered strategy
-    /// (its spawn error goes to its caller) or a restart (its spawn error is
-    /// a failed start, counted as a crash).
-    async fn start_due(&mut self, idx: usize) {
-        let asked = self.workers[idx].operator_start;
-        match self.spawn(idx).await {
-            Ok(_) => {}
-            Err(err) if asked => {
-                self.refuse_start(idx, err);
-            }
-            Err(err) => {
-                let reason = err.start_failure().unwrap_or_else(|| err.to_string());
-                self.failed_start(idx, reason);
-                self.advance_group_sync();
-            }
-        }
-    }
-
-    /// A readiness check passed.
-    async fn on_ready(&mut self, note: ReadyNote) {
-        let Some(idx) = self.index_of_key(note.key) else {
-            return;
-        };
-        let current = self.workers[idx].proc.as_ref().map(|p| p.generation);
-        if current == Some(note.generation) {
-            self.mark_ready(idx);
-            self.on_timer().await;
-        }
-    }
-
-    /// The worker's process is ready: `Running`, and `Ready` is sent.
-    fn mark_ready(&mut self, idx: usize) {
-        let w = &mut self.workers[idx];
-        let Some(p) = &mut w.proc else { return };
-        if p.ready || p.stopping || p.start_failure.is_some() {
-            return;
-        }
-        p.ready = true;
-        p.ready_at = None;
-        p.ready_deadline = None;
-        p.probe = None;
-        let pid = p.pid;
-        tracing::info!(worker = %w.name, pid, "worker ready");
-        w.set_state(WorkerState::Running { pid });
-        let name = w.spec.name.clone();
-        self.emit(WorkerEvent::Ready { name, pid });
-    }
-
-    /// Applies the readiness deadlines that have passed: `after` makes the
-    /// worker ready; `ready_timeout` kills its group, and its exit is then a
-    /// failed start.
-    fn check_readiness(&mut self, now: Instant) {
-        for idx in 0..self.workers.len() {
-            let w = &mut self.workers[idx];
-            let Some(p) = &mut w.proc else { continue };
-            if p.ready || p.stopping || p.start_failure.is_some() {
-                continue;
-            }
-            if p.ready_at.is_some_and(|at| at <= now) {
-                self.mark_ready(idx);
-            } else if p.ready_deadline.is_some_and(|at| at <= now) {
-                let reason = format!(
-                    "not ready within {}",
-                    humantime::format_duration(w.spec.ready_timeout)
-                );
-                tracing::warn!(worker = %w.name, pid = p.pid, %reason, "worker not ready in time; killing its group");
-                p.ready_deadline = None;
-                p.probe = None;
-                p.start_failure = Some(reason);
-                let _ = p.control.send(Control::Stop {
-                    signal: nix::sys::signal::Signal::SIGKILL,
-                    timeout: Duration::ZERO,
-                });
-            }
-        }
     }
 
     /// Removes a worker from any group restart and the stop queue, so an
