@@ -402,6 +402,34 @@ mod tests {
     }
 
     #[test]
+    fn readiness_reads_from_json_with_durations_in_ms() {
+        let spec: WorkerSpec = serde_json::from_str(
+            r#"{"name":"a","program":"sleep","ready":{"tcp":"127.0.0.1:8080"},"ready_timeout":5000}"#,
+        )
+        .unwrap();
+        let addr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(spec.ready, Some(Readiness::Tcp(addr)));
+        assert_eq!(spec.ready_timeout, Duration::from_secs(5));
+        for ready in [
+            Readiness::Jsonl,
+            Readiness::After(Duration::from_millis(1500)),
+        ] {
+            let spec = WorkerSpec::new("a", "sleep").jsonl().ready(ready);
+            let json = serde_json::to_value(&spec).unwrap();
+            let back: WorkerSpec = serde_json::from_value(json.clone()).unwrap();
+            assert_eq!(back, spec);
+            if let Readiness::After(_) = ready {
+                assert_eq!(json["ready"], serde_json::json!({"after": 1500}));
+            } else {
+                assert_eq!(json["ready"], "jsonl");
+            }
+        }
+        let plain: WorkerSpec = serde_json::from_str(r#"{"name":"a","program":"sleep"}"#).unwrap();
+        assert_eq!(plain.ready, None);
+        assert_eq!(plain.ready_timeout, DEFAULT_READY_TIMEOUT);
+    }
+
+    #[test]
     fn a_minimal_json_spec_gets_the_defaults() {
         let spec: WorkerSpec =
             serde_json::from_str(r#"{"name":"a","program":"sleep","stop_signal":"INT"}"#).unwrap();
