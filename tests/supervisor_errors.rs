@@ -159,23 +159,39 @@ fn restart_reasons(seen: &[WorkerEvent]) -> Vec<String> {
         .collect()
 }
 
+/// A supervisor running `path` with this backoff (no jitter) and limit,
+/// whose program is made non-executable and whose process is then killed.
+async fn crash_after_breaking(
+    path: &std::path::Path,
+    initial: Duration,
+    max: Duration,
+    max_restarts: u32,
+) -> (
+    Supervisor,
+    tokio::sync::broadcast::Receiver<WorkerEvent>,
+    u32,
+) {
+    let sup = Supervisor::builder().start();
+    let events = sup.subscribe();
+    let pid = sup
+        .start_worker(
+            WorkerSpec::new("w", path)
+                .backoff(Backoff::exponential(initial, max).jitter(0.0))
+                .max_restarts(max_restarts, Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    chmod(path, 0o644);
+    sigkill(pid);
+    (sup, events, pid)
+}
+
 #[tokio::test]
 async fn a_program_made_non_executable_between_restarts_is_retried_then_fails_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let path = program_in(dir.path());
-    let sup = Supervisor::builder().start();
-    let mut events = sup.subscribe();
-    let backoff = Backoff::exponential(Duration::from_millis(300), Duration::from_millis(300));
-    let pid = sup
-        .start_worker(
-            WorkerSpec::new("w", &path)
-                .backoff(backoff.jitter(0.0))
-                .max_restarts(3, Duration::from_secs(3600)),
-        )
-        .await
-        .unwrap();
-    chmod(&path, 0o644);
-    sigkill(pid);
+    let ms300 = Duration::from_millis(300);
+    let (sup, mut events, _) = crash_after_breaking(&path, ms300, ms300, 3).await;
     let spawn_failed = format!(
         "spawn failed: EACCES (Permission denied): {}",
         path.display()
@@ -220,19 +236,8 @@ async fn a_program_made_non_executable_between_restarts_is_retried_then_fails_wi
 async fn a_program_executable_again_before_the_retry_comes_back() {
     let dir = tempfile::tempdir().unwrap();
     let path = program_in(dir.path());
-    let sup = Supervisor::builder().start();
-    let mut events = sup.subscribe();
-    let backoff = Backoff::exponential(Duration::from_millis(200), Duration::from_secs(3600));
-    let pid = sup
-        .start_worker(
-            WorkerSpec::new("w", &path)
-                .backoff(backoff.jitter(0.0))
-                .max_restarts(5, Duration::from_secs(3600)),
-        )
-        .await
-        .unwrap();
-    chmod(&path, 0o644);
-    sigkill(pid);
+    let (initial, max) = (Duration::from_millis(200), Duration::from_secs(3600));
+    let (sup, mut events, pid) = crash_after_breaking(&path, initial, max, 5).await;
     wait_event(&mut events, |e| {
         matches!(e, WorkerEvent::Restarting { reason, .. } if reason.starts_with("spawn failed"))
     })

@@ -18,6 +18,24 @@ fn wrapped(name: &str, child: &str) -> WorkerSpec {
     script(name, &body)
 }
 
+/// Waits for the child to be up, stops the worker, and returns the child's
+/// pid and how long the stop took.
+async fn stop_once_up(sup: &Supervisor, name: &str) -> (u32, Duration) {
+    let child_pid = child_up(sup, name).await;
+    let asked = Instant::now();
+    sup.stop_worker(name).await.unwrap();
+    (child_pid, asked.elapsed())
+}
+
+/// Waits until `pid` has exec'd `sleep` (so a trap set before it holds).
+async fn wait_exec_sleep(pid: u32) {
+    eventually(&format!("{pid} to run sleep"), || async {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "sleep").then_some(())
+    })
+    .await;
+}
+
 /// Waits for the child's `up` line and its pid.
 async fn child_up(sup: &Supervisor, name: &str) -> u32 {
     eventually(&format!("{name}'s child up"), || async {
@@ -46,10 +64,7 @@ async fn a_group_keeps_its_grace_period_after_its_leader_exits() {
         .start_worker(wrapped("wrapped", &child).shutdown_timeout(Duration::from_secs(10)))
         .await
         .unwrap();
-    let child_pid = child_up(&sup, "wrapped").await;
-    let asked = Instant::now();
-    sup.stop_worker("wrapped").await.unwrap();
-    let took = asked.elapsed();
+    let (child_pid, took) = stop_once_up(&sup, "wrapped").await;
     // Stopped means the group is empty: the child finished its clean-up.
     assert_eq!(
         std::fs::read_to_string(&marker).ok().as_deref(),
@@ -76,10 +91,7 @@ async fn a_group_member_ignoring_the_stop_signal_is_sigkilled_at_the_deadline() 
     sup.start_worker(wrapped("stubborn", child).shutdown_timeout(Duration::from_millis(500)))
         .await
         .unwrap();
-    let child_pid = child_up(&sup, "stubborn").await;
-    let asked = Instant::now();
-    sup.stop_worker("stubborn").await.unwrap();
-    let took = asked.elapsed();
+    let (child_pid, took) = stop_once_up(&sup, "stubborn").await;
     assert!(
         took >= Duration::from_millis(500),
         "stopped before the deadline: {took:?}"
@@ -99,13 +111,22 @@ async fn stubborn_workers(sup: &Supervisor, n: usize) -> Vec<u32> {
     }
     for &pid in &pids {
         // The exec has happened, so TERM is ignored for good.
-        eventually(&format!("{pid} to run sleep"), || async {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-            (comm.trim() == "sleep").then_some(())
-        })
-        .await;
+        wait_exec_sleep(pid).await;
     }
     pids
+}
+
+/// Stops of workers ignoring TERM with a 1 s timeout each took at least
+/// that timeout (they waited for SIGKILL) and far less than their sum.
+fn assert_overlapped(took: Duration, what: &str) {
+    assert!(
+        took >= Duration::from_secs(1),
+        "TERM was not ignored: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "{what}, 1 s each, took {took:?}"
+    );
 }
 
 #[tokio::test]
@@ -122,15 +143,7 @@ async fn concurrent_deletes_overlap_instead_of_waiting_for_each_other() {
     for d in deletes {
         d.await.unwrap().unwrap();
     }
-    let took = asked.elapsed();
-    assert!(
-        took >= Duration::from_secs(1),
-        "TERM was not ignored: {took:?}"
-    );
-    assert!(
-        took < Duration::from_secs(3),
-        "20 deletes of 1 s each took {took:?}"
-    );
+    assert_overlapped(asked.elapsed(), "20 deletes");
     assert!(sup.status().await.is_empty());
     for pid in pids {
         assert!(is_dead(pid), "{pid} outlived its delete");
@@ -144,15 +157,7 @@ async fn a_one_for_one_shutdown_stops_every_worker_at_once() {
     let pids = stubborn_workers(&sup, 20).await;
     let asked = Instant::now();
     sup.shutdown().await;
-    let took = asked.elapsed();
-    assert!(
-        took >= Duration::from_secs(1),
-        "TERM was not ignored: {took:?}"
-    );
-    assert!(
-        took < Duration::from_secs(3),
-        "shutdown of 20 workers of 1 s each took {took:?}"
-    );
+    assert_overlapped(asked.elapsed(), "the shutdown of 20 workers");
     for pid in pids {
         assert!(proc_state(pid).is_none(), "{pid} outlived the shutdown");
     }
@@ -168,11 +173,7 @@ async fn an_ordered_shutdown_stops_one_worker_after_the_other() {
         pids.push(sup.start_worker(spec).await.unwrap());
     }
     for &pid in &pids {
-        eventually("sleep to run", || async {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-            (comm.trim() == "sleep").then_some(())
-        })
-        .await;
+        wait_exec_sleep(pid).await;
     }
     let mut events = sup.subscribe();
     let asked = Instant::now();

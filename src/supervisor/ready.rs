@@ -70,41 +70,48 @@ pub(crate) async fn probe_tcp(addr: SocketAddr, signal: ReadySignal, cancel: Can
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn the_tcp_check_fires_once_the_port_accepts() {
-        // Reserve a port, free it, and listen on it only after a few failed attempts.
+    type Probe = (
+        SocketAddr,
+        mpsc::UnboundedReceiver<ReadyNote>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    );
+
+    /// A probe of a loopback port that was free a moment ago.
+    fn probe_free_port() -> Probe {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap();
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded_channel();
         let note = ReadyNote {
             key: 1,
             generation: 2,
         };
         let cancel = CancellationToken::new();
         let probe = tokio::spawn(probe_tcp(addr, ReadySignal { note, tx }, cancel.clone()));
+        (addr, rx, cancel, probe)
+    }
+
+    #[tokio::test]
+    async fn the_tcp_check_fires_once_the_port_accepts() {
+        let (addr, mut rx, _cancel, probe) = probe_free_port();
+        // A few attempts fail before anything listens.
         tokio::time::sleep(PROBE_INTERVAL * 3).await;
         assert!(rx.try_recv().is_err(), "ready before anything listens");
         let _listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let got = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await;
-        assert_eq!(got.unwrap(), Some(note));
+        let expected = ReadyNote {
+            key: 1,
+            generation: 2,
+        };
+        assert_eq!(got.unwrap(), Some(expected));
         probe.await.unwrap();
     }
 
     #[tokio::test]
     async fn a_cancelled_check_ends_without_firing() {
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let note = ReadyNote {
-            key: 1,
-            generation: 1,
-        };
-        let cancel = CancellationToken::new();
-        let probe = tokio::spawn(probe_tcp(addr, ReadySignal { note, tx }, cancel.clone()));
+        let (_addr, mut rx, cancel, probe) = probe_free_port();
         cancel.cancel();
         tokio::time::timeout(Duration::from_secs(20), probe)
             .await
