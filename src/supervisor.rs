@@ -41,18 +41,46 @@
 //! | `Builder::max_restarts(n, period)`: more than `n` restarts in `period`, give up: stop all workers, state `Failed` | `intensity`/`period`, then the supervisor exits | none (limits are per program) |
 //! | [`WorkerSpec::max_restarts`]`(n, period)`: the worker's own limit; over it, that worker alone goes to `Failed`, the others run on | none (intensity is per supervisor only; a worker needing its own is put under a supervisor of its own) | `startretries` per program, then that program goes `FATAL` |
 //! | restart at once; optional [`Backoff`] per worker | at once | after `startsecs`, with a growing delay |
-//! | `shutdown_timeout`: stop signal to the process group, wait, SIGKILL | `shutdown` timeout, then `kill` | `stopsignal`, `stopwaitsecs`, SIGKILL (`killasgroup`) |
+//! | `shutdown_timeout`: stop signal to the process group, wait until the whole group is gone, SIGKILL what is left | `shutdown` timeout, then `kill` | `stopsignal`, `stopwaitsecs`, SIGKILL (`killasgroup`) |
+//! | a failed spawn at restart counts as a crash, retried after the backoff | a failed restart counts against intensity, retried | `BACKOFF`, retried `startretries` times, then `FATAL` |
+//! | [`WorkerSpec::ready`]: `tcp`, `jsonl` or `after`, within `ready_timeout` | none (started = `init` returned) | `startsecs` (like `after`) |
 //! | `start_worker` / `stop_worker` / `start_existing` / `restart_worker` / `delete_worker` | `start_child` / `terminate_child` / `restart_child` / `delete_child` | `start` / `stop` / `restart` / `remove` |
 //! | `call` over JSON lines | port commands | none |
-//! | states `Starting`, `Running`, `Backoff`, `Stopping`, `Stopped`, `Exited`, `Failed` | child pid, `restarting`, `undefined` | `STARTING`, `RUNNING`, `BACKOFF`, `STOPPING`, `STOPPED`, `EXITED`, `FATAL` |
+//! | states `Starting` (not ready yet), `Running`, `Backoff`, `Stopping`, `Stopped`, `Exited`, `Failed` | child pid, `restarting`, `undefined` | `STARTING`, `RUNNING`, `BACKOFF`, `STOPPING`, `STOPPED`, `EXITED`, `FATAL` |
 //!
 //! Intensity is counted per supervisor, one restart per triggering exit. The
 //! default is 3 restarts in 5 seconds (OTP's default is 1 in 5). Operator
 //! commands (`restart_worker`, ...) do not count. After giving up, an
 //! operator's `restart_worker` or `start_existing` brings the named worker
 //! back, with a fresh restart history; other failed workers stay down until
-//! started. A worker whose program can no longer be spawned at restart (say,
-//! it was deleted) goes to `Failed` at once.
+//! started.
+//!
+//! ## Failed starts
+//!
+//! A restart whose spawn fails (EAGAIN, ENOMEM, ETXTBSY while the binary is
+//! replaced, a program deleted or made non-executable) is a crash like an
+//! exit: it counts against restart intensity (the worker's own, or the
+//! supervisor's) and is retried after the worker's [`Backoff`] (at once
+//! without one), with the reason (`spawn failed: ETXTBSY (Text file busy):
+//! /srv/app/worker`) in the worker's `Backoff` state and in its
+//! [`WorkerEvent::Restarting`]; once intensity is exceeded it ends `Failed`
+//! with a reason that lists those failures. So does a worker that exits
+//! before its [readiness](WorkerSpec::ready) check passed, or fails it within
+//! `ready_timeout`. A start the owner asks for is not retried: when
+//! `start_worker`, `start_existing` or `restart_worker` cannot spawn the
+//! worker, the call returns the error and the worker is left `Failed` with
+//! the reason (a new worker stays registered, so status shows it,
+//! `delete_worker` removes it and `start_existing` tries again).
+//!
+//! ## Readiness
+//!
+//! A worker may declare how it shows it is ready ([`WorkerSpec::ready`]: a
+//! TCP port that accepts, a `{"ready": true}` line, or a time it must stay
+//! up). Until then it is `Starting` with its pid; then `Running`, with a
+//! [`WorkerEvent::Ready`]. Under `RestForOne` and `OneForAll` the next worker
+//! in start order is started only once the one before it is ready, at first
+//! start and at each group restart; `OneForOne` starts never wait. A worker
+//! without a readiness check is ready at exec, as OTP's children are.
 //!
 //! ## Per-worker intensity
 //!
@@ -74,9 +102,13 @@
 //! # Process hygiene (Linux)
 //!
 //! Each worker runs in its own process group. Stopping sends the stop signal
-//! (default SIGTERM) to the group, waits `shutdown_timeout`, then SIGKILLs
-//! the group; when the leader has ended, whatever is left in its group is
-//! SIGKILLed too. Every process is reaped by its own task, so no zombies stay
+//! (default SIGTERM) to the group and gives the whole group its
+//! `shutdown_timeout`: when the leader ends first (a shell or `npm` wrapper),
+//! the rest of the group keeps its grace period, and the worker is reported
+//! stopped once no process is left in the group (zombies do not count); at
+//! the deadline whatever is left is SIGKILLed. A leader that ends by itself,
+//! with no stop asked, takes its group with it: what it left is SIGKILLed at
+//! once. Every process is reaped by its own task, so no zombies stay
 //! behind. Each worker is started with `PR_SET_PDEATHSIG` = SIGKILL, so it
 //! dies with herd even when herd is SIGKILLed (its own children, which the
 //! kernel does not signal, are then left to it).
@@ -101,13 +133,13 @@
 //! for another user than herd's own) the start fails with
 //! [`Error::NeedsRoot`]; an unknown name with [`Error::UnknownUser`]. Both
 //! are start errors like a program that cannot be executed: nothing is
-//! forked and a new worker is not registered.
+//! forked, and the worker is `Failed` with the reason (see "Failed starts").
 //!
 //! # Files
 //! `spec.rs` (what to run), `policy.rs` (pure decisions), `runner.rs` and `runner/` (the
 //! owning task), `process.rs` (spawn, signal, reap), `user.rs` (running a
 //! worker as another user), `output.rs` and `output/` (bounded lines, the output thread, the
-//! sink, log files, reading logs), `jsonl.rs` (calls),
+//! sink, log files, reading logs), `jsonl.rs` (calls), `ready.rs` (readiness checks),
 //! `status.rs`, `event.rs`, `error.rs`.
 
 mod error;
@@ -116,6 +148,7 @@ pub(crate) mod jsonl;
 mod output;
 mod policy;
 mod process;
+mod ready;
 mod runner;
 mod spec;
 mod status;
@@ -135,7 +168,10 @@ pub use output::{
     LogBatch, LogFileSpec, LogLine, LogQuery, LogSource, OutputStats, DEFAULT_LOG_KEEP,
     DEFAULT_LOG_MAX_SIZE, MAX_LINE_BYTES, MAX_LOG_BYTES, MAX_LOG_LINES, TAIL_BYTES, TAIL_LINES,
 };
-pub use spec::{Backoff, Intensity, Restart, Strategy, WorkerSpec, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use spec::{
+    Backoff, Intensity, Readiness, Restart, Strategy, WorkerSpec, DEFAULT_READY_TIMEOUT,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+};
 pub use status::{Exit, Tail, WorkerState, WorkerStatus};
 pub use user::MAX_USER_LEN;
 
@@ -255,8 +291,8 @@ struct Shared {
 /// [`Error::Shutdown`] (and `status` an empty list).
 ///
 /// **Dropping the last handle** shuts the supervisor down in the background:
-/// every worker is stopped (stop signal, `shutdown_timeout`, SIGKILL) in
-/// reverse start order, as [`shutdown`](Self::shutdown) does, then the
+/// every worker is stopped (stop signal, `shutdown_timeout`, SIGKILL) as
+/// [`shutdown`](Self::shutdown) does, then the
 /// supervisor's thread ends. This does not need the caller's runtime: the
 /// supervisor runs on its own thread. Should that thread's runtime be dropped
 /// with workers still running (a panic), each worker's process group is
@@ -295,8 +331,27 @@ impl Supervisor {
         rx.await.map_err(|_| Error::Shutdown)?
     }
 
-    /// Adds a worker and spawns it; returns its pid. A program that cannot
-    /// be started is an [`Error::Spawn`] at once, and the worker is not added.
+    /// Adds a worker and spawns it; returns its pid once it is spawned (a
+    /// worker with a [`ready`](WorkerSpec::ready) check is then `Starting`
+    /// until it passes).
+    ///
+    /// Under [`Strategy::RestForOne`] and [`Strategy::OneForAll`], while a
+    /// worker added before it is still on its way up (not ready yet, or
+    /// waiting for a restart), the new worker is registered as `Starting`
+    /// without a pid and spawned once those are ready; the call returns then
+    /// (or with [`Error::NotRunning`] if it is stopped meanwhile, or
+    /// [`Error::GaveUp`]). Under [`Strategy::OneForOne`] it is spawned at once.
+    ///
+    /// A program that cannot be started (or a user that cannot be taken on)
+    /// is an error at once ([`Error::Spawn`], ...; see
+    /// [`Error::is_start_failure`]); the worker then stays registered in the
+    /// `Failed` state with the reason, with a [`WorkerEvent::Failed`] and no
+    /// retry: [`start_existing`](Self::start_existing) tries again and
+    /// [`delete_worker`](Self::delete_worker) removes it. An invalid spec
+    /// ([`Error::InvalidSpec`]: an empty name, a bad user name, `jsonl`
+    /// readiness without `.jsonl()`, a zero `ready_timeout`, an `after` not
+    /// shorter than `ready_timeout`), a name in use
+    /// ([`Error::DuplicateWorker`]) or a shutdown register nothing.
     pub async fn start_worker(&self, spec: WorkerSpec) -> Result<u32> {
         self.request(|reply| Command::Start {
             spec: Box::new(spec),
@@ -362,29 +417,39 @@ impl Supervisor {
         self.shared.output.stats()
     }
 
-    /// Stops the worker (if running) and starts it again; returns the new pid.
-    /// Also brings back a `Failed` worker. Not counted as a restart for intensity.
+    /// Stops the worker (if running) and starts it again; returns the new pid
+    /// once spawned (not waiting for readiness or for other workers). Also
+    /// brings back a `Failed` worker. Not counted as a restart for intensity.
+    /// If the spawn fails, returns the error and leaves the worker `Failed`
+    /// with the reason (never `Starting`).
     pub async fn restart_worker(&self, name: &str) -> Result<u32> {
         let name = name.to_owned();
         self.request(|reply| Command::Restart { name, reply }).await
     }
 
     /// Stops the worker; it stays `Stopped` until `start_existing` or
-    /// `restart_worker`. Returns once its process is gone.
+    /// `restart_worker`. Returns once its process group is empty (or was
+    /// SIGKILLed at the end of `shutdown_timeout`). The supervisor serves
+    /// other commands meanwhile: concurrent stops and deletes overlap.
     pub async fn stop_worker(&self, name: &str) -> Result<()> {
         let name = name.to_owned();
         self.request(|reply| Command::Stop { name, reply }).await
     }
 
     /// Starts a worker that is stopped, exited, failed or in backoff; returns
-    /// its pid (the current one if it already runs).
+    /// its pid (the current one if it already runs) once spawned, not
+    /// waiting for readiness or for other workers. If the spawn fails,
+    /// returns the error and leaves the worker `Failed` with the reason
+    /// (never `Starting`).
     pub async fn start_existing(&self, name: &str) -> Result<u32> {
         let name = name.to_owned();
         self.request(|reply| Command::StartExisting { name, reply })
             .await
     }
 
-    /// Stops the worker (if running) and removes it.
+    /// Stops the worker (if running) and removes it, whatever its state
+    /// (also `Failed` after a start that could not spawn it). Returns once
+    /// its process group is empty; concurrent deletes overlap.
     pub async fn delete_worker(&self, name: &str) -> Result<()> {
         let name = name.to_owned();
         self.request(|reply| Command::Delete { name, reply }).await
@@ -414,8 +479,16 @@ impl Supervisor {
         self.shared.events.subscribe()
     }
 
-    /// Stops every worker, in reverse start order, and waits until every
-    /// process is reaped and every task of the supervisor has ended.
+    /// Stops every worker and waits until every process is reaped and every
+    /// task of the supervisor has ended.
+    ///
+    /// Under [`Strategy::OneForOne`] every worker is sent its stop signal at
+    /// once (in reverse start order, without waiting in between), so the
+    /// whole shutdown takes at most the longest `shutdown_timeout`. Under
+    /// [`Strategy::RestForOne`] and [`Strategy::OneForAll`], whose later
+    /// workers depend on earlier ones, workers are stopped one at a time in
+    /// reverse start order, each after the one started after it is gone (as
+    /// OTP does), so the bound is the sum of their timeouts.
     pub async fn shutdown(&self) {
         self.shared.cancel.cancel();
         self.shared.tracker.close();

@@ -82,7 +82,7 @@ async fn a_workers_own_children_die_with_its_process_group() {
 }
 
 #[tokio::test]
-async fn shutdown_stops_every_worker_in_reverse_start_order_and_reaps_them() {
+async fn shutdown_stops_every_worker_and_reaps_them() {
     let sup = Supervisor::builder().start();
     let mut events = sup.subscribe();
     let mut pids = Vec::new();
@@ -102,7 +102,10 @@ async fn shutdown_stops_every_worker_in_reverse_start_order_and_reaps_them() {
             exits.push(name);
         }
     }
-    assert_eq!(exits, ["c", "b", "a"]);
+    // One-for-one: all are signalled at once, so they end in any order
+    // (ordered strategies keep reverse start order: supervisor_stress.rs).
+    exits.sort();
+    assert_eq!(exits, ["a", "b", "c"]);
     assert!(sup.status().await.is_empty());
     assert!(sup.start_worker(sleeper("late")).await.is_err());
 }

@@ -185,17 +185,28 @@ async fn an_unknown_user_is_a_start_error_naming_it_and_others_are_unaffected() 
          and there is no such user on this machine"
     );
     let status = sup.status().await;
-    assert_eq!(status.len(), 1, "the worker is not registered: {status:?}");
+    assert_eq!(status.len(), 2, "{status:?}");
     assert_eq!(status[0].pid, Some(pid));
+    // Registered as failed with the error as its reason, and not retried.
+    assert_eq!(
+        status[1].state,
+        herd::supervisor::WorkerState::Failed {
+            reason: err.to_string()
+        }
+    );
     wait_event(
         &mut events,
         |e| matches!(e, herd::supervisor::WorkerEvent::Started { name, .. } if name == "bystander"),
     )
     .await;
-    assert!(
-        events.try_recv().is_err(),
-        "no event for the unknown user's worker"
-    );
+    let seen = wait_event(
+        &mut events,
+        |e| matches!(e, herd::supervisor::WorkerEvent::Failed { name, .. } if name == "ghost"),
+    )
+    .await;
+    assert_eq!(seen.len(), 1, "nothing but Failed for ghost: {seen:?}");
+    sup.delete_worker("ghost").await.unwrap();
+    assert_eq!(sup.status().await.len(), 1);
     sup.shutdown().await;
 }
 

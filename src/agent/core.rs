@@ -346,6 +346,13 @@ impl Core {
                 self.start_errors.remove(&name);
                 self.running.insert(name, spec);
             }
+            Err(err) if err.is_start_failure() => {
+                // The supervisor keeps it as failed, with the reason: status shows it, and
+                // delete, `herd start` and a push that changes its spec act on it as on any worker.
+                error!(node = %self.node.id(), worker = %name, error = %err, "worker could not start");
+                self.start_errors.remove(&name);
+                self.running.insert(name, spec);
+            }
             Err(err) => {
                 error!(node = %self.node.id(), worker = %name, error = %err, "worker could not start");
                 self.start_errors.insert(name, err.to_string());

@@ -391,7 +391,7 @@ impl Metrics {
 /// The stable, lower-case name of a worker state (its `Display` carries details).
 fn state_name(state: &WorkerState) -> &'static str {
     match state {
-        WorkerState::Starting => "starting",
+        WorkerState::Starting { .. } => "starting",
         WorkerState::Running { .. } => "running",
         WorkerState::Backoff { .. } => "backoff",
         WorkerState::Stopping { .. } => "stopping",
@@ -599,9 +599,12 @@ mod tests {
     #[test]
     fn every_worker_state_has_a_listed_name() {
         for state in [
-            WorkerState::Starting,
+            WorkerState::Starting { pid: None },
             WorkerState::Running { pid: 7 },
-            WorkerState::Backoff { remaining_ms: 5 },
+            WorkerState::Backoff {
+                remaining_ms: 5,
+                reason: None,
+            },
             WorkerState::Stopping { pid: 7 },
             WorkerState::Stopped,
             WorkerState::Exited {
@@ -646,6 +649,7 @@ mod tests {
         metrics.worker_event(&WorkerEvent::Restarting {
             name: "w".into(),
             delay: Duration::ZERO,
+            reason: "exit code 1".into(),
         });
         metrics.worker_event(&WorkerEvent::Failed {
             name: "w".into(),

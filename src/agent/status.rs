@@ -36,11 +36,19 @@ impl WorkerInfo {
     /// The summary of a supervisor's status line.
     pub(crate) fn from_status(status: &WorkerStatus) -> WorkerInfo {
         let (state, detail) = match &status.state {
-            WorkerState::Starting => ("starting", None),
+            WorkerState::Starting { .. } => ("starting", None),
             WorkerState::Running { .. } => ("running", None),
-            WorkerState::Backoff { remaining_ms } => {
-                ("backoff", Some(format!("restart in {remaining_ms} ms")))
-            }
+            WorkerState::Backoff {
+                remaining_ms,
+                reason: None,
+            } => ("backoff", Some(format!("restart in {remaining_ms} ms"))),
+            WorkerState::Backoff {
+                remaining_ms,
+                reason: Some(reason),
+            } => (
+                "backoff",
+                Some(format!("restart in {remaining_ms} ms; {reason}")),
+            ),
             WorkerState::Stopping { .. } => ("stopping", None),
             WorkerState::Stopped => ("stopped", None),
             WorkerState::Exited { exit } => ("exited", Some(exit.to_string())),

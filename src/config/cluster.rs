@@ -5,6 +5,7 @@
 //! [`WorkerConfig::runs_on`] decides from a node's tags whether it runs a worker.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use toml::de::DeValue;
 
 use super::error::{ConfigError, Scope};
-use super::toml_read::{within, Source, Table};
-use crate::supervisor::{user, Restart, WorkerSpec};
+use super::toml_read::{Source, Table};
+use crate::supervisor::{user, Readiness, Restart, WorkerSpec};
 
 /// Restarts allowed within [`DEFAULT_PERIOD`] before a worker is given up on.
 pub const DEFAULT_MAX_RESTARTS: u32 = 3;
@@ -21,6 +22,8 @@ pub const DEFAULT_MAX_RESTARTS: u32 = 3;
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(5);
 /// Time a worker gets between the stop signal and SIGKILL.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = crate::supervisor::DEFAULT_SHUTDOWN_TIMEOUT;
+/// Time a worker with `ready` gets to become ready.
+pub const DEFAULT_READY_TIMEOUT: Duration = crate::supervisor::DEFAULT_READY_TIMEOUT;
 /// Longest worker (and group) name.
 pub const MAX_NAME_LEN: usize = 64;
 /// The node tag that lists the groups a node belongs to, comma-separated.
@@ -41,10 +44,13 @@ const WORKER_KEYS: &[&str] = &[
     "cwd",
     "user",
     "log",
+    "ready",
+    "ready_timeout",
 ];
 const LOG_KEYS: &[&str] = &["max_size", "keep"];
 /// Most rotated log files a worker may keep.
 pub const MAX_LOG_KEEP: u32 = 1000;
+const READY_KEYS: &[&str] = &["tcp", "jsonl", "after"];
 
 /// The whole cluster's workers, as validated from the cluster config file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +95,19 @@ pub struct WorkerConfig {
     /// How its log file is rotated, when the agent has a `log_dir`.
     #[serde(default)]
     pub log: LogConfig,
+    /// How the worker shows it is ready: `ready = { tcp = "127.0.0.1:8080" }`
+    /// (the port accepts a connection), `ready = { jsonl = true }` (it writes
+    /// `{"ready": true}` on stdout; only with `protocol = "jsonl"`) or
+    /// `ready = { after = "2s" }` (it is still running after that long);
+    /// ready at exec when `None` (see
+    /// [`WorkerSpec::ready`](crate::supervisor::WorkerSpec::ready)).
+    #[serde(default)]
+    pub ready: Option<Readiness>,
+    /// How long the worker gets to become ready (`ready_timeout = "30s"`,
+    /// the default; only with `ready`; never zero, and longer than `after`).
+    /// Not ready in time: its group is killed and the start counts as a crash.
+    #[serde(with = "human_duration", default = "default_ready_timeout")]
+    pub ready_timeout: Duration,
 }
 
 /// A worker's `log = { max_size = "10MB", keep = 5 }`: used when the agent has a `log_dir`,
@@ -132,6 +151,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     number
         .checked_mul(1 << shift)
         .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn default_ready_timeout() -> Duration {
+    DEFAULT_READY_TIMEOUT
 }
 
 /// A call protocol a worker can speak.
@@ -213,13 +236,18 @@ impl WorkerConfig {
     }
 
     /// The supervisor's spec: name, program, args, env, working directory,
-    /// user, restart type, shutdown timeout and protocol. Restart intensity
-    /// (`max_restarts` within `period`) is left to the caller.
+    /// user, restart type, shutdown timeout, protocol, readiness and ready
+    /// timeout. Restart intensity (`max_restarts` within `period`) is left
+    /// to the caller.
     pub fn to_spec(&self) -> WorkerSpec {
         let mut spec = WorkerSpec::new(&self.name, &self.command)
             .args(self.args.iter().cloned())
             .restart(self.restart)
-            .shutdown_timeout(self.shutdown_timeout);
+            .shutdown_timeout(self.shutdown_timeout)
+            .ready_timeout(self.ready_timeout);
+        if let Some(ready) = self.ready {
+            spec = spec.ready(ready);
+        }
         for (key, value) in &self.env {
             spec = spec.env(key, value);
         }
@@ -348,9 +376,10 @@ fn read_worker(t: &mut Table<'_, '_>) -> Result<WorkerConfig, ConfigError> {
     if let Some(problem) = user.as_deref().and_then(user::name_problem) {
         return Err(t.invalid("user", problem));
     }
-    let log = t.table("log")?.map_or(Ok(LogConfig::default()), |log| {
-        read_log(&log).map_err(|err| within("log", err))
-    })?;
+    let log = t
+        .table("log")?
+        .map_or(Ok(LogConfig::default()), |log| read_log(&log))?;
+    let (ready, ready_timeout) = read_ready(t, protocol)?;
     Ok(WorkerConfig {
         log,
         name,
@@ -365,6 +394,8 @@ fn read_worker(t: &mut Table<'_, '_>) -> Result<WorkerConfig, ConfigError> {
         env,
         cwd: cwd.map(PathBuf::from),
         user,
+        ready,
+        ready_timeout,
     })
 }
 
@@ -392,6 +423,69 @@ fn read_log(t: &Table<'_, '_>) -> Result<LogConfig, ConfigError> {
         log.keep = keep;
     }
     Ok(log)
+}
+
+/// Reads `ready = { tcp = "ADDR" | jsonl = true | after = "DURATION" }` and
+/// `ready_timeout`.
+fn read_ready(
+    t: &Table<'_, '_>,
+    protocol: Option<Protocol>,
+) -> Result<(Option<Readiness>, Duration), ConfigError> {
+    let timeout = t.duration("ready_timeout")?;
+    if timeout.is_some_and(|d| d.is_zero()) {
+        return Err(t.invalid("ready_timeout", "must be longer than zero"));
+    }
+    let Some(r) = t.table("ready")? else {
+        if timeout.is_some() {
+            return Err(t.invalid("ready_timeout", "needs ready (a readiness check to time)"));
+        }
+        return Ok((None, DEFAULT_READY_TIMEOUT));
+    };
+    let timeout = timeout.unwrap_or(DEFAULT_READY_TIMEOUT);
+    r.deny_unknown(READY_KEYS)?;
+    let keys = r.keys();
+    let [key] = keys.as_slice() else {
+        return Err(t.invalid(
+            "ready",
+            r#"expected exactly one of tcp, jsonl or after, like ready = { tcp = "127.0.0.1:8080" }, { jsonl = true } or { after = "2s" }"#,
+        ));
+    };
+    let ready = match key.as_str() {
+        "tcp" => {
+            let addr = r.parsed::<SocketAddr>(
+                "tcp",
+                "address (an IP address and port, like 127.0.0.1:8080)",
+            )?;
+            Readiness::Tcp(addr.expect("the key is present"))
+        }
+        "jsonl" => {
+            if r.bool("jsonl")? != Some(true) {
+                return Err(r.invalid("jsonl", "must be true (or leave ready out)"));
+            }
+            if protocol != Some(Protocol::Jsonl) {
+                return Err(r.invalid(
+                    "jsonl",
+                    r#"needs protocol = "jsonl": the worker says it is ready with {"ready": true} on stdout"#,
+                ));
+            }
+            Readiness::Jsonl
+        }
+        _ => {
+            let after = r.duration("after")?.expect("the key is present");
+            if after.is_zero() {
+                return Err(r.invalid("after", "must be longer than zero"));
+            }
+            if after >= timeout {
+                let message = format!(
+                    "must be shorter than ready_timeout ({})",
+                    humantime::format_duration(timeout)
+                );
+                return Err(r.invalid("after", message));
+            }
+            Readiness::After(after)
+        }
+    };
+    Ok((Some(ready), timeout))
 }
 
 /// Durations as humantime strings ("10s", "1m 30s") in JSON.

@@ -107,7 +107,7 @@ fn an_unknown_key_is_rejected_with_its_line_and_column() {
         error(text),
         "cluster.toml:7:1: worker \"thumbnailer\": unknown field \"comand\"; expected one of \
          name, command, args, group, restart, max_restarts, period, shutdown_timeout, protocol, \
-         env, cwd, user, log"
+         env, cwd, user, log, ready, ready_timeout"
     );
 }
 
@@ -449,6 +449,124 @@ fn a_config_serializes_to_readable_json_and_back() {
     assert_eq!(w["shutdown_timeout"], "2s");
     assert_eq!(w["restart"], "transient");
     assert_eq!(w["protocol"], "jsonl");
+    let back: ClusterConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(back, config);
+}
+
+fn one_worker(extra: &str) -> String {
+    format!("[[worker]]\nname = \"a\"\ncommand = \"x\"\n{extra}")
+}
+
+#[test]
+fn each_kind_of_readiness_is_read_and_reaches_the_spec() {
+    let config = parse(&one_worker(
+        "ready = { tcp = \"127.0.0.1:8080\" }\nready_timeout = \"10s\"\n",
+    ))
+    .unwrap();
+    let w = &config.workers[0];
+    let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    assert_eq!(w.ready, Some(Readiness::Tcp(addr)));
+    assert_eq!(w.ready_timeout, Duration::from_secs(10));
+    let spec = w.to_spec();
+    assert_eq!(spec.ready, Some(Readiness::Tcp(addr)));
+    assert_eq!(spec.ready_timeout, Duration::from_secs(10));
+
+    let config = parse(&one_worker(
+        "protocol = \"jsonl\"\nready = { jsonl = true }\n",
+    ))
+    .unwrap();
+    assert_eq!(config.workers[0].ready, Some(Readiness::Jsonl));
+    assert_eq!(config.workers[0].ready_timeout, DEFAULT_READY_TIMEOUT);
+
+    let config = parse(&one_worker("[worker.ready]\nafter = \"2s\"\n")).unwrap();
+    let w = &config.workers[0];
+    assert_eq!(w.ready, Some(Readiness::After(Duration::from_secs(2))));
+    assert_eq!(
+        w.to_spec().ready,
+        Some(Readiness::After(Duration::from_secs(2)))
+    );
+}
+
+#[test]
+fn without_ready_a_worker_is_ready_at_exec_as_before() {
+    let config = parse(EXAMPLE).unwrap();
+    let w = config.worker("janitor").unwrap();
+    assert_eq!(w.ready, None);
+    assert_eq!(w.ready_timeout, DEFAULT_READY_TIMEOUT);
+    assert_eq!(
+        w.to_spec(),
+        WorkerSpec::new("janitor", "/usr/bin/janitor"),
+        "the spec is the same as before readiness existed"
+    );
+}
+
+#[test]
+fn bad_readiness_is_rejected_naming_line_column_and_field() {
+    let err = error(&one_worker("ready = { jsonl = true }\n"));
+    assert!(
+        err.starts_with(
+            "cluster.toml:4:19: worker \"a\": field \"ready.jsonl\": needs protocol = \"jsonl\""
+        ),
+        "{err}"
+    );
+    let err = error(&one_worker("ready = { tcp = \"localhost:80\" }\n"));
+    assert!(
+        err.starts_with("cluster.toml:4:17: worker \"a\": field \"ready.tcp\": invalid address"),
+        "{err}"
+    );
+    let err = error(&one_worker("ready = { http = \"/health\" }\n"));
+    assert!(err.starts_with("cluster.toml:4:11: "), "{err}");
+    assert!(err.contains("ready.http"), "{err}");
+    let err = error(&one_worker(
+        "ready = { after = \"1s\", tcp = \"127.0.0.1:1\" }\n",
+    ));
+    assert!(
+        err.starts_with("cluster.toml:4:9: worker \"a\": field \"ready\": expected exactly one of tcp, jsonl or after"),
+        "{err}"
+    );
+    let err = error(&one_worker("ready = \"tcp\"\n"));
+    assert!(err.contains("field \"ready\": expected a table"), "{err}");
+    let err = error(&one_worker(
+        "ready = { jsonl = false }\nprotocol = \"jsonl\"\n",
+    ));
+    assert!(err.contains("field \"ready.jsonl\": must be true"), "{err}");
+    let err = error(&one_worker("ready = { after = \"40s\" }\n"));
+    assert!(
+        err.contains("field \"ready.after\": must be shorter than ready_timeout (30s)"),
+        "{err}"
+    );
+    let err = error(&one_worker("ready = { after = \"0s\" }\n"));
+    assert!(err.contains("must be longer than zero"), "{err}");
+}
+
+#[test]
+fn bad_ready_timeouts_are_rejected() {
+    let err = error(&one_worker(
+        "ready = { tcp = \"127.0.0.1:1\" }\nready_timeout = \"0s\"\n",
+    ));
+    assert_eq!(
+        err,
+        "cluster.toml:5:17: worker \"a\": field \"ready_timeout\": must be longer than zero"
+    );
+    let err = error(&one_worker("ready_timeout = \"5s\"\n"));
+    assert!(
+        err.contains("field \"ready_timeout\": needs ready"),
+        "{err}"
+    );
+    let err = error(&one_worker(
+        "ready = { tcp = \"127.0.0.1:1\" }\nready_timeout = 5\n",
+    ));
+    assert!(err.contains("expected a duration"), "{err}");
+}
+
+#[test]
+fn readiness_survives_the_json_form() {
+    let config = parse(&one_worker(
+        "ready = { after = \"2s\" }\nready_timeout = \"1m\"\n",
+    ))
+    .unwrap();
+    let json = serde_json::to_value(&config).unwrap();
+    assert_eq!(json["workers"][0]["ready_timeout"], "1m");
     let back: ClusterConfig = serde_json::from_value(json).unwrap();
     assert_eq!(back, config);
 }

@@ -84,6 +84,8 @@ pub(crate) struct Table<'s, 'a> {
     /// Offset of the table's header: where a missing key is reported.
     at: usize,
     scope: Scope,
+    /// Put before field names in errors: `ready.` for the keys of `ready = { ... }`.
+    prefix: String,
 }
 
 impl<'s, 'a> Table<'s, 'a> {
@@ -93,7 +95,33 @@ impl<'s, 'a> Table<'s, 'a> {
             entries,
             at,
             scope,
+            prefix: String::new(),
         }
+    }
+
+    /// An optional inline table or sub-table, whose errors name its keys
+    /// `key.FIELD`.
+    pub(crate) fn table(&self, key: &str) -> Result<Option<Table<'s, 'a>>, ConfigError> {
+        let Some(value) = self.get(key) else {
+            return Ok(None);
+        };
+        let Some(entries) = value.get_ref().as_table() else {
+            return Err(self.wrong_type(key, value, "a table"));
+        };
+        Ok(Some(Table {
+            src: self.src,
+            entries,
+            at: value.span().start,
+            scope: self.scope.clone(),
+            prefix: format!("{}{key}.", self.prefix),
+        }))
+    }
+
+    /// The keys of the table, in text order.
+    pub(crate) fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<_> = self.entries.keys().collect();
+        keys.sort_by_key(|k| k.span().start);
+        keys.into_iter().map(|k| k.get_ref().to_string()).collect()
     }
 
     /// Names the table in later errors (a worker, once its name is known).
@@ -117,7 +145,7 @@ impl<'s, 'a> Table<'s, 'a> {
                     line,
                     column,
                     scope: self.scope.clone(),
-                    field: key.get_ref().to_string(),
+                    field: format!("{}{}", self.prefix, key.get_ref()),
                     expected: known.iter().map(|k| k.to_string()).collect(),
                 })
             }
@@ -142,7 +170,7 @@ impl<'s, 'a> Table<'s, 'a> {
             line,
             column,
             scope: self.scope.clone(),
-            field: field.to_owned(),
+            field: format!("{}{field}", self.prefix),
             message: message.into(),
         }
     }
@@ -155,7 +183,7 @@ impl<'s, 'a> Table<'s, 'a> {
             line,
             column,
             scope: self.scope.clone(),
-            field: field.to_owned(),
+            field: format!("{}{field}", self.prefix),
         }
     }
 
@@ -172,23 +200,6 @@ impl<'s, 'a> Table<'s, 'a> {
             DeValue::Array(_) => "an array".into(),
             DeValue::Table(_) => "a table".into(),
             other => format!("{} {}", other.type_str(), self.src.excerpt(value)),
-        }
-    }
-
-    /// The table under `key`, if present, to read its keys; an error about one of them names
-    /// it as `key.NAME` once passed through [`within`].
-    pub(crate) fn table(&self, key: &str) -> Result<Option<Table<'s, 'a>>, ConfigError> {
-        let Some(value) = self.get(key) else {
-            return Ok(None);
-        };
-        match value.get_ref().as_table() {
-            Some(entries) => Ok(Some(Table::new(
-                self.src,
-                entries,
-                value.span().start,
-                self.scope.clone(),
-            ))),
-            None => Err(self.wrong_type(key, value, "a table")),
         }
     }
 
@@ -303,17 +314,6 @@ impl<'s, 'a> Table<'s, 'a> {
             Err(err) => Err(self.invalid(key, format!("invalid {what} {text:?}: {err}"))),
         }
     }
-}
-
-/// Names the field of an error from a [`Table::table`] under `key` as `key.FIELD`.
-pub(crate) fn within(key: &str, mut err: ConfigError) -> ConfigError {
-    match &mut err {
-        ConfigError::UnknownField { field, .. }
-        | ConfigError::MissingField { field, .. }
-        | ConfigError::InvalidValue { field, .. } => *field = format!("{key}.{field}"),
-        _ => {}
-    }
-    err
 }
 
 #[cfg(test)]

@@ -143,5 +143,107 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether this is a start that failed: the program could not be spawned
+    /// ([`Spawn`](Self::Spawn)) or its user not be taken on
+    /// ([`UnknownUser`](Self::UnknownUser), [`NeedsRoot`](Self::NeedsRoot),
+    /// [`UserLookup`](Self::UserLookup)). After such an error from
+    /// `start_worker`, `start_existing` or `restart_worker`, the worker is
+    /// registered in the `Failed` state with [`start_failure`](Self::start_failure)
+    /// as its reason; other errors of `start_worker` (an invalid spec, a
+    /// duplicate name, shutdown) register nothing.
+    pub fn is_start_failure(&self) -> bool {
+        self.start_failure().is_some()
+    }
+
+    /// For a start that failed (see [`is_start_failure`](Self::is_start_failure)),
+    /// the reason the worker's state and events give:
+    /// `spawn failed: ETXTBSY (Text file busy): /srv/app/worker` for an
+    /// operating system error (errno name, its text, the program), the
+    /// error's message for the others.
+    pub fn start_failure(&self) -> Option<String> {
+        match self {
+            Error::Spawn {
+                program, source, ..
+            } => {
+                let what = match source.raw_os_error() {
+                    Some(code) => {
+                        let errno = nix::errno::Errno::from_raw(code);
+                        format!("{errno:?} ({})", errno.desc())
+                    }
+                    None => source.to_string(),
+                };
+                Some(format!("spawn failed: {what}: {}", program.display()))
+            }
+            Error::UnknownUser { .. } | Error::NeedsRoot { .. } | Error::UserLookup { .. } => {
+                Some(self.to_string())
+            }
+            _ => None,
+        }
+    }
+
+    /// A copy of a start error, for every caller waiting on the same start.
+    pub(crate) fn copy_start_error(&self) -> Error {
+        let copy_io = |e: &std::io::Error| match e.raw_os_error() {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => std::io::Error::new(e.kind(), e.to_string()),
+        };
+        match self {
+            Error::Spawn {
+                worker,
+                program,
+                source,
+            } => Error::Spawn {
+                worker: worker.clone(),
+                program: program.clone(),
+                source: copy_io(source),
+            },
+            Error::UnknownUser { worker, user } => Error::UnknownUser {
+                worker: worker.clone(),
+                user: user.clone(),
+            },
+            Error::NeedsRoot { worker, user, euid } => Error::NeedsRoot {
+                worker: worker.clone(),
+                user: user.clone(),
+                euid: *euid,
+            },
+            Error::UserLookup {
+                worker,
+                user,
+                source,
+            } => Error::UserLookup {
+                worker: worker.clone(),
+                user: user.clone(),
+                source: copy_io(source),
+            },
+            other => Error::NotRunning {
+                worker: String::new(),
+                state: other.to_string(),
+            },
+        }
+    }
+}
+
 /// Shorthand for results of supervisor operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spawn_error_reads_as_errno_text_and_program() {
+        let err = Error::Spawn {
+            worker: "w".into(),
+            program: "/srv/app/worker".into(),
+            source: std::io::Error::from_raw_os_error(nix::libc::ETXTBSY),
+        };
+        assert_eq!(
+            err.start_failure().as_deref(),
+            Some("spawn failed: ETXTBSY (Text file busy): /srv/app/worker")
+        );
+        assert!(err.copy_start_error().to_string() == err.to_string());
+        let other = Error::UnknownWorker { name: "w".into() };
+        assert!(!other.is_start_failure());
+    }
+}

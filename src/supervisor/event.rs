@@ -20,10 +20,22 @@ pub(crate) const EVENT_CAPACITY: usize = 1024;
 #[non_exhaustive]
 pub enum WorkerEvent {
     /// A process was spawned for the worker: first start, restart, or start by the operator.
+    /// Without a [`ready`](super::WorkerSpec::ready) check the worker is ready
+    /// from here on; with one, `Ready` follows once it passes (or the start
+    /// fails: `Exited`, then `Restarting` or `Failed` with the reason).
     Started {
         /// The worker's name.
         name: String,
         /// Its new process id.
+        pid: u32,
+    },
+    /// The worker's [`ready`](super::WorkerSpec::ready) check passed: its state
+    /// is now `Running`. Follows that process's `Started`, at most once; never
+    /// sent for a worker without a readiness check.
+    Ready {
+        /// The worker's name.
+        name: String,
+        /// Its process id.
         pid: u32,
     },
     /// The worker's process ended, for any reason (crash, stop, kill). Sent
@@ -37,14 +49,22 @@ pub enum WorkerEvent {
         exit: Exit,
     },
     /// The supervisor will restart the worker by its policy (after its own
-    /// exit, or because its strategy restarts it with a crashed sibling).
-    /// `Started` follows after `delay` and after the siblings are stopped.
+    /// exit, after a failed start, or because its strategy restarts it with a
+    /// crashed sibling). `Started` follows after `delay` and after the
+    /// siblings are stopped (under an ordered strategy, also after the
+    /// workers before it are ready). A start that fails again is followed by
+    /// another `Restarting`, until restart intensity is exceeded (`Failed`).
     Restarting {
         /// The worker's name.
         name: String,
         /// The backoff before the restart (zero: at once).
         #[serde(serialize_with = "ms")]
         delay: Duration,
+        /// Why: the exit (`exit code 1`), the failed start (`spawn failed:
+        /// ETXTBSY (Text file busy): /srv/app/worker`, `not ready within 30s`,
+        /// `exited before ready: exit code 1`), or, for a worker restarted
+        /// with a crashed sibling, `restarted with NAME: ` and the sibling's reason.
+        reason: String,
     },
     /// The worker was stopped by the operator (`stop_worker`) or by shutdown,
     /// and stays stopped until started.
@@ -69,8 +89,11 @@ pub enum WorkerEvent {
     /// The worker is down in the `Failed` state, because the supervisor gave up,
     /// because the worker exceeded its own restart intensity
     /// ([`WorkerSpec::max_restarts`](super::WorkerSpec::max_restarts); no
-    /// `GaveUp` then, the other workers run on), or because its program could
-    /// no longer be started.
+    /// `GaveUp` then, the other workers run on), because a start the operator
+    /// asked for could not spawn it (`start_worker`, `start_existing`,
+    /// `restart_worker`, which also return the error), or because a
+    /// temporary worker failed to start. No `Started` precedes it for a
+    /// spawn that failed.
     Failed {
         /// The worker's name.
         name: String,

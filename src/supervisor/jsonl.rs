@@ -12,6 +12,12 @@
 //! pending calls fail at once, and calls made later fail without waiting. The
 //! writer ends when stdin breaks, when the channel is dropped, or at the end
 //! of shutdown.
+//!
+//! A worker declared with [`Readiness::Jsonl`](super::Readiness::Jsonl)
+//! announces it is ready with the line `{"ready": true}` (no `id`): the
+//! channel then fires the [`ReadySignal`] the runner gave it with
+//! [`Channel::expect_ready`]. Such lines are protocol, not output, for that
+//! worker only; for other workers they are output like any line.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::error::{Error, Result};
+use super::ready::ReadySignal;
 use super::status::Exit;
 
 type Reply = std::result::Result<Value, String>;
@@ -42,6 +49,19 @@ pub(crate) struct Channel {
     next_id: AtomicU64,
     calls: Mutex<Calls>,
     requests: mpsc::UnboundedSender<String>,
+    ready: Mutex<ReadyLine>,
+}
+
+/// Whether `{"ready": true}` lines are protocol for this process.
+#[derive(Debug, Default)]
+enum ReadyLine {
+    /// The worker does not declare JSON-lines readiness: such lines are output.
+    #[default]
+    NotExpected,
+    /// Waiting for the first one.
+    Waiting(ReadySignal),
+    /// Seen; later ones are dropped as protocol too.
+    Seen,
 }
 
 impl Channel {
@@ -53,6 +73,7 @@ impl Channel {
             next_id: AtomicU64::new(1),
             calls: Mutex::new(Calls::default()),
             requests,
+            ready: Mutex::new(ReadyLine::NotExpected),
         };
         (Arc::new(ch), rx)
     }
@@ -113,8 +134,34 @@ impl Channel {
         }
     }
 
-    /// Completes the pending call a stdout line answers. Returns false when
-    /// the line is not a protocol reply (it is then output).
+    /// Makes `{"ready": true}` lines protocol for this process: the first
+    /// one fires `signal`.
+    pub(crate) fn expect_ready(&self, signal: ReadySignal) {
+        *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = ReadyLine::Waiting(signal);
+    }
+
+    /// A line without an id: the readiness line, if this process expects one.
+    fn route_ready(&self, obj: &serde_json::Map<String, Value>) -> bool {
+        if obj.get("ready") != Some(&Value::Bool(true)) {
+            return false;
+        }
+        let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        match std::mem::replace(&mut *ready, ReadyLine::Seen) {
+            ReadyLine::NotExpected => {
+                *ready = ReadyLine::NotExpected;
+                false
+            }
+            ReadyLine::Waiting(signal) => {
+                signal.fire();
+                true
+            }
+            ReadyLine::Seen => true,
+        }
+    }
+
+    /// Completes the pending call a stdout line answers, or takes the
+    /// readiness line. Returns false when the line is neither (it is then
+    /// output).
     pub(crate) fn route(&self, line: &str) -> bool {
         if !line.trim_start().starts_with('{') {
             return false;
@@ -123,7 +170,7 @@ impl Channel {
             return false;
         };
         let Some(id) = obj.get("id").and_then(Value::as_u64) else {
-            return false;
+            return self.route_ready(&obj);
         };
         let reply = if let Some(err) = obj.remove("error") {
             let message = match err {
@@ -240,6 +287,24 @@ mod tests {
         assert!(!ch.route("{not json"));
         assert!(!ch.route(r#"{"id":1,"method":"x"}"#));
         assert!(!ch.route(r#"{"level":"info"}"#));
+    }
+
+    #[test]
+    fn the_ready_line_is_protocol_only_for_a_worker_expecting_it() {
+        let (ch, _rx) = Channel::new("w".into());
+        assert!(!ch.route(r#"{"ready": true}"#), "not expected: output");
+        let (tx, mut ready) = mpsc::unbounded_channel();
+        let note = super::super::ready::ReadyNote {
+            key: 3,
+            generation: 4,
+        };
+        ch.expect_ready(ReadySignal { note, tx });
+        assert!(!ch.route(r#"{"ready": false}"#));
+        assert!(ready.try_recv().is_err());
+        assert!(ch.route(r#"{"ready": true}"#));
+        assert_eq!(ready.try_recv().unwrap(), note);
+        assert!(ch.route(r#"{"ready":true}"#), "later ones are protocol too");
+        assert!(ready.try_recv().is_err(), "fired once");
     }
 
     #[tokio::test]

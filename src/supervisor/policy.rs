@@ -8,6 +8,7 @@
 //! keeps these rules unit-tested without processes.
 
 use std::collections::VecDeque;
+use std::fmt::Display;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -64,8 +65,9 @@ pub(crate) struct RestartHistory {
     period: Duration,
     /// The worker whose own history this is; `None` for the supervisor's.
     owner: Option<String>,
-    /// Recent restarts: when, which worker, and the exit that caused it.
-    history: VecDeque<(Instant, String, Exit)>,
+    /// Recent restarts: when, which worker, and what caused it (an exit, or
+    /// a failed start).
+    history: VecDeque<(Instant, String, String)>,
 }
 
 impl RestartHistory {
@@ -87,9 +89,10 @@ impl RestartHistory {
         }
     }
 
-    /// Records a restart caused by `worker`'s `exit` at `now`; gives up when
-    /// that makes more than `max` restarts within `period`.
-    pub(crate) fn record(&mut self, now: Instant, worker: &str, exit: Exit) -> Verdict {
+    /// Records a restart caused by `worker`'s `cause` (its exit, or why its
+    /// start failed) at `now`; gives up when that makes more than `max`
+    /// restarts within `period`.
+    pub(crate) fn record(&mut self, now: Instant, worker: &str, cause: impl Display) -> Verdict {
         while let Some((at, _, _)) = self.history.front() {
             if now.saturating_duration_since(*at) >= self.period {
                 self.history.pop_front();
@@ -97,7 +100,8 @@ impl RestartHistory {
                 break;
             }
         }
-        self.history.push_back((now, worker.to_owned(), exit));
+        self.history
+            .push_back((now, worker.to_owned(), cause.to_string()));
         if self.history.len() as u64 <= u64::from(self.max) {
             return Verdict::Restart;
         }
@@ -142,21 +146,22 @@ pub(crate) enum CrashVerdict {
     GiveUp(String),
 }
 
-/// Counts a crash of `worker` at `now` in the history it belongs to: the
-/// worker's own (`own`) if it has one, else the supervisor's.
+/// Counts a crash of `worker` at `now` (an exit, or a failed start: both
+/// count alike) in the history it belongs to: the worker's own (`own`) if it
+/// has one, else the supervisor's.
 pub(crate) fn judge_crash(
     own: Option<&mut RestartHistory>,
     supervisor: &mut RestartHistory,
     now: Instant,
     worker: &str,
-    exit: Exit,
+    cause: impl Display,
 ) -> CrashVerdict {
     match own {
-        Some(own) => match own.record(now, worker, exit) {
+        Some(own) => match own.record(now, worker, cause) {
             Verdict::Restart => CrashVerdict::Restart,
             Verdict::GiveUp(reason) => CrashVerdict::FailWorker(reason),
         },
-        None => match supervisor.record(now, worker, exit) {
+        None => match supervisor.record(now, worker, cause) {
             Verdict::Restart => CrashVerdict::Restart,
             Verdict::GiveUp(reason) => CrashVerdict::GiveUp(reason),
         },

@@ -7,7 +7,7 @@
 //! tracked by the supervisor's `TaskTracker`: it owns the `Child`, applies
 //! stop requests, reaps the process, kills what is left of its group, fails
 //! the pending calls and reports the exit to the runner. It ends when the
-//! process has been reaped. If the task is dropped instead (the runtime shuts
+//! process has been reaped and its group is empty (see [`watch`]). If the task is dropped instead (the runtime shuts
 //! down under it), its guard SIGKILLs the process group and `kill_on_drop`
 //! kills the child as a last safety net.
 
@@ -125,10 +125,65 @@ pub(crate) fn signal_group(pgid: u32, signal: Signal) {
     }
 }
 
+/// Whether any process is left in the group `pgid` that has not ended:
+/// `kill(-pgid, 0)` first (no process: empty), then, since a zombie counts
+/// for `kill` and an init that does not reap orphans leaves them for good,
+/// a look through `/proc` for a member that is not a zombie.
+async fn group_alive(pgid: u32, look_in_proc: bool) -> bool {
+    let Ok(raw) = i32::try_from(pgid) else {
+        return false;
+    };
+    if raw <= 1 {
+        return false;
+    }
+    if killpg(Pid::from_raw(raw), None) == Err(nix::errno::Errno::ESRCH) {
+        return false;
+    }
+    if !look_in_proc {
+        return true;
+    }
+    // Reading /proc is blocking file I/O: off the supervisor's thread.
+    tokio::task::spawn_blocking(move || live_member(pgid))
+        .await
+        .unwrap_or(true)
+}
+
+/// Whether `/proc` lists a process of group `pgid` that is not a zombie.
+fn live_member(pgid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("Z");
+        let pgrp = fields.nth(1).and_then(|f| f.parse::<u32>().ok());
+        if pgrp == Some(pgid) && !matches!(state, "Z" | "X") {
+            return true;
+        }
+    }
+    false
+}
+
+/// How often a stop checks whether the rest of the group has ended after its
+/// leader did; every fifth check also looks through `/proc`.
+const GROUP_POLL: Duration = Duration::from_millis(20);
+
 /// A request to a process task.
 #[derive(Debug)]
 pub(crate) enum Control {
-    /// Send `signal` to the group; SIGKILL the group if still alive after `timeout`.
+    /// Send `signal` to the group; SIGKILL the group if still alive after
+    /// `timeout`. A second stop can only bring the SIGKILL closer.
     Stop { signal: Signal, timeout: Duration },
 }
 
@@ -156,6 +211,14 @@ impl Drop for GroupGuard {
 
 /// The process task: waits for the child, applies stop requests, then cleans
 /// up and reports.
+///
+/// Stop semantics: a stop sends its signal to the whole group and sets the
+/// deadline. When the leader ends before the deadline, the rest of its group
+/// keeps its grace period: the task waits until the group is empty (checked
+/// every 20 ms) or the deadline passes, then SIGKILLs what is left, and only
+/// then reports the exit, so the worker's `Stopped` (or `Exited`) means
+/// its whole group is gone. A leader that ends by itself (no stop asked)
+/// takes its group with it at once: whatever it left is SIGKILLed.
 pub(crate) async fn watch(
     mut child: Child,
     pid: u32,
@@ -184,6 +247,30 @@ pub(crate) async fn watch(
             }
         }
     };
+    if let Some(deadline) = kill_at {
+        // A stop is under way and the leader is gone: the rest of the group
+        // gets what is left of its grace period.
+        let mut polls = 0u32;
+        loop {
+            polls += 1;
+            if !group_alive(pid, polls % 5 == 0).await {
+                break;
+            }
+            let at = kill_at.unwrap_or(deadline);
+            tokio::select! {
+                _ = tokio::time::sleep(GROUP_POLL) => {}
+                _ = tokio::time::sleep_until(at) => {
+                    tracing::info!(pid, "worker's group outlived its grace period, killing it");
+                    break;
+                }
+                Some(Control::Stop { signal, timeout }) = control.recv() => {
+                    signal_group(pid, signal);
+                    let sooner = Instant::now() + timeout;
+                    kill_at = Some(at.min(sooner));
+                }
+            }
+        }
+    }
     guard.armed = false;
     // The leader is gone; whatever it left running in its group goes too.
     signal_group(pid, Signal::SIGKILL);

@@ -3,25 +3,40 @@
 //!
 //! [`Runner::run`] runs on the supervisor's own thread, in a current-thread
 //! runtime that `Builder::start` creates there (tracked by the supervisor's
-//! `TaskTracker`), with every task it spawns; it loops over four sources in a `select!`: exits reported
-//! by process tasks, commands from `Supervisor` handles (each with a oneshot
-//! reply), the earliest backoff deadline, and the cancellation token. The
+//! `TaskTracker`), with every task it spawns; it loops over five sources in a `select!`: exits reported
+//! by process tasks, readiness signals (ready.rs), commands from `Supervisor`
+//! handles (each with a oneshot reply), the earliest deadline (a backoff, a
+//! readiness `after` or timeout), and the cancellation token. The
 //! decisions are policy.rs's pure functions; this file applies them. No lock
 //! is held across an `.await`, and the loop never waits on a worker: a
 //! spawn blocks only until the exec has happened.
 //!
 //! The operator's commands are in `runner/operator.rs`, what follows a crash
 //! (strategy groups, intensity, giving up, failing one worker alone) in
-//! `runner/group.rs`, and the
-//! per-worker record in `runner/worker.rs`.
+//! `runner/group.rs`, starting a worker and its readiness in
+//! `runner/start.rs`, and the per-worker record in `runner/worker.rs`.
+//!
+//! Starts follow the strategy: under `RestForOne` and `OneForAll` a worker
+//! is started (first start of a held `start_worker`, or a restart) only when
+//! no worker before it in start order is still on its way up (waiting for a
+//! restart, or started and not ready yet); see [`Runner::startable`]. Under
+//! `OneForOne` starts never wait.
+//!
+//! A start that fails is handled where it was asked for: one the operator
+//! asked for (`start_worker`, `start_existing`, `restart_worker`) leaves the
+//! worker `Failed` and answers the error; one the policy made (a restart)
+//! counts as a crash (`failed_start` in `runner/group.rs`).
 //!
 //! The workers' output is read on the output thread (`output/pump.rs`):
 //! [`Runner::spawn`] hands each new process's stdout and stderr there.
 //!
 //! It stops after a shutdown (cancellation, or the last handle dropped):
-//! every worker is stopped in reverse start order, one at a time; when no
-//! process is left, it cancels the I/O token (ending the output readers and
-//! request writers) and returns.
+//! under `OneForOne` every worker is sent its stop at once (in reverse start
+//! order, without waiting in between), so the shutdown takes as long as the
+//! longest `shutdown_timeout`; under `RestForOne` and `OneForAll` they are
+//! stopped in reverse start order, each once the one after it is down, as OTP
+//! does. When no process is left, it cancels the I/O token (ending the output
+//! readers and request writers) and returns.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -39,16 +54,18 @@ use super::output::pump::Pump;
 use super::output::Stream;
 use super::policy::RestartHistory;
 use super::process::{self, Control, ExitNote};
+use super::ready::{ReadyNote, ReadySignal};
 use super::spec::{Strategy, WorkerSpec};
 use super::status::{Exit, Tail, WorkerState, WorkerStatus};
 use super::user;
 
 mod group;
 mod operator;
+mod start;
 mod worker;
 
 use group::Group;
-use worker::{Intent, Proc, Waiter, Worker};
+use worker::{Intent, Proc, ReadyCheck, Waiter, Worker};
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 
@@ -111,6 +128,9 @@ pub(crate) struct Runner {
     shutting_down: bool,
     events: broadcast::Sender<WorkerEvent>,
     exits_tx: mpsc::UnboundedSender<ExitNote>,
+    ready_tx: mpsc::UnboundedSender<ReadyNote>,
+    /// Taken by `run`.
+    ready_rx: Option<mpsc::UnboundedReceiver<ReadyNote>>,
     tracker: TaskTracker,
     io_cancel: CancellationToken,
     pub(crate) output: Pump,
@@ -123,6 +143,7 @@ impl Runner {
         exits_tx: mpsc::UnboundedSender<ExitNote>,
         tracker: TaskTracker,
     ) -> Self {
+        let (ready_tx, ready_rx) = mpsc::unbounded_channel();
         Runner {
             strategy: config.strategy,
             intensity: RestartHistory::new(config.max_restarts, config.period),
@@ -134,6 +155,8 @@ impl Runner {
             shutting_down: false,
             events,
             exits_tx,
+            ready_tx,
+            ready_rx: Some(ready_rx),
             tracker,
             io_cancel: CancellationToken::new(),
             output: config.output,
@@ -148,6 +171,7 @@ impl Runner {
         cancel: CancellationToken,
     ) {
         let mut commands_open = true;
+        let mut readies = self.ready_rx.take().expect("run is called once");
         loop {
             if self.shutting_down && self.workers.iter().all(|w| w.proc.is_none()) {
                 break;
@@ -156,6 +180,7 @@ impl Runner {
             tokio::select! {
                 biased;
                 Some(note) = exits.recv() => self.on_exit(note).await,
+                Some(note) = readies.recv() => self.on_ready(note).await,
                 cmd = commands.recv(), if commands_open => match cmd {
                     Some(cmd) => self.on_command(cmd).await,
                     None => {
@@ -191,16 +216,29 @@ impl Runner {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.workers.iter().filter_map(|w| w.start_at).min()
+        let startable = self.startable();
+        let starts = self
+            .workers
+            .iter()
+            .zip(startable)
+            .filter_map(|(w, ok)| w.start_at.filter(|_| ok));
+        let checks = self
+            .workers
+            .iter()
+            .filter_map(|w| w.proc.as_ref())
+            .filter(|p| !p.ready && !p.stopping)
+            .flat_map(|p| [p.ready_at, p.ready_deadline])
+            .flatten();
+        starts.chain(checks).min()
     }
 
-    /// Spawns the worker's process and its tasks.
+    /// Spawns the worker's process and its tasks. On an error nothing is
+    /// spawned and the worker's state is left to the caller.
     async fn spawn(&mut self, idx: usize) -> Result<u32> {
         let generation = self.next_generation;
         self.next_generation += 1;
         let w = &mut self.workers[idx];
         w.start_at = None;
-        w.set_state(WorkerState::Starting);
         let identity = user::resolve(&w.spec)?;
         let spawned = process::spawn(process::command(&w.spec, identity.as_ref()));
         let mut child = spawned.map_err(|source| Error::Spawn {
@@ -209,6 +247,13 @@ impl Runner {
             source,
         })?;
         let pid = child.id().unwrap_or_default();
+        let signal = ReadySignal {
+            note: ReadyNote {
+                key: w.key,
+                generation,
+            },
+            tx: self.ready_tx.clone(),
+        };
         let (channel, requests) = match w.spec.jsonl {
             true => {
                 let (ch, rx) = Channel::new(w.name.clone());
@@ -216,6 +261,15 @@ impl Runner {
             }
             false => (None, None),
         };
+        let now = Instant::now();
+        let check = ReadyCheck::begin(
+            &w.spec,
+            signal,
+            channel.as_deref(),
+            &self.tracker,
+            &self.io_cancel,
+            now,
+        );
         if let (Some(stdin), Some(rx)) = (child.stdin.take(), requests) {
             self.tracker
                 .spawn(jsonl::write_requests(stdin, rx, self.io_cancel.clone()));
@@ -261,16 +315,27 @@ impl Runner {
             channel.clone(),
             self.exits_tx.clone(),
         ));
+        let ready_now = check.ready;
         w.proc = Some(Proc {
             pid,
             generation,
             control,
-            started: Instant::now(),
+            started: now,
             channel,
             stopping: false,
+            ready: check.ready,
+            ready_at: check.at,
+            ready_deadline: check.deadline,
+            probe: check.probe,
+            start_failure: None,
         });
         w.intent = Intent::Policy;
-        w.set_state(WorkerState::Running { pid });
+        w.operator_start = false;
+        w.retry_reason = None;
+        w.set_state(match ready_now {
+            true => WorkerState::Running { pid },
+            false => WorkerState::Starting { pid: Some(pid) },
+        });
         for waiter in w.waiters.drain(..) {
             match waiter {
                 Waiter::Started(reply) => {
@@ -289,24 +354,6 @@ impl Runner {
         let name = w.spec.name.clone();
         self.emit(WorkerEvent::Started { name, pid });
         Ok(pid)
-    }
-
-    /// Spawns a worker the supervisor restarts; a failure leaves it `Failed`.
-    async fn respawn(&mut self, idx: usize) {
-        if let Err(err) = self.spawn(idx).await {
-            let w = &mut self.workers[idx];
-            let reason = err.to_string();
-            tracing::warn!(worker = %w.name, %err, "worker cannot be restarted");
-            w.set_state(WorkerState::Failed {
-                reason: reason.clone(),
-            });
-            let name = w.spec.name.clone();
-            w.settle(|| Error::NotRunning {
-                worker: name.clone(),
-                state: "failed".into(),
-            });
-            self.emit(WorkerEvent::Failed { name, reason });
-        }
     }
 
     /// Removes a worker from any group restart and the stop queue, so an
@@ -354,10 +401,16 @@ impl Runner {
         });
         let w = &mut self.workers[idx];
         match intent {
-            Intent::Policy => {
-                let uptime = proc.started.elapsed();
-                self.on_crash(idx, exit, uptime).await;
-            }
+            Intent::Policy => match proc.start_failure {
+                Some(reason) => self.failed_start(idx, reason),
+                None if !proc.ready => {
+                    self.failed_start(idx, format!("exited before ready: {exit}"));
+                }
+                None => {
+                    let uptime = proc.started.elapsed();
+                    self.on_crash(idx, exit, uptime).await;
+                }
+            },
             Intent::Stop | Intent::Shutdown => {
                 tracing::debug!(worker = %name, pid = proc.pid, %exit, "worker stopped");
                 w.set_state(WorkerState::Stopped);
@@ -372,7 +425,10 @@ impl Runner {
                 self.respawn(idx).await;
             }
             Intent::Group => {
-                w.set_state(WorkerState::Backoff { remaining_ms: 0 });
+                w.set_state(WorkerState::Backoff {
+                    remaining_ms: 0,
+                    reason: None,
+                });
             }
             Intent::Fail(reason) => {
                 w.set_state(WorkerState::Failed {
@@ -389,13 +445,21 @@ impl Runner {
         self.advance_group().await;
     }
 
-    /// Starts, in start order, the workers whose restart is due.
+    /// Applies passed readiness deadlines, then starts, in start order, the
+    /// workers whose start is due and that the strategy lets start (see
+    /// [`startable`](Self::startable); a worker started here that is not
+    /// ready at once holds back the ones after it).
     async fn on_timer(&mut self) {
         let now = Instant::now();
+        self.check_readiness(now);
+        let ordered = self.strategy != Strategy::OneForOne;
         let mut idx = 0;
         while idx < self.workers.len() {
             if self.workers[idx].start_at.is_some_and(|at| at <= now) {
-                self.respawn(idx).await;
+                self.start_due(idx).await;
+            }
+            if ordered && self.workers[idx].on_its_way_up() {
+                break;
             }
             idx += 1;
         }
@@ -410,21 +474,43 @@ impl Runner {
         self.group = None;
         self.stop_queue.clear();
         let mut stopped = Vec::new();
+        let mut to_stop = Vec::new();
         for w in self.workers.iter_mut().rev() {
             w.start_at = None;
             if w.proc.is_some() {
                 if w.intent != Intent::Delete {
                     w.intent = Intent::Shutdown;
                 }
-                self.stop_queue.push_back(w.key);
-            } else if matches!(w.state, WorkerState::Backoff { .. }) {
+                to_stop.push(w.key);
+            } else if matches!(
+                w.state,
+                WorkerState::Backoff { .. } | WorkerState::Starting { .. }
+            ) {
+                w.operator_start = false;
                 w.set_state(WorkerState::Stopped);
+                w.settle(|| Error::Shutdown);
                 stopped.push(w.spec.name.clone());
             }
         }
         for name in stopped {
             self.emit(WorkerEvent::Stopped { name });
         }
-        self.pump_stops();
+        self.stop_all(to_stop);
+    }
+
+    /// Stops the workers `keys` (given in reverse start order): all at once
+    /// under `OneForOne`; one after the other, in that order, under the
+    /// ordered strategies (through the stop queue).
+    fn stop_all(&mut self, keys: Vec<u64>) {
+        if self.strategy == Strategy::OneForOne {
+            for key in keys {
+                if let Some(idx) = self.index_of_key(key) {
+                    self.send_stop(idx);
+                }
+            }
+        } else {
+            self.stop_queue.extend(keys);
+            self.pump_stops();
+        }
     }
 }

@@ -1,10 +1,11 @@
 //! What to run and how to treat it: [`WorkerSpec`], [`Restart`], [`Strategy`], [`Backoff`],
-//! [`Intensity`].
+//! [`Intensity`], [`Readiness`].
 //!
 //! Plain data, built with chained methods and compared with `==` (the agent
 //! restarts only the workers whose spec changed). No task runs here.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,6 +16,27 @@ use super::output::LogFileSpec;
 
 /// Default time a worker gets between the stop signal and SIGKILL.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a worker with a [`Readiness`] check gets to become ready.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the supervisor learns that a started worker is ready (see [`WorkerSpec::ready`]).
+///
+/// In JSON: `{"tcp": "127.0.0.1:8080"}`, `"jsonl"`, `{"after": 2000}` (milliseconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Readiness {
+    /// Ready once a TCP connection to this address succeeds. The supervisor
+    /// tries to connect every 25 ms (each attempt bounded by 1 s) on its own
+    /// runtime, never blocking its thread; the connection is closed at once.
+    Tcp(SocketAddr),
+    /// Ready once the worker writes the line `{"ready": true}` on stdout
+    /// (only for a worker that speaks the call protocol, [`WorkerSpec::jsonl`]).
+    /// The line is protocol, not output: it is not in the tail.
+    Jsonl,
+    /// Ready once the process has run this long (supervisord's `startsecs`);
+    /// an exit before that is a failed start.
+    After(#[serde(with = "duration_ms")] Duration),
+}
 
 /// When a worker that ended by itself is started again (OTP's restart types).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -143,6 +165,14 @@ pub struct WorkerSpec {
     /// The file its output goes to; `tracing` when `None` (see [`log_file`](Self::log_file)).
     #[serde(default)]
     pub log_file: Option<LogFileSpec>,
+    /// How the worker shows it is ready; `None`: ready once exec succeeded
+    /// (see [`ready`](Self::ready)).
+    #[serde(default)]
+    pub ready: Option<Readiness>,
+    /// How long a worker with [`ready`](Self::ready) gets to become ready
+    /// (default [`DEFAULT_READY_TIMEOUT`]).
+    #[serde(with = "duration_ms", default = "default_ready_timeout")]
+    pub ready_timeout: Duration,
 }
 
 impl WorkerSpec {
@@ -163,6 +193,8 @@ impl WorkerSpec {
             intensity: None,
             user: None,
             log_file: None,
+            ready: None,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
         }
     }
 
@@ -284,6 +316,43 @@ impl WorkerSpec {
         });
         self
     }
+
+    /// Declares how the worker shows it is ready. Until it is, its state is
+    /// [`WorkerState::Starting`](super::WorkerState::Starting) with its pid;
+    /// when it is, the state becomes `Running` and
+    /// [`WorkerEvent::Ready`](super::WorkerEvent::Ready) is sent.
+    ///
+    /// - Under [`Strategy::RestForOne`] and [`Strategy::OneForAll`], a worker
+    ///   is started (first start by `start_worker`, and each start of a group
+    ///   restart) only once every worker before it in start order is ready
+    ///   or at rest; under [`Strategy::OneForOne`] starts never wait.
+    /// - A worker that exits before it is ready, or is not ready within
+    ///   [`ready_timeout`](Self::ready_timeout) (its process group is then
+    ///   SIGKILLed), has failed to start: that counts as a crash against
+    ///   restart intensity and is retried after its backoff, with the reason
+    ///   in its `Backoff` state and in the `Restarting` event. A
+    ///   [`Restart::Temporary`] worker goes to `Failed` instead.
+    /// - Without it, a worker is ready as soon as exec succeeded: `Running`
+    ///   at once and no `Ready` event, as before readiness existed.
+    ///
+    /// [`Readiness::Jsonl`] needs [`jsonl`](Self::jsonl): without it,
+    /// `start_worker` refuses the spec with
+    /// [`Error::InvalidSpec`](super::Error::InvalidSpec).
+    pub fn ready(mut self, readiness: Readiness) -> Self {
+        self.ready = Some(readiness);
+        self
+    }
+
+    /// Sets how long the worker gets to become ready (default
+    /// [`DEFAULT_READY_TIMEOUT`], 30 s); used only with [`ready`](Self::ready).
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+}
+
+fn default_ready_timeout() -> Duration {
+    DEFAULT_READY_TIMEOUT
 }
 
 fn default_shutdown_timeout() -> Duration {
@@ -354,6 +423,34 @@ mod tests {
         let json = serde_json::to_string(&spec).unwrap();
         let back: WorkerSpec = serde_json::from_str(&json).unwrap();
         assert_eq!(spec, back);
+    }
+
+    #[test]
+    fn readiness_reads_from_json_with_durations_in_ms() {
+        let spec: WorkerSpec = serde_json::from_str(
+            r#"{"name":"a","program":"sleep","ready":{"tcp":"127.0.0.1:8080"},"ready_timeout":5000}"#,
+        )
+        .unwrap();
+        let addr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(spec.ready, Some(Readiness::Tcp(addr)));
+        assert_eq!(spec.ready_timeout, Duration::from_secs(5));
+        for ready in [
+            Readiness::Jsonl,
+            Readiness::After(Duration::from_millis(1500)),
+        ] {
+            let spec = WorkerSpec::new("a", "sleep").jsonl().ready(ready);
+            let json = serde_json::to_value(&spec).unwrap();
+            let back: WorkerSpec = serde_json::from_value(json.clone()).unwrap();
+            assert_eq!(back, spec);
+            if let Readiness::After(_) = ready {
+                assert_eq!(json["ready"], serde_json::json!({"after": 1500}));
+            } else {
+                assert_eq!(json["ready"], "jsonl");
+            }
+        }
+        let plain: WorkerSpec = serde_json::from_str(r#"{"name":"a","program":"sleep"}"#).unwrap();
+        assert_eq!(plain.ready, None);
+        assert_eq!(plain.ready_timeout, DEFAULT_READY_TIMEOUT);
     }
 
     #[test]

@@ -48,18 +48,35 @@ impl fmt::Display for Exit {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum WorkerState {
-    /// Its process is being spawned.
-    Starting,
-    /// Its process runs.
+    /// Started but not ready yet.
+    ///
+    /// With a pid: its process runs and its [`ready`](super::WorkerSpec::ready)
+    /// check has not passed yet (a worker without one goes straight to
+    /// `Running`). Without a pid: `start_worker` registered it under
+    /// [`Strategy::RestForOne`](super::Strategy::RestForOne) or
+    /// [`Strategy::OneForAll`](super::Strategy::OneForAll), and it is spawned
+    /// once the workers before it are ready.
+    Starting {
+        /// The process id, once spawned (also its process group id).
+        pid: Option<u32>,
+    },
+    /// Its process runs (and is ready, if it declares readiness).
     Running {
         /// The process id (also its process group id).
         pid: u32,
     },
-    /// Waiting before a restart (per its [`Backoff`](super::Backoff), or until the
-    /// siblings a strategy restarts with it are stopped).
+    /// Waiting before a restart (per its [`Backoff`](super::Backoff), until the
+    /// siblings a strategy restarts with it are stopped, or, under an ordered
+    /// strategy, until the workers before it are ready).
     Backoff {
         /// Milliseconds left before the restart, as of the status request.
         remaining_ms: u64,
+        /// Why its last start failed, when the restart follows a failed start
+        /// (`spawn failed: ETXTBSY (Text file busy): /srv/app/worker`, `not
+        /// ready within 30s`, `exited before ready: exit code 1`); `None`
+        /// after a crash of a started worker (its exit is in `last_exit`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// Asked to stop; waiting for the process to end.
     Stopping {
@@ -73,11 +90,17 @@ pub enum WorkerState {
         /// How it ended.
         exit: Exit,
     },
-    /// The supervisor gave up on it: restart intensity was exceeded (the
-    /// supervisor's, or the worker's own), or its program could no longer be
-    /// started. `restart_worker` or `start_existing` brings it back.
+    /// Down until the operator starts it: restart intensity was exceeded
+    /// (the supervisor's, or the worker's own; failed starts count as
+    /// crashes), or a start the operator asked for (`start_worker`,
+    /// `start_existing`, `restart_worker`) could not spawn it, or a
+    /// [`Restart::Temporary`](super::Restart::Temporary) worker failed to
+    /// start. `restart_worker` or `start_existing` brings it back;
+    /// `delete_worker` removes it.
     Failed {
-        /// The limit that was exceeded and the last exits.
+        /// The limit that was exceeded and the last exits or failed starts,
+        /// or why the start failed (`spawn failed: ENOENT (No such file or
+        /// directory): /srv/app/worker`).
         reason: String,
     },
 }
@@ -87,6 +110,7 @@ impl WorkerState {
     pub fn pid(&self) -> Option<u32> {
         match *self {
             WorkerState::Running { pid } | WorkerState::Stopping { pid } => Some(pid),
+            WorkerState::Starting { pid } => pid,
             _ => None,
         }
     }
@@ -95,9 +119,20 @@ impl WorkerState {
 impl fmt::Display for WorkerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WorkerState::Starting => write!(f, "starting"),
+            WorkerState::Starting { pid: None } => write!(f, "starting"),
+            WorkerState::Starting { pid: Some(pid) } => write!(f, "starting (pid {pid})"),
             WorkerState::Running { pid } => write!(f, "running (pid {pid})"),
-            WorkerState::Backoff { remaining_ms } => write!(f, "backoff ({remaining_ms} ms)"),
+            WorkerState::Backoff {
+                remaining_ms,
+                reason: None,
+            } => write!(f, "backoff ({remaining_ms} ms)"),
+            WorkerState::Backoff {
+                remaining_ms,
+                reason: Some(reason),
+            } => write!(
+                f,
+                "backoff ({remaining_ms} ms) after a failed start: {reason}"
+            ),
             WorkerState::Stopping { pid } => write!(f, "stopping (pid {pid})"),
             WorkerState::Stopped => write!(f, "stopped"),
             WorkerState::Exited { exit } => write!(f, "exited ({exit})"),
@@ -158,6 +193,36 @@ mod tests {
             json,
             serde_json::json!({"state": "exited", "exit": {"signal": 9}})
         );
+    }
+
+    #[test]
+    fn a_starting_worker_has_its_pid_once_spawned() {
+        assert_eq!(WorkerState::Starting { pid: None }.pid(), None);
+        assert_eq!(WorkerState::Starting { pid: Some(7) }.pid(), Some(7));
+        let json = serde_json::to_value(WorkerState::Starting { pid: Some(7) }).unwrap();
+        assert_eq!(json, serde_json::json!({"state": "starting", "pid": 7}));
+    }
+
+    #[test]
+    fn a_backoff_after_a_failed_start_says_why() {
+        let state = WorkerState::Backoff {
+            remaining_ms: 5,
+            reason: Some("not ready within 1s".into()),
+        };
+        assert_eq!(
+            state.to_string(),
+            "backoff (5 ms) after a failed start: not ready within 1s"
+        );
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(json["reason"], "not ready within 1s");
+        let plain = WorkerState::Backoff {
+            remaining_ms: 5,
+            reason: None,
+        };
+        assert!(serde_json::to_value(&plain)
+            .unwrap()
+            .get("reason")
+            .is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! What happens after a crash: the restart type, restart intensity and the
-//! strategy decide (via policy.rs), and this file carries it out: the group
+//! What happens after a crash or a failed start (both count alike): the
+//! restart type, restart intensity and the strategy decide (via policy.rs),
+//! and this file carries it out: the group
 //! of workers to restart, their stop in reverse start order (one at a time,
 //! through the stop queue), their start in start order, giving up, and
 //! failing one worker alone when its own intensity is exceeded.
@@ -40,8 +41,36 @@ impl Runner {
             return;
         }
         tracing::warn!(worker = %w.name, %exit, "worker crashed");
+        self.crash(idx, exit.to_string());
+    }
+
+    /// A start made by the policy failed (its spawn, or its readiness): a
+    /// crash for intensity, retried after the worker's backoff, the reason
+    /// in its `Backoff` state and its `Restarting` event. A temporary worker
+    /// is not restarted: it goes to `Failed`. The caller advances the group.
+    pub(super) fn failed_start(&mut self, idx: usize, reason: String) {
+        let w = &mut self.workers[idx];
+        tracing::warn!(worker = %w.name, %reason, "worker failed to start");
+        if w.spec.restart == Restart::Temporary {
+            self.fail_alone(idx, reason);
+            return;
+        }
+        w.retry_reason = Some(reason.clone());
+        self.crash(idx, reason);
+    }
+
+    /// Counts a crash (`cause`: the exit, or why the start failed) and
+    /// restarts the strategy's group, or gives up.
+    fn crash(&mut self, idx: usize, cause: String) {
+        let w = &mut self.workers[idx];
         let now = Instant::now().into_std();
-        match policy::judge_crash(w.history.as_mut(), &mut self.intensity, now, &w.name, exit) {
+        match policy::judge_crash(
+            w.history.as_mut(),
+            &mut self.intensity,
+            now,
+            &w.name,
+            &cause,
+        ) {
             CrashVerdict::Restart => {}
             CrashVerdict::FailWorker(reason) => {
                 self.fail_alone(idx, reason);
@@ -56,6 +85,7 @@ impl Runner {
         w.streak += 1;
         let delay = policy::backoff_delay(w.spec.backoff.as_ref(), w.streak, rand::random());
         let crashed = w.key;
+        let sibling_reason = format!("restarted with {}: {cause}", w.name);
         let set = policy::restart_set(self.strategy, self.workers.len(), idx);
         let mut group = self.group.take().unwrap_or(Group {
             members: Vec::new(),
@@ -80,12 +110,23 @@ impl Runner {
                     self.stop_queue.push_back(w.key);
                 }
             } else {
-                w.set_state(WorkerState::Backoff { remaining_ms: 0 });
+                w.set_state(WorkerState::Backoff {
+                    remaining_ms: 0,
+                    reason: None,
+                });
             }
             if again {
                 w.restarts += 1;
                 let name = w.spec.name.clone();
-                self.emit(WorkerEvent::Restarting { name, delay });
+                let reason = match w.key == crashed {
+                    true => cause.clone(),
+                    false => sibling_reason.clone(),
+                };
+                self.emit(WorkerEvent::Restarting {
+                    name,
+                    delay,
+                    reason,
+                });
             }
         }
         let queued: Vec<usize> = self
@@ -109,22 +150,27 @@ impl Runner {
         self.group = None;
         self.stop_queue.clear();
         let mut failed = Vec::new();
+        let mut to_stop = Vec::new();
         for w in self.workers.iter_mut().rev() {
             w.start_at = None;
             if w.proc.is_some() {
                 if !matches!(w.intent, Intent::Delete | Intent::Stop) {
                     w.intent = Intent::Fail(reason.clone());
                 }
-                self.stop_queue.push_back(w.key);
+                to_stop.push(w.key);
             } else if matches!(
                 w.state,
                 WorkerState::Backoff { .. }
-                    | WorkerState::Starting
+                    | WorkerState::Starting { .. }
                     | WorkerState::Running { .. }
                     | WorkerState::Stopping { .. }
             ) {
-                // Waiting for a restart, or the worker whose crash was one too many.
+                // Waiting for a start, or the worker whose crash was one too many.
+                w.operator_start = false;
                 w.set_state(WorkerState::Failed {
+                    reason: reason.clone(),
+                });
+                w.settle(|| Error::GaveUp {
                     reason: reason.clone(),
                 });
                 failed.push(w.spec.name.clone());
@@ -136,17 +182,18 @@ impl Runner {
                 reason: reason.clone(),
             });
         }
-        self.pump_stops();
+        self.stop_all(to_stop);
     }
 
-    /// The worker's own intensity is exceeded: it alone goes to `Failed` and
-    /// stays there until the operator starts it. Its process has already
-    /// ended (its crash is what counted); no group restart follows and the
-    /// other workers are left as they are.
+    /// The worker's own intensity is exceeded (or a temporary worker failed
+    /// to start): it alone goes to `Failed` and stays there until the
+    /// operator starts it. Its process has already ended (its crash is what
+    /// counted); no group restart follows and the other workers are left as
+    /// they are.
     pub(super) fn fail_alone(&mut self, idx: usize, reason: String) {
         self.detach(idx);
         let w = &mut self.workers[idx];
-        tracing::error!(worker = %w.name, %reason, "worker failed: its restart intensity was exceeded");
+        tracing::error!(worker = %w.name, %reason, "worker failed; it stays down until started");
         w.start_at = None;
         w.set_state(WorkerState::Failed {
             reason: reason.clone(),
@@ -203,7 +250,10 @@ impl Runner {
             let w = &mut self.workers[i];
             if again {
                 w.start_at = Some(at);
-                w.set_state(WorkerState::Backoff { remaining_ms: 0 });
+                w.set_state(WorkerState::Backoff {
+                    remaining_ms: 0,
+                    reason: None,
+                });
             } else {
                 w.set_state(WorkerState::Stopped);
                 let name = w.spec.name.clone();

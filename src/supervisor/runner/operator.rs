@@ -13,7 +13,7 @@ use super::super::event::WorkerEvent;
 use super::super::jsonl::Channel;
 use super::super::output::Output;
 use super::super::policy::{self, Forget, RestartHistory};
-use super::super::spec::WorkerSpec;
+use super::super::spec::{Readiness, WorkerSpec};
 use super::super::status::WorkerState;
 use super::super::user;
 use super::{Command, Intent, Reply, Runner, Waiter, Worker};
@@ -31,10 +31,7 @@ impl Runner {
             Command::Channel { name, reply } => {
                 let _ = reply.send(self.channel(&name));
             }
-            Command::Start { spec, reply } => {
-                let r = self.start_new(*spec).await;
-                let _ = reply.send(r);
-            }
+            Command::Start { spec, reply } => self.start_new(*spec, reply).await,
             Command::Restart { name, reply } => self.restart(&name, reply).await,
             Command::StartExisting { name, reply } => self.start_existing(&name, reply).await,
             Command::Stop { name, reply } => self.stop(&name, reply),
@@ -58,24 +55,15 @@ impl Runner {
             })
     }
 
-    pub(super) async fn start_new(&mut self, spec: WorkerSpec) -> Result<u32> {
-        if self.shutting_down {
-            return Err(Error::Shutdown);
-        }
-        if spec.name.is_empty() {
-            return Err(Error::InvalidSpec {
-                worker: spec.name,
-                reason: "the name is empty".into(),
-            });
-        }
-        if let Some(problem) = spec.user.as_deref().and_then(user::name_problem) {
-            return Err(Error::InvalidSpec {
-                worker: spec.name,
-                reason: format!("user {problem}"),
-            });
-        }
-        if self.workers.iter().any(|w| w.spec.name == spec.name) {
-            return Err(Error::DuplicateWorker { name: spec.name });
+    /// Registers a new worker and starts it: at once, or, under an ordered
+    /// strategy while a worker before it is still on its way up, once that
+    /// one is ready (the reply waits). A spawn error answers the error and
+    /// leaves the worker registered as `Failed`; an invalid spec, a duplicate
+    /// name or a shutdown registers nothing.
+    pub(super) async fn start_new(&mut self, spec: WorkerSpec, reply: Reply<u32>) {
+        if let Err(err) = self.admit(&spec) {
+            let _ = reply.send(Err(err));
+            return;
         }
         let key = self.next_key;
         self.next_key += 1;
@@ -88,7 +76,7 @@ impl Runner {
             key,
             name: spec.name.as_str().into(),
             spec,
-            state: WorkerState::Starting,
+            state: WorkerState::Starting { pid: None },
             since: SystemTime::now(),
             restarts: 0,
             last_exit: None,
@@ -99,16 +87,49 @@ impl Runner {
             streak: 0,
             history,
             output,
+            operator_start: false,
+            retry_reason: None,
         });
         let idx = self.workers.len() - 1;
-        let r = self.spawn(idx).await;
-        if r.is_err() {
-            // Never registered: no crash loop follows a bad program.
-            if let Some(w) = self.workers.pop() {
-                self.output.unregister(&w.spec.name);
-            }
+        if self.startable().get(idx) == Some(&false) {
+            let w = &mut self.workers[idx];
+            w.operator_start = true;
+            w.start_at = Some(Instant::now());
+            w.waiters.push(Waiter::Started(reply));
+            return;
         }
-        r
+        let r = match self.spawn(idx).await {
+            Ok(pid) => Ok(pid),
+            // Registered as failed, not retried: no crash loop follows a bad program.
+            Err(err) => Err(self.refuse_start(idx, err)),
+        };
+        let _ = reply.send(r);
+    }
+
+    /// Checks a new worker's spec and name before anything is registered.
+    fn admit(&self, spec: &WorkerSpec) -> Result<()> {
+        let invalid = |reason: String| Error::InvalidSpec {
+            worker: spec.name.clone(),
+            reason,
+        };
+        if self.shutting_down {
+            return Err(Error::Shutdown);
+        }
+        if spec.name.is_empty() {
+            return Err(invalid("the name is empty".into()));
+        }
+        if let Some(problem) = spec.user.as_deref().and_then(user::name_problem) {
+            return Err(invalid(format!("user {problem}")));
+        }
+        if let Some(problem) = readiness_problem(spec) {
+            return Err(invalid(problem));
+        }
+        if self.workers.iter().any(|w| w.spec.name == spec.name) {
+            return Err(Error::DuplicateWorker {
+                name: spec.name.clone(),
+            });
+        }
+        Ok(())
     }
 
     pub(super) async fn restart(&mut self, name: &str, reply: Reply<u32>) {
@@ -176,7 +197,11 @@ impl Runner {
             Forget::Supervisor => self.intensity.clear(),
         }
         self.workers[idx].streak = 0;
-        let _ = reply.send(self.spawn(idx).await);
+        let r = match self.spawn(idx).await {
+            Ok(pid) => Ok(pid),
+            Err(err) => Err(self.refuse_start(idx, err)),
+        };
+        let _ = reply.send(r);
     }
 
     pub(super) fn stop(&mut self, name: &str, reply: Reply<()>) {
@@ -197,9 +222,15 @@ impl Runner {
             self.send_stop(idx);
         } else {
             w.start_at = None;
+            w.operator_start = false;
             if !matches!(w.state, WorkerState::Stopped) {
                 w.set_state(WorkerState::Stopped);
                 let name = w.spec.name.clone();
+                // A start_worker still held for an ordered strategy ends here.
+                w.settle(|| Error::NotRunning {
+                    worker: name.clone(),
+                    state: "stopped".into(),
+                });
                 self.emit(WorkerEvent::Stopped { name });
             }
             let _ = reply.send(Ok(()));
@@ -235,5 +266,23 @@ impl Runner {
         w.settle(|| Error::UnknownWorker { name: name.clone() });
         tracing::debug!(worker = %w.name, "worker deleted");
         self.emit(WorkerEvent::Deleted { name: w.spec.name });
+    }
+}
+
+/// What is wrong with the spec's readiness settings, if anything.
+fn readiness_problem(spec: &WorkerSpec) -> Option<String> {
+    let ready = spec.ready?;
+    if spec.ready_timeout.is_zero() {
+        return Some("ready_timeout must be longer than zero".into());
+    }
+    match ready {
+        Readiness::Jsonl if !spec.jsonl => {
+            Some("jsonl readiness needs the call protocol (.jsonl())".into())
+        }
+        Readiness::After(after) if after >= spec.ready_timeout => Some(format!(
+            "ready after {after:?} is not shorter than ready_timeout {:?}",
+            spec.ready_timeout
+        )),
+        _ => None,
     }
 }

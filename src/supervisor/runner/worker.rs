@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::DropGuard;
 
 use super::super::error::Error;
 use super::super::jsonl::Channel;
@@ -49,6 +50,26 @@ pub(super) struct Proc {
     pub(super) started: Instant,
     pub(super) channel: Option<Arc<Channel>>,
     pub(super) stopping: bool,
+    /// Its readiness check passed (always, for a worker without one).
+    pub(super) ready: bool,
+    /// `Readiness::After`: when it becomes ready.
+    pub(super) ready_at: Option<Instant>,
+    /// When, not ready by then, its group is killed (`ready_timeout`).
+    pub(super) ready_deadline: Option<Instant>,
+    /// Ends the TCP readiness probe when dropped.
+    pub(super) probe: Option<DropGuard>,
+    /// Set when it was killed for not becoming ready: its exit is then a
+    /// failed start, for this reason.
+    pub(super) start_failure: Option<String>,
+}
+
+/// The readiness fields of a new [`Proc`], as `spawn` sets them up.
+#[derive(Default)]
+pub(super) struct ReadyCheck {
+    pub(super) ready: bool,
+    pub(super) at: Option<Instant>,
+    pub(super) deadline: Option<Instant>,
+    pub(super) probe: Option<DropGuard>,
 }
 
 pub(super) struct Worker {
@@ -70,6 +91,12 @@ pub(super) struct Worker {
     /// its crashes count against the supervisor's.
     pub(super) history: Option<RestartHistory>,
     pub(super) output: Arc<Output>,
+    /// Its pending start was asked for by the owner (`start_worker` held
+    /// for an ordered strategy): a spawn error then goes to the caller
+    /// instead of counting as a crash.
+    pub(super) operator_start: bool,
+    /// Why its last start failed, while a restart is pending after it.
+    pub(super) retry_reason: Option<String>,
 }
 
 impl Worker {
@@ -78,12 +105,24 @@ impl Worker {
         self.since = SystemTime::now();
     }
 
+    /// Whether the worker is still on its way up: waiting for a start, or
+    /// started and not ready yet. Under an ordered strategy the workers after
+    /// it wait for it.
+    pub(super) fn on_its_way_up(&self) -> bool {
+        self.start_at.is_some()
+            || matches!(
+                self.state,
+                WorkerState::Backoff { .. } | WorkerState::Starting { .. }
+            )
+    }
+
     pub(super) fn status(&self, now: Instant) -> WorkerStatus {
         let state = match self.state {
             WorkerState::Backoff { .. } => WorkerState::Backoff {
                 remaining_ms: self
                     .start_at
                     .map_or(0, |at| at.saturating_duration_since(now).as_millis() as u64),
+                reason: self.retry_reason.clone(),
             },
             ref s => s.clone(),
         };
