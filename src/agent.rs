@@ -16,6 +16,7 @@
 
 mod core;
 mod error;
+pub(crate) mod intent;
 pub(crate) mod keys;
 mod log_writer;
 mod logs;
@@ -26,8 +27,9 @@ mod settings;
 pub mod status;
 pub(crate) mod sync;
 pub(crate) mod trust;
+pub(crate) mod workers;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -235,10 +237,11 @@ impl Agent {
             publishing: false,
             running: BTreeMap::new(),
             start_errors: BTreeMap::new(),
-            deleted: BTreeSet::new(),
+            intents: intent::Intents::load(&settings.data_dir),
             tags: settings.tags.clone(),
             repushes: 0,
             log_dir: settings.log_dir.clone(),
+            ops: workers::WorkerOps::new(sup.clone()),
             trust: trust::Trust::new(
                 settings.config_signers.clone(),
                 settings.cluster_id.clone(),

@@ -51,7 +51,7 @@ mod agent_file;
 mod cluster;
 mod error;
 pub mod signature;
-mod store;
+pub(crate) mod store;
 mod toml_read;
 mod versioned;
 

@@ -14,10 +14,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::intent::{Intents, Kind};
 use super::reconcile::{self, Action};
 use super::status::{self, WorkerInfo};
 use super::sync;
 use super::trust::Trust;
+use super::workers::{Done, Op, Reply, WorkerOps};
 use super::AgentError;
 use crate::config::{ConfigSignature, ConfigStore, VersionedConfig};
 use crate::membership::keys;
@@ -47,6 +49,14 @@ pub(crate) enum Command {
         name: String,
         reply: oneshot::Sender<Result<(), AgentError>>,
     },
+    Stop {
+        name: String,
+        reply: oneshot::Sender<Result<(), AgentError>>,
+    },
+    Restart {
+        name: String,
+        reply: oneshot::Sender<Result<(), AgentError>>,
+    },
 }
 
 pub(crate) struct Core {
@@ -57,12 +67,15 @@ pub(crate) struct Core {
     pub(crate) publishing: bool,
     pub(crate) running: BTreeMap<String, WorkerSpec>,
     pub(crate) start_errors: BTreeMap<String, String>,
-    pub(crate) deleted: BTreeSet<String>,
+    /// What the operator asked of workers here (stop, delete), kept in the data dir.
+    pub(crate) intents: Intents,
     pub(crate) tags: BTreeMap<String, String>,
     pub(crate) repushes: u32,
     pub(crate) trust: Trust,
     /// Where workers' output goes (`AgentSettings::log_dir`).
     pub(crate) log_dir: Option<std::path::PathBuf>,
+    /// Starts, stops and deletes in flight, beside this loop.
+    pub(crate) ops: WorkerOps,
 }
 
 impl Core {
@@ -104,6 +117,10 @@ impl Core {
                     }
                     self.sync_from_peers().await;
                 }
+                done = self.ops.next() => {
+                    self.finished(done);
+                    status_due.get_or_insert_with(|| Instant::now() + STATUS_DEBOUNCE);
+                }
                 event = events.recv() => match event {
                     Ok(WorkerEvent::Failed { name, reason }) => {
                         warn!(node = %self.node.id(), worker = %name, %reason, "worker failed; it stays down until an operator starts it");
@@ -137,40 +154,68 @@ impl Core {
             } => {
                 let _ = reply.send(self.push_config(toml, base_version, signed).await);
             }
-            Command::Start { name, reply } => {
-                // A worker deleted here, or one that could not start, is started by reconciling.
-                let retry = self.start_errors.contains_key(&name);
-                let result = if self.deleted.remove(&name) || retry {
-                    self.reconcile().await;
-                    match self.start_errors.get(&name) {
-                        Some(err) => Err(AgentError::StartFailed {
-                            worker: name,
-                            reason: err.clone(),
-                        }),
-                        None => Ok(()),
-                    }
-                } else {
-                    self.sup
-                        .start_existing(&name)
-                        .await
-                        .map(drop)
-                        .map_err(AgentError::from)
-                };
-                let _ = reply.send(result);
-            }
+            Command::Start { name, reply } => self.operator_start(name, reply, false).await,
+            Command::Restart { name, reply } => self.operator_start(name, reply, true).await,
             Command::Delete { name, reply } => {
-                let result = match self.sup.delete_worker(&name).await {
-                    Ok(()) => {
-                        if self.running.remove(&name).is_some() {
-                            self.deleted.insert(name);
-                        }
-                        Ok(())
+                if let Some(spec) = self.running.remove(&name) {
+                    self.intents.set(&name, Kind::Deleted, &spec);
+                    self.intents.save().await;
+                }
+                self.ops.push(&name, Op::Delete { reply });
+            }
+            Command::Stop { name, reply } => {
+                if let Some(spec) = self.running.get(&name) {
+                    if self.intents.set(&name, Kind::Stopped, spec) {
+                        self.intents.save().await;
                     }
-                    Err(err) => Err(err.into()),
-                };
-                let _ = reply.send(result);
+                    self.ops.push(&name, Op::Stop { reply });
+                } else if self.held(&name) {
+                    let _ = reply.send(Ok(()));
+                } else {
+                    self.ops.push(&name, Op::Stop { reply });
+                }
             }
         }
+    }
+
+    /// A worker stopped by the operator before this agent started: not registered with the
+    /// supervisor, listed as stopped.
+    fn held(&self, name: &str) -> bool {
+        self.intents.get(name) == Some(Kind::Stopped) && !self.running.contains_key(name)
+    }
+
+    /// `herd start` (or `herd restart`): ends the operator's stop or delete of the worker. One
+    /// deleted here, held stopped since the agent started, or that could not start, is started
+    /// from the config; any other is started again (or restarted) by the supervisor.
+    async fn operator_start(&mut self, name: String, reply: Reply, restart: bool) {
+        let intent = self.intents.get(&name);
+        if self.intents.clear(&name) {
+            self.intents.save().await;
+        }
+        let registered = self.running.contains_key(&name);
+        let from_config = !registered || intent == Some(Kind::Deleted);
+        if from_config || self.start_errors.contains_key(&name) {
+            if let Some(spec) = self.desired().remove(&name).filter(|_| !registered) {
+                self.start_errors.remove(&name);
+                self.running.insert(name.clone(), spec.clone());
+                let reply = Some(reply);
+                self.ops.push(
+                    &name,
+                    Op::Start {
+                        spec: Box::new(spec),
+                        reply,
+                    },
+                );
+                return;
+            }
+        }
+        // Registered with the supervisor (or unknown to this node: the supervisor says so).
+        let op = if restart {
+            Op::Restart { reply }
+        } else {
+            Op::StartExisting { reply }
+        };
+        self.ops.push(&name, op);
     }
 
     /// Validates and adopts a config pushed to this node: unsigned, with a version above any
@@ -255,7 +300,7 @@ impl Core {
                 error!(node = %self.node.id(), version = config.version, error = %err, "cannot persist the cluster config; running it anyway");
             }
         }
-        self.deleted.clear();
+        self.settle_intents(&config).await;
         self.current.send_replace(Some(config.clone()));
         self.publish_config(&config, full).await;
         self.reconcile().await;
@@ -296,67 +341,122 @@ impl Core {
         }
     }
 
-    /// Starts, stops and replaces workers until they match the config and this node's tags.
-    async fn reconcile(&mut self) {
-        let desired = match self.config() {
-            Some(config) => {
-                let log_dir = self.log_dir.as_deref();
-                reconcile::desired(
-                    config.config(),
-                    self.node.id(),
-                    &self.tags,
-                    &self.deleted,
-                    log_dir,
-                )
-            }
+    /// The specs of the workers this node should run, by name: the config's for this node's
+    /// tags, less those deleted here by the operator.
+    fn desired(&self) -> BTreeMap<String, WorkerSpec> {
+        self.desired_except(&self.intents.deleted())
+    }
+
+    fn desired_except(&self, deleted: &BTreeSet<String>) -> BTreeMap<String, WorkerSpec> {
+        match self.config() {
+            Some(config) => reconcile::desired(
+                config.config(),
+                self.node.id(),
+                &self.tags,
+                deleted,
+                self.log_dir.as_deref(),
+            ),
             None => BTreeMap::new(),
-        };
+        }
+    }
+
+    /// A config that gives a stopped or deleted worker another spec ends the operator's intent
+    /// for it: the change is a new instruction.
+    async fn settle_intents(&mut self, config: &VersionedConfig) {
+        let desired = reconcile::desired(
+            config.config(),
+            self.node.id(),
+            &self.tags,
+            &BTreeSet::new(),
+            self.log_dir.as_deref(),
+        );
+        let ended = self.intents.settle(&desired);
+        if !ended.is_empty() {
+            info!(node = %self.node.id(), workers = ?ended, version = config.version, "the config changed workers an operator had stopped or deleted here; they run as it says");
+            self.intents.save().await;
+        }
+    }
+
+    /// Starts, stops and replaces workers until they match the config and this node's tags:
+    /// queues the operations (they run beside the core's loop, see [`WorkerOps`]) and returns.
+    async fn reconcile(&mut self) {
+        let desired = self.desired();
         self.start_errors
             .retain(|name, _| desired.contains_key(name));
         for action in reconcile::plan(&desired, &self.running) {
             match action {
                 Action::Remove(name) => {
                     info!(node = %self.node.id(), worker = %name, "worker no longer wanted here; stopping it");
-                    self.remove(&name).await;
+                    self.running.remove(&name);
+                    self.ops.push(&name, Op::Remove);
                 }
                 Action::Replace(spec) => {
                     info!(node = %self.node.id(), worker = %spec.name, "worker spec changed; replacing it");
-                    self.remove(&spec.name).await;
-                    self.start(spec).await;
+                    let name = spec.name.clone();
+                    self.ops.push(&name, Op::Remove);
+                    self.start(spec);
                 }
-                Action::Start(spec) => self.start(spec).await,
+                // Stopped by the operator before this agent started: listed, not started.
+                Action::Start(spec) if self.intents.get(&spec.name) == Some(Kind::Stopped) => {}
+                Action::Start(spec) => self.start(spec),
             }
         }
         // Workers that could not start are retried at the next reconcile.
         self.publish_status().await;
     }
 
-    async fn remove(&mut self, name: &str) {
-        if let Err(err) = self.sup.delete_worker(name).await {
-            warn!(node = %self.node.id(), worker = %name, error = %err, "cannot delete worker");
-        }
-        self.running.remove(name);
+    fn start(&mut self, spec: WorkerSpec) {
+        let name = spec.name.clone();
+        self.running.insert(name.clone(), spec.clone());
+        self.ops.push(
+            &name,
+            Op::Start {
+                spec: Box::new(spec),
+                reply: None,
+            },
+        );
     }
 
-    async fn start(&mut self, spec: WorkerSpec) {
-        let name = spec.name.clone();
-        match self.sup.start_worker(spec.clone()).await {
-            Ok(pid) => {
+    /// Takes in the outcome of a worker operation.
+    fn finished(&mut self, done: Done) {
+        match done {
+            Done::Started {
+                name,
+                result: Ok(pid),
+                ..
+            } => {
                 info!(node = %self.node.id(), worker = %name, pid, "worker started");
                 self.start_errors.remove(&name);
-                self.running.insert(name, spec);
             }
-            Err(err) if err.is_start_failure() => {
+            Done::Started {
+                name,
+                result: Err(err),
+                ..
+            } if err.is_start_failure() => {
                 // The supervisor keeps it as failed, with the reason: status shows it, and
                 // delete, `herd start` and a push that changes its spec act on it as on any worker.
                 error!(node = %self.node.id(), worker = %name, error = %err, "worker could not start");
                 self.start_errors.remove(&name);
-                self.running.insert(name, spec);
             }
-            Err(err) => {
+            Done::Started {
+                name,
+                spec,
+                result: Err(err),
+            } => {
                 error!(node = %self.node.id(), worker = %name, error = %err, "worker could not start");
-                self.start_errors.insert(name, err.to_string());
+                // Unless something newer was queued for it meanwhile, it does not run.
+                if self.running.get(&name) == Some(&*spec) {
+                    self.running.remove(&name);
+                    self.start_errors.insert(name, err.to_string());
+                }
             }
+            Done::Removed {
+                name,
+                result: Err(err),
+            } => {
+                warn!(node = %self.node.id(), worker = %name, error = %err, "cannot delete worker");
+            }
+            Done::Removed { result: Ok(()), .. } | Done::Answered => {}
         }
     }
 
@@ -373,6 +473,19 @@ impl Core {
                 .iter()
                 .map(|(name, err)| WorkerInfo::not_started(name, err)),
         );
+        for worker in &mut workers {
+            if self.intents.get(&worker.name) == Some(Kind::Stopped) && worker.state == "stopped" {
+                worker.intent = Some("stopped".to_string());
+            }
+        }
+        let desired = self.desired();
+        let held: Vec<WorkerInfo> = self
+            .intents
+            .iter()
+            .filter(|(name, _)| self.held(name) && desired.contains_key(*name))
+            .map(|(name, _)| WorkerInfo::held_stopped(name))
+            .collect();
+        workers.extend(held);
         workers.sort_by(|a, b| a.name.cmp(&b.name));
         let value = status::encode(&workers);
         let _ = self

@@ -98,9 +98,13 @@ impl Local {
                 let name = worker.to_string();
                 self.ask(|reply| Command::Start { name, reply }).await??;
             }
-            WorkerAction::Stop => self.sup.stop_worker(worker).await?,
+            WorkerAction::Stop => {
+                let name = worker.to_string();
+                self.ask(|reply| Command::Stop { name, reply }).await??;
+            }
             WorkerAction::Restart => {
-                self.sup.restart_worker(worker).await?;
+                let name = worker.to_string();
+                self.ask(|reply| Command::Restart { name, reply }).await??;
             }
             WorkerAction::Delete => {
                 let name = worker.to_string();

@@ -30,6 +30,11 @@ pub struct WorkerInfo {
     /// Why it failed, or how its last process ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// What an operator asked that keeps it in its state: `stopped` (by `herd stop`; it stays
+    /// stopped across pushes and agent restarts until started, or until a push changes its
+    /// spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
 }
 
 impl WorkerInfo {
@@ -63,6 +68,21 @@ impl WorkerInfo {
             restarts: status.restarts,
             since_ms: unix_ms(status.since),
             detail,
+            intent: None,
+        }
+    }
+
+    /// A worker stopped by the operator before the agent started, not started since.
+    pub(crate) fn held_stopped(name: &str) -> WorkerInfo {
+        WorkerInfo {
+            node: String::new(),
+            name: name.to_string(),
+            state: "stopped".to_string(),
+            pid: None,
+            restarts: 0,
+            since_ms: unix_ms(SystemTime::now()),
+            detail: None,
+            intent: Some("stopped".to_string()),
         }
     }
 
@@ -76,6 +96,7 @@ impl WorkerInfo {
             restarts: 0,
             since_ms: unix_ms(SystemTime::now()),
             detail: Some(error.to_string()),
+            intent: None,
         }
     }
 }

@@ -36,7 +36,10 @@ pub fn print_workers(workers: &Value) {
             vec![
                 field(w, "node"),
                 field(w, "name"),
-                field(w, "state"),
+                match w.get("intent").and_then(Value::as_str) {
+                    Some("stopped") => format!("{} (by operator)", field(w, "state")),
+                    _ => field(w, "state"),
+                },
                 field(w, "pid"),
                 field(w, "restarts"),
                 w.get("since_ms")
