@@ -44,7 +44,10 @@ pub use error::AgentError;
 pub use log_writer::{EventWriter, LogWriter};
 pub use logs::{FOLLOW_INTERVAL, MAX_FOLLOWERS};
 pub use remote::WorkerAction;
-pub use settings::{AgentSettings, DEFAULT_AGENT_LISTEN, DEFAULT_API, DEFAULT_DATA_DIR};
+pub use settings::{
+    AgentSettings, DEFAULT_AGENT_LISTEN, DEFAULT_API, DEFAULT_DATA_DIR, DEFAULT_NODE_MAX_RESTARTS,
+    DEFAULT_NODE_PERIOD,
+};
 pub use status::WorkerInfo;
 
 /// How long an action on another node may take, on top of a worker call's own timeout.
@@ -83,6 +86,8 @@ struct Inner {
     tracker: TaskTracker,
     /// Permits of the API's log followers (`logs.rs`).
     followers: Arc<tokio::sync::Semaphore>,
+    /// Why the supervisor gave up, once it has.
+    gave_up: watch::Receiver<Option<String>>,
 }
 
 /// The API's token, from `settings.api_token_file` (created when missing); refuses a
@@ -208,14 +213,16 @@ impl Agent {
             builder = builder.tag(key.clone(), value.clone());
         }
         let node = builder.start(AgentMember).await?;
-        // Each worker carries its own restart intensity (from the config); the supervisor's own
-        // limit is only a backstop.
+        // Each worker carries its own restart intensity (from the config), judged first; every
+        // restart also counts against the node's, over which the supervisor gives up.
         let sup = Supervisor::builder()
             .strategy(Strategy::OneForOne)
-            .max_restarts(10_000, Duration::from_secs(1))
+            .max_restarts(settings.max_restarts, settings.period)
+            .count_every_restart(true)
             .start();
 
         let (current_tx, current) = watch::channel(None);
+        let (gave_up_tx, gave_up) = watch::channel(None);
         let metrics = Metrics::new(
             node.clone(),
             sup.clone(),
@@ -242,6 +249,7 @@ impl Agent {
             repushes: 0,
             log_dir: settings.log_dir.clone(),
             ops: workers::WorkerOps::new(sup.clone()),
+            gave_up: gave_up_tx,
             trust: trust::Trust::new(
                 settings.config_signers.clone(),
                 settings.cluster_id.clone(),
@@ -271,6 +279,7 @@ impl Agent {
         tracker.spawn(recorder.run(api_cancel.clone()));
         let agent = Agent {
             inner: Arc::new(Inner {
+                gave_up,
                 node,
                 sup,
                 local,
@@ -524,6 +533,22 @@ impl Agent {
                 }
                 other => (502, format!("node {node:?}: {other}")),
             })
+    }
+
+    /// Waits until this node's supervisor gives up (restarts of its workers over
+    /// `max_restarts` within `period`), and returns why. `herd agent` with
+    /// `on_give_up = "exit"` then leaves and exits with [`EXIT_GAVE_UP`](crate::config::EXIT_GAVE_UP).
+    pub async fn gave_up(&self) -> String {
+        let mut gave_up = self.inner.gave_up.clone();
+        let reason = match gave_up.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            Err(_) => None,
+        };
+        match reason {
+            Some(reason) => reason,
+            // The core ended (the agent is stopping): nothing more to wait for.
+            None => std::future::pending().await,
+        }
     }
 
     /// Leaves gracefully: stops the core, announces the leave and lets it spread, stops every

@@ -55,7 +55,7 @@ pub(crate) mod store;
 mod toml_read;
 mod versioned;
 
-pub use agent_file::AgentFile;
+pub use agent_file::{AgentFile, OnGiveUp, EXIT_GAVE_UP};
 pub use cluster::{
     groups_of, is_valid_name, ClusterConfig, Protocol, WorkerConfig, DEFAULT_MAX_RESTARTS,
     DEFAULT_PERIOD, DEFAULT_SHUTDOWN_TIMEOUT, GROUP_TAG, MAX_NAME_LEN,

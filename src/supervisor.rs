@@ -183,6 +183,7 @@ pub struct Builder {
     strategy: Strategy,
     max_restarts: u32,
     period: Duration,
+    count_every_restart: bool,
     cancel: Option<CancellationToken>,
 }
 
@@ -192,6 +193,7 @@ impl Default for Builder {
             strategy: Strategy::OneForOne,
             max_restarts: 3,
             period: Duration::from_secs(5),
+            count_every_restart: false,
             cancel: None,
         }
     }
@@ -210,6 +212,17 @@ impl Builder {
     pub fn max_restarts(mut self, max: u32, period: Duration) -> Self {
         self.max_restarts = max;
         self.period = period;
+        self
+    }
+
+    /// Counts every restart against the supervisor's intensity, also those of
+    /// workers with a limit of their own (default false: those count only in
+    /// their own history). A crash is judged by the worker's own limit first
+    /// (over it, that worker alone fails), then by the supervisor's (over it,
+    /// the supervisor gives up): a node-wide cap on restarts above each
+    /// worker's, as the agent uses.
+    pub fn count_every_restart(mut self, yes: bool) -> Self {
+        self.count_every_restart = yes;
         self
     }
 
@@ -247,6 +260,7 @@ impl Builder {
             strategy: self.strategy,
             max_restarts: self.max_restarts,
             period: self.period,
+            count_every_restart: self.count_every_restart,
             output: pump.clone(),
         };
         let runner = Runner::new(config, events.clone(), exits_tx, tracker.clone());

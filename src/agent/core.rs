@@ -76,6 +76,8 @@ pub(crate) struct Core {
     pub(crate) log_dir: Option<std::path::PathBuf>,
     /// Starts, stops and deletes in flight, beside this loop.
     pub(crate) ops: WorkerOps,
+    /// Why the supervisor gave up, once it has (`Agent::gave_up`).
+    pub(crate) gave_up: watch::Sender<Option<String>>,
 }
 
 impl Core {
@@ -122,6 +124,11 @@ impl Core {
                     status_due.get_or_insert_with(|| Instant::now() + STATUS_DEBOUNCE);
                 }
                 event = events.recv() => match event {
+                    Ok(WorkerEvent::GaveUp { reason }) => {
+                        error!(node = %self.node.id(), %reason, "the supervisor gave up: every worker on this node is stopped and failed");
+                        self.gave_up.send_replace(Some(reason));
+                        status_due.get_or_insert_with(|| Instant::now() + STATUS_DEBOUNCE);
+                    }
                     Ok(WorkerEvent::Failed { name, reason }) => {
                         warn!(node = %self.node.id(), worker = %name, %reason, "worker failed; it stays down until an operator starts it");
                         status_due.get_or_insert_with(|| Instant::now() + STATUS_DEBOUNCE);

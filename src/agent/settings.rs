@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::Signers;
+use crate::config::{OnGiveUp, Signers};
 use crate::node::{DEFAULT_CLUSTER_ID, DEFAULT_GOSSIP_INTERVAL, DEFAULT_PHI_THRESHOLD};
 
 /// Default HTTP API address (loopback: the API can stop and start programs).
@@ -15,6 +15,13 @@ pub const DEFAULT_API: &str = "127.0.0.1:7947";
 pub const DEFAULT_AGENT_LISTEN: &str = "127.0.0.1:7946";
 /// Default data directory (the persisted cluster config), relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "herd-data";
+
+/// Default restarts of all of a node's workers together allowed within [`DEFAULT_NODE_PERIOD`]
+/// before the agent's supervisor gives up: well above one worker's own limit (3 in 5 s by
+/// default) and a slow flapper's, a sustained crash loop across the node.
+pub const DEFAULT_NODE_MAX_RESTARTS: u32 = 100;
+/// Default period [`DEFAULT_NODE_MAX_RESTARTS`] counts over.
+pub const DEFAULT_NODE_PERIOD: Duration = Duration::from_secs(60);
 
 /// The settings of one agent.
 #[derive(Clone, Debug)]
@@ -62,6 +69,13 @@ pub struct AgentSettings {
     /// Where every worker's output goes, as `<log_dir>/<worker>.log` (rotated per the worker's
     /// `log` setting; created at start if missing); `None` (the default): the agent's own log.
     pub log_dir: Option<PathBuf>,
+    /// Restarts of all this node's workers together allowed within `period` before the
+    /// supervisor gives up on every worker (each worker's own `max_restarts` applies first).
+    pub max_restarts: u32,
+    /// The period `max_restarts` counts over.
+    pub period: Duration,
+    /// What the agent does when its supervisor gives up.
+    pub on_give_up: OnGiveUp,
     /// The writer the agent's own log goes through, if the binary set one up; its dropped
     /// lines are `herd_log_dropped_total` (absent without one).
     pub log_writer: Option<super::LogWriter>,
@@ -88,6 +102,9 @@ impl AgentSettings {
             encrypt_verify_incoming: true,
             allow_plaintext: false,
             log_dir: None,
+            max_restarts: DEFAULT_NODE_MAX_RESTARTS,
+            period: DEFAULT_NODE_PERIOD,
+            on_give_up: OnGiveUp::Stay,
             log_writer: None,
         }
     }

@@ -21,6 +21,10 @@
 //! encrypt_verify_incoming = true
 //! allow_plaintext = false
 //! log_dir = "/var/log/herd"
+//! max_restarts = 100      # all this node's workers' restarts together, within period
+//! period = "60s"
+//! on_give_up = "stay"     # or "exit": leave gracefully, exit 75 for systemd/Kubernetes
+//! log_level = "info"      # like HERD_LOG; applied again at SIGHUP
 //!
 //! [tags]
 //! group = "media,gpu"
@@ -52,6 +56,10 @@ const KEYS: &[&str] = &[
     "encrypt_verify_incoming",
     "allow_plaintext",
     "log_dir",
+    "max_restarts",
+    "period",
+    "on_give_up",
+    "log_level",
 ];
 
 /// The contents of an agent file; `None` or empty where the file says nothing.
@@ -87,6 +95,56 @@ pub struct AgentFile {
     pub allow_plaintext: Option<bool>,
     /// Where workers' output goes, `<log_dir>/<worker>.log` (`--log-dir`).
     pub log_dir: Option<PathBuf>,
+    /// Restarts of all this node's workers together allowed within `period` before the
+    /// agent's supervisor gives up (`--max-restarts`).
+    pub max_restarts: Option<u32>,
+    /// The period `max_restarts` counts over (`--restart-period`), like "60s".
+    #[serde(with = "humantime_serde_opt")]
+    pub period: Option<std::time::Duration>,
+    /// What the agent does when its supervisor gives up (`--on-give-up`).
+    pub on_give_up: Option<OnGiveUp>,
+    /// The agent's log filter, like `HERD_LOG` ("info", "herd=debug,warn"); applied at start
+    /// when `HERD_LOG` is not set, and again at each SIGHUP.
+    pub log_level: Option<String>,
+}
+
+/// What an agent does when its supervisor gives up (restarts over `max_restarts` in `period`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnGiveUp {
+    /// Stay in the cluster; the failed workers show in status, metrics and the log, and an
+    /// operator's start brings each back.
+    #[default]
+    Stay,
+    /// Leave the cluster gracefully and exit with [`EXIT_GAVE_UP`], for systemd
+    /// (`Restart=on-failure`) or Kubernetes to start the agent afresh.
+    Exit,
+}
+
+/// The exit code of `herd agent` after its supervisor gave up with `on_give_up = "exit"`.
+pub const EXIT_GAVE_UP: u8 = 75;
+
+impl std::str::FromStr for OnGiveUp {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "stay" => Ok(OnGiveUp::Stay),
+            "exit" => Ok(OnGiveUp::Exit),
+            other => Err(format!("{other:?} is not \"stay\" or \"exit\"")),
+        }
+    }
+}
+
+mod humantime_serde_opt {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 impl AgentFile {
@@ -113,7 +171,25 @@ impl AgentFile {
             encrypt_verify_incoming: t.bool("encrypt_verify_incoming")?,
             allow_plaintext: t.bool("allow_plaintext")?,
             log_dir: t.string("log_dir")?.map(PathBuf::from),
+            max_restarts: t.u32("max_restarts")?,
+            period: t.duration("period")?,
+            on_give_up: match t.string("on_give_up")? {
+                Some(text) => Some(
+                    text.parse()
+                        .map_err(|e: String| t.invalid("on_give_up", e))?,
+                ),
+                None => None,
+            },
+            log_level: t.string("log_level")?,
         };
+        if file.period.is_some_and(|p| p.is_zero()) {
+            return Err(t.invalid("period", "must be longer than zero"));
+        }
+        if let Some(level) = &file.log_level {
+            if let Err(err) = tracing_subscriber::EnvFilter::try_new(level) {
+                return Err(t.invalid("log_level", format!("{level:?} is not a log filter: {err}")));
+            }
+        }
         for key in t.strings("config_signers")? {
             let key = PublicKey::parse(&key)
                 .map_err(|err| t.invalid("config_signers", err.to_string()))?;
@@ -190,6 +266,10 @@ encrypt_key_file = "/etc/herd/cluster-key"
 encrypt_verify_incoming = false
 allow_plaintext = true
 log_dir = "/var/log/herd"
+max_restarts = 50
+period = "30s"
+on_give_up = "exit"
+log_level = "herd=debug,warn"
 
 [tags]
 group = "media,gpu"
@@ -225,6 +305,13 @@ zone = "eu-1"
         assert_eq!(file.allow_plaintext, Some(true));
         assert_eq!(file.log_dir, Some(PathBuf::from("/var/log/herd")));
         assert!(error("log_dir = \"\"\n").contains("log_dir"));
+        assert_eq!(file.max_restarts, Some(50));
+        assert_eq!(file.period, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(file.on_give_up, Some(OnGiveUp::Exit));
+        assert_eq!(file.log_level.as_deref(), Some("herd=debug,warn"));
+        assert!(error("on_give_up = \"later\"\n").contains("on_give_up"));
+        assert!(error("period = \"0s\"\n").contains("period"));
+        assert!(error("log_level = \"herd=loud\"\n").contains("log_level"));
         assert!(error("allow_plaintext = \"yes\"\n").contains("expected true or false"));
     }
 
@@ -242,7 +329,8 @@ zone = "eu-1"
             error("node_id = \"a\"\ndata-dir = \"/x\"\n"),
             "herd.toml:2:1: unknown field \"data-dir\"; expected one of node_id, listen, \
              advertise, seeds, cluster_id, tags, data_dir, api, config_signers, api_token_file, api_hosts, \
-             encrypt_key_file, encrypt_verify_incoming, allow_plaintext, log_dir"
+             encrypt_key_file, encrypt_verify_incoming, allow_plaintext, log_dir, max_restarts, \
+             period, on_give_up, log_level"
         );
     }
 

@@ -148,18 +148,24 @@ pub(crate) enum CrashVerdict {
 
 /// Counts a crash of `worker` at `now` (an exit, or a failed start: both
 /// count alike) in the history it belongs to: the worker's own (`own`) if it
-/// has one, else the supervisor's.
+/// has one, else the supervisor's; with `count_every`, a crash within the
+/// worker's own limit is then counted in the supervisor's too.
 pub(crate) fn judge_crash(
     own: Option<&mut RestartHistory>,
     supervisor: &mut RestartHistory,
+    count_every: bool,
     now: Instant,
     worker: &str,
     cause: impl Display,
 ) -> CrashVerdict {
     match own {
-        Some(own) => match own.record(now, worker, cause) {
-            Verdict::Restart => CrashVerdict::Restart,
+        Some(own) => match own.record(now, worker, &cause) {
             Verdict::GiveUp(reason) => CrashVerdict::FailWorker(reason),
+            Verdict::Restart if !count_every => CrashVerdict::Restart,
+            Verdict::Restart => match supervisor.record(now, worker, cause) {
+                Verdict::Restart => CrashVerdict::Restart,
+                Verdict::GiveUp(reason) => CrashVerdict::GiveUp(reason),
+            },
         },
         None => match supervisor.record(now, worker, cause) {
             Verdict::Restart => CrashVerdict::Restart,
@@ -294,13 +300,36 @@ mod tests {
     }
 
     #[test]
+    fn counting_every_restart_caps_the_node_above_each_workers_own_limit() {
+        let t0 = Instant::now();
+        let mut sup = RestartHistory::new(2, Duration::from_secs(5));
+        let (mut a, mut b) = (own(5), own(5));
+        for (w, name) in [(&mut a, "a"), (&mut b, "b")] {
+            let v = judge_crash(Some(w), &mut sup, true, t0, name, Exit::Code(1));
+            assert_eq!(v, CrashVerdict::Restart);
+        }
+        // Each is within its own 5; the third restart on the node is over the supervisor's 2.
+        match judge_crash(Some(&mut a), &mut sup, true, t0, "a", Exit::Code(1)) {
+            CrashVerdict::GiveUp(reason) => assert!(reason.contains("more than 2"), "{reason}"),
+            v => panic!("expected the supervisor to give up, got {v:?}"),
+        }
+        // A worker over its own limit still fails alone first.
+        let mut sup = RestartHistory::new(100, Duration::from_secs(5));
+        let mut w = own(0);
+        assert!(matches!(
+            judge_crash(Some(&mut w), &mut sup, true, t0, "w", Exit::Code(1)),
+            CrashVerdict::FailWorker(_)
+        ));
+    }
+
+    #[test]
     fn a_worker_with_its_own_intensity_fails_alone_and_spares_the_supervisors_budget() {
         let t0 = Instant::now();
         let mut sup = RestartHistory::new(0, Duration::from_secs(5));
         let mut w = own(1);
-        let v = judge_crash(Some(&mut w), &mut sup, t0, "w", Exit::Code(1));
+        let v = judge_crash(Some(&mut w), &mut sup, false, t0, "w", Exit::Code(1));
         assert_eq!(v, CrashVerdict::Restart);
-        match judge_crash(Some(&mut w), &mut sup, t0, "w", Exit::Signal(9)) {
+        match judge_crash(Some(&mut w), &mut sup, false, t0, "w", Exit::Signal(9)) {
             CrashVerdict::FailWorker(reason) => {
                 assert!(
                     reason.starts_with("worker w: more than 1 restarts"),
@@ -316,7 +345,7 @@ mod tests {
         // The supervisor's budget (0) was never touched: one crash of a
         // worker without its own intensity still is its first.
         assert!(matches!(
-            judge_crash(None, &mut sup, t0, "x", Exit::Code(1)),
+            judge_crash(None, &mut sup, false, t0, "x", Exit::Code(1)),
             CrashVerdict::GiveUp(_)
         ));
     }
@@ -327,10 +356,10 @@ mod tests {
         let mut sup = RestartHistory::new(1, Duration::from_secs(5));
         let mut w = own(0);
         assert_eq!(
-            judge_crash(None, &mut sup, t0, "a", Exit::Code(1)),
+            judge_crash(None, &mut sup, false, t0, "a", Exit::Code(1)),
             CrashVerdict::Restart
         );
-        match judge_crash(None, &mut sup, t0, "b", Exit::Code(2)) {
+        match judge_crash(None, &mut sup, false, t0, "b", Exit::Code(2)) {
             CrashVerdict::GiveUp(reason) => {
                 assert!(
                     reason.contains("b: exit code 2, a: exit code 1"),
@@ -341,7 +370,7 @@ mod tests {
         }
         // A worker's own limit of 0 fails it at its first crash.
         assert!(matches!(
-            judge_crash(Some(&mut w), &mut sup, t0, "w", Exit::Code(1)),
+            judge_crash(Some(&mut w), &mut sup, false, t0, "w", Exit::Code(1)),
             CrashVerdict::FailWorker(_)
         ));
     }
@@ -354,7 +383,7 @@ mod tests {
         let later = t0 + Duration::from_secs(6);
         for at in [t0, later] {
             assert_eq!(
-                judge_crash(Some(&mut w), &mut sup, at, "w", Exit::Code(1)),
+                judge_crash(Some(&mut w), &mut sup, false, at, "w", Exit::Code(1)),
                 CrashVerdict::Restart
             );
         }

@@ -109,6 +109,8 @@ pub(crate) struct Config {
     pub strategy: Strategy,
     pub max_restarts: u32,
     pub period: Duration,
+    /// Whether restarts of workers with their own limit count here too.
+    pub count_every_restart: bool,
     /// Where the workers' output is read (off this thread).
     pub output: Pump,
 }
@@ -116,8 +118,10 @@ pub(crate) struct Config {
 /// The owning task's state.
 pub(crate) struct Runner {
     strategy: Strategy,
-    /// The supervisor-wide restart intensity, for workers without their own.
+    /// The supervisor-wide restart intensity, for workers without their own
+    /// (and for every worker with `count_every_restart`).
     intensity: RestartHistory,
+    count_every_restart: bool,
     /// In start order.
     workers: Vec<Worker>,
     next_key: u64,
@@ -147,6 +151,7 @@ impl Runner {
         Runner {
             strategy: config.strategy,
             intensity: RestartHistory::new(config.max_restarts, config.period),
+            count_every_restart: config.count_every_restart,
             workers: Vec::new(),
             next_key: 1,
             next_generation: 1,

@@ -1,14 +1,44 @@
 //! `herd agent`: run the daemon. Settings come from the agent file (`--config`), overridden by
 //! flags; with neither, a one-node cluster on loopback that works. SIGTERM or SIGINT leaves the
-//! cluster gracefully and stops the workers; a second signal stops at once.
+//! cluster gracefully and stops the workers; a second signal stops at once. SIGHUP reads the
+//! agent file again and applies its tags and `log_level` without leaving the cluster (other
+//! changed keys are logged as needing a restart; a file that does not parse changes nothing).
+//! With `on_give_up = "exit"`, a supervisor that gave up makes the agent leave gracefully and
+//! exit with status 75 (`EXIT_GAVE_UP`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::Context as _;
 use herd::agent::{Agent, AgentSettings};
-use herd::config::{AgentFile, PublicKey, Signers};
+use herd::config::{AgentFile, OnGiveUp, PublicKey, Signers};
 use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+/// Sets the agent's log filter (`EnvFilter` directives, like `HERD_LOG`).
+pub type SetLogFilter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// The agent stopped because its supervisor gave up (`on_give_up = "exit"`); `main` exits with
+/// [`herd::config::EXIT_GAVE_UP`].
+#[derive(Debug)]
+pub struct GaveUp(pub String);
+
+impl std::fmt::Display for GaveUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the supervisor gave up ({}); left the cluster, exiting with status {}",
+            self.0,
+            herd::config::EXIT_GAVE_UP
+        )
+    }
+}
+
+impl std::error::Error for GaveUp {}
 
 /// Options of `herd agent`.
 #[derive(clap::Args)]
@@ -62,6 +92,17 @@ pub struct Args {
     /// setting (created if missing) [default: the agent's own log].
     #[arg(long, value_name = "DIR")]
     log_dir: Option<PathBuf>,
+    /// Restarts of all this node's workers together allowed within --restart-period before the
+    /// supervisor gives up on every worker [default: 100].
+    #[arg(long, value_name = "N")]
+    max_restarts: Option<u32>,
+    /// The period --max-restarts counts over [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    restart_period: Option<Duration>,
+    /// When the supervisor gives up: stay (workers failed, visible) or exit (leave gracefully,
+    /// exit status 75, for systemd Restart=on-failure or Kubernetes) [default: stay].
+    #[arg(long, value_name = "stay|exit")]
+    on_give_up: Option<OnGiveUp>,
 }
 
 fn parse_tag(tag: &str) -> Result<(String, String), String> {
@@ -160,7 +201,94 @@ fn settings(
         .unwrap_or(true);
     settings.allow_plaintext = args.allow_plaintext || file.allow_plaintext.unwrap_or(false);
     settings.log_dir = args.log_dir.or(file.log_dir);
+    if let Some(max) = args.max_restarts.or(file.max_restarts) {
+        settings.max_restarts = max;
+    }
+    if let Some(period) = args.restart_period.or(file.period) {
+        anyhow::ensure!(
+            !period.is_zero(),
+            "--restart-period must be longer than zero"
+        );
+        settings.period = period;
+    }
+    settings.on_give_up = args.on_give_up.or(file.on_give_up).unwrap_or_default();
     Ok(settings)
+}
+
+/// What SIGHUP needs: where the file is and what the flags fixed.
+struct Reload {
+    path: Option<PathBuf>,
+    flag_tags: Vec<(String, String)>,
+    /// The file as last applied.
+    file: AgentFile,
+    set_log_filter: SetLogFilter,
+}
+
+impl Reload {
+    /// Reads the agent file again; applies its tags and log level; names what needs a restart.
+    async fn apply(&mut self, agent: &Agent) {
+        let Some(path) = &self.path else {
+            info!("SIGHUP: no agent file (--config) to read again");
+            return;
+        };
+        let file = match AgentFile::load(path) {
+            Ok(file) => file,
+            Err(err) => {
+                error!(error = %err, "SIGHUP: the agent file does not load; nothing changed");
+                return;
+            }
+        };
+        let mut tags = file.tags.clone();
+        tags.extend(self.flag_tags.iter().cloned());
+        let mut old = self.file.tags.clone();
+        old.extend(self.flag_tags.iter().cloned());
+        apply_tags(agent, &old, &tags).await;
+        if let Some(level) = &file.log_level {
+            if self.file.log_level.as_ref() != Some(level) {
+                match (self.set_log_filter)(level) {
+                    Ok(()) => info!(log_level = %level, "SIGHUP: log level set"),
+                    Err(err) => error!(error = %err, "SIGHUP: cannot set the log level"),
+                }
+            }
+        }
+        let restart = keys_needing_restart(&self.file, &file);
+        if !restart.is_empty() {
+            warn!(keys = ?restart, "SIGHUP: these agent file keys changed and need a restart of the agent to apply");
+        }
+        self.file = file;
+    }
+}
+
+/// Sets and removes this node's tags so they go from `old` to `new`.
+async fn apply_tags(agent: &Agent, old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) {
+    for (key, value) in new {
+        if old.get(key) != Some(value) {
+            match agent.node().set_tag(key, value).await {
+                Ok(()) => info!(%key, %value, "SIGHUP: tag set"),
+                Err(err) => error!(%key, error = %err, "SIGHUP: cannot set the tag"),
+            }
+        }
+    }
+    for key in old.keys().filter(|k| !new.contains_key(*k)) {
+        match agent.node().remove_tag(key).await {
+            Ok(()) => info!(%key, "SIGHUP: tag removed"),
+            Err(err) => error!(%key, error = %err, "SIGHUP: cannot remove the tag"),
+        }
+    }
+}
+
+/// The keys of the agent file that differ and that SIGHUP does not apply.
+fn keys_needing_restart(old: &AgentFile, new: &AgentFile) -> Vec<String> {
+    let as_map = |file: &AgentFile| match serde_json::to_value(file) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let (old, new) = (as_map(old), as_map(new));
+    new.iter()
+        .filter(|(key, value)| old.get(*key) != Some(*value))
+        .map(|(key, _)| key.clone())
+        .filter(|key| key != "tags" && key != "log_level")
+        .collect()
 }
 
 pub async fn run(
@@ -168,11 +296,28 @@ pub async fn run(
     api: Option<String>,
     api_token_file: Option<PathBuf>,
     log: herd::agent::LogWriter,
+    set_log_filter: SetLogFilter,
 ) -> anyhow::Result<()> {
+    let path = args.config.clone();
+    let flag_tags = args.tag.clone();
+    let file = match &path {
+        Some(path) => AgentFile::load(path)?,
+        None => AgentFile::default(),
+    };
+    if let (Some(level), Err(_)) = (&file.log_level, std::env::var("HERD_LOG")) {
+        set_log_filter(level).map_err(|err| anyhow::anyhow!("log_level {level:?}: {err}"))?;
+    }
+    let mut reload = Reload {
+        path,
+        flag_tags,
+        file,
+        set_log_filter,
+    };
     let mut settings = settings(args, api.as_deref(), api_token_file)?;
     settings.log_writer = Some(log.clone());
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let agent = Agent::start(settings.clone()).await?;
     // Through the log's queue: after the start's log lines, and never blocking on stderr.
     log.print(format!(
@@ -189,16 +334,24 @@ pub async fn run(
         agent.api_addr(),
         settings.data_dir.display()
     ));
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let exit_on_give_up = settings.on_give_up == OnGiveUp::Exit;
+    let gave_up = loop {
+        tokio::select! {
+            _ = term.recv() => break None,
+            _ = int.recv() => break None,
+            reason = agent.gave_up(), if exit_on_give_up => break Some(reason),
+            _ = hup.recv() => reload.apply(&agent).await,
+        }
+    };
     log.print(format!(
         "herd agent {}: leaving the cluster (signal again to stop at once)",
         agent.node().id()
     ));
     tokio::select! {
-        _ = agent.leave() => Ok(()),
+        _ = agent.leave() => match gave_up {
+            Some(reason) => Err(GaveUp(reason).into()),
+            None => Ok(()),
+        },
         _ = term.recv() => std::process::exit(130),
         _ = int.recv() => std::process::exit(130),
     }

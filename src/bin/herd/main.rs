@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent: join the cluster and run the workers this node's groups are assigned.
-    Agent(agent::Args),
+    Agent(Box<agent::Args>),
     /// Start a small cluster inside this process and show members joining, leaving and failing.
     Demo(demo::Args),
     /// List the live members.
@@ -70,20 +70,15 @@ fn main() -> ExitCode {
     };
     // The agent's log never blocks it: a full stderr drops lines (herd_log_dropped_total).
     let log = herd::agent::LogWriter::stderr();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HERD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
-        )
-        .with_writer(log.clone())
-        .init();
+    let set_log_filter = init_logging(&log, default_log);
     let api = cli.api;
     let result = match cli.command {
         Command::Agent(args) => block_on(agent::run(
-            args,
+            *args,
             api.api.clone(),
             api.api_token_file.clone(),
             log.clone(),
+            set_log_filter,
         )),
         Command::Demo(args) => block_on(demo::run(args)),
         Command::Members => members::run(&api),
@@ -104,9 +99,31 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("herd: {err:#}");
-            ExitCode::FAILURE
+            match err.downcast_ref::<agent::GaveUp>() {
+                Some(_) => ExitCode::from(herd::config::EXIT_GAVE_UP),
+                None => ExitCode::FAILURE,
+            }
         }
     }
+}
+
+/// Logs to `log` (never blocking: a full stderr drops lines, `herd_log_dropped_total`), filtered
+/// by `HERD_LOG` or `default`; returns what sets another filter (the agent's `log_level`, at
+/// start and at SIGHUP).
+fn init_logging(log: &herd::agent::LogWriter, default: &str) -> agent::SetLogFilter {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HERD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(log.clone()))
+        .init();
+    std::sync::Arc::new(move |directives: &str| {
+        let filter = EnvFilter::try_new(directives).map_err(|err| err.to_string())?;
+        handle.reload(filter).map_err(|err| err.to_string())
+    })
 }
 
 /// Runs `job` on a single-threaded runtime: the agent's work is small and mostly waiting, and

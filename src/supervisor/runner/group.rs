@@ -67,6 +67,7 @@ impl Runner {
         match policy::judge_crash(
             w.history.as_mut(),
             &mut self.intensity,
+            self.count_every_restart,
             now,
             &w.name,
             &cause,
