@@ -14,7 +14,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use herd::config::VersionedConfig;
+use herd::config::signature::sign;
+use herd::config::{SecretKey, VersionedConfig};
 use serde_json::json;
 use support::*;
 
@@ -41,6 +42,18 @@ fn push(agent: &AgentProc, text: &str) -> serde_json::Value {
     );
     assert_eq!(status, 200, "push through {}: {body}", agent.id);
     body
+}
+
+/// Makes a signing key pair with `herd keygen --signing --out`; returns (key file, public key).
+fn keypair(dir: &Path) -> (String, String) {
+    let key = dir.join("signer").display().to_string();
+    let out = Command::new(HERD)
+        .args(["keygen", "--signing", "--out", &key])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    (key, public)
 }
 
 /// A log line without its colour codes.
@@ -90,13 +103,7 @@ fn a_node_that_just_started_pushes_above_the_cluster_version() {
 #[test]
 fn a_push_that_loses_a_tie_is_reported_and_its_wait_names_the_winner() {
     let tmp = tempfile::tempdir().unwrap();
-    let key = tmp.path().join("signer").display().to_string();
-    let out = Command::new(HERD)
-        .args(["keygen", "--signing", "--out", &key])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (key, public) = keypair(tmp.path());
 
     // One side: a, and d, which takes only signed configs, so it stays behind on unsigned ones.
     let a = Spec::new("a", tmp.path(), "lost").start();
@@ -225,6 +232,34 @@ fn a_push_that_loses_a_tie_is_reported_and_its_wait_names_the_winner() {
         "{stdout}"
     );
     assert_eq!(d.config_id(), (4, checksum(&sleeper("s", 500))));
+}
+
+#[test]
+fn at_the_largest_version_a_push_is_refused_and_nothing_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, _) = keypair(tmp.path());
+    let secret = SecretKey::from_file_text(&fs::read_to_string(&key).unwrap()).unwrap();
+    let a = Spec::new("a", tmp.path(), "max").start();
+    let text = sleeper("s", 600);
+    let signature = sign(&secret, "max", u64::MAX, &text).to_text();
+    let body = json!({ "toml": text, "version": u64::MAX, "signature": signature });
+    let (status, answer) = http("PUT", &a.url("/v1/config"), Some(&body.to_string()));
+    assert_eq!(status, 200, "{answer}");
+    let held = a.config_id();
+    assert_eq!(held.0, u64::MAX);
+
+    let (status, answer) = http(
+        "PUT",
+        &a.url("/v1/config"),
+        Some(&json!({ "toml": sleeper("s", 601) }).to_string()),
+    );
+    assert_eq!(status, 409, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains("18446744073709551615"), "{error}");
+    let file = write(tmp.path(), "next.toml", &sleeper("s", 602));
+    let (ok, _, stderr) = run(a.cli_command(&["config", "push", &file]));
+    assert!(!ok && stderr.contains("the largest there is"), "{stderr}");
+    assert_eq!(a.config_id(), held, "nothing changed");
 }
 
 #[test]

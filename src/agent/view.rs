@@ -4,7 +4,7 @@
 //! with one peer ([`PeerContact::caught_up`]: a peer answered a gossip exchange with nothing
 //! this node lacked), or once it knows it is alone.
 //!
-//! The rule, as the plain function [`judge`]:
+//! The rule, as the plain function `judge`:
 //!
 //! - no seeds other than itself: **alone** at once (it founds the cluster, or waits to be found);
 //! - caught up with a peer: **synced** (for good);
@@ -15,7 +15,7 @@
 //! A push waits here before the core judges it, and a behind node refuses it (503, retry). The
 //! core waits here once, before it runs a stored config: synced, it runs the cluster's config
 //! if that supersedes the stored one; alone or behind, it runs the stored one and follows
-//! gossip from then on. The wait is a [`SyncGate`] held by the API side and the core; it
+//! gossip from then on. The wait is a `SyncGate` held by the API side and the core; it
 //! returns when the node stops too (its contact then stops changing and the bounds pass).
 
 use std::time::Duration;
