@@ -44,18 +44,6 @@ fn push(agent: &AgentProc, text: &str) -> serde_json::Value {
     body
 }
 
-/// Makes a signing key pair with `herd keygen --signing --out`; returns (key file, public key).
-fn keypair(dir: &Path) -> (String, String) {
-    let key = dir.join("signer").display().to_string();
-    let out = Command::new(HERD)
-        .args(["keygen", "--signing", "--out", &key])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    (key, public)
-}
-
 /// A log line without its colour codes.
 fn plain(line: &str) -> String {
     let mut out = String::new();
@@ -103,7 +91,7 @@ fn a_node_that_just_started_pushes_above_the_cluster_version() {
 #[test]
 fn a_push_that_loses_a_tie_is_reported_and_its_wait_names_the_winner() {
     let tmp = tempfile::tempdir().unwrap();
-    let (key, public) = keypair(tmp.path());
+    let (key, public) = keypair(tmp.path(), "signer");
 
     // One side: a, and d, which takes only signed configs, so it stays behind on unsigned ones.
     let a = Spec::new("a", tmp.path(), "lost").start();
@@ -237,7 +225,7 @@ fn a_push_that_loses_a_tie_is_reported_and_its_wait_names_the_winner() {
 #[test]
 fn at_the_largest_version_a_push_is_refused_and_nothing_changes() {
     let tmp = tempfile::tempdir().unwrap();
-    let (key, _) = keypair(tmp.path());
+    let (key, _) = keypair(tmp.path(), "signer");
     let secret = SecretKey::from_file_text(&fs::read_to_string(&key).unwrap()).unwrap();
     let a = Spec::new("a", tmp.path(), "max").start();
     let text = sleeper("s", 600);

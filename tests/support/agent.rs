@@ -183,6 +183,18 @@ impl Spec {
     }
 }
 
+/// Makes a signing key pair with `herd keygen --signing --out`; returns (key file, public key).
+pub fn keypair(dir: &Path, name: &str) -> (String, String) {
+    let path = dir.join(name).display().to_string();
+    let out = std::process::Command::new(HERD)
+        .args(["keygen", "--signing", "--out", &path])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    (path, public)
+}
+
 /// Waits (bounded) for a process to exit; returns its output.
 pub fn exit_of(mut cmd: Command) -> Output {
     let mut child = cmd
