@@ -4,8 +4,8 @@
 //!
 //! - a [`Node`] for membership, tagged with the node's groups;
 //! - a [`Supervisor`] (one-for-one) for this node's workers;
-//! - the core task (`core.rs`): holds the cluster config, takes it from disk at start and from
-//!   gossip after (`sync.rs`), adopting only configs that pass the signer check when config
+//! - the core task (`core.rs`): holds the cluster config, takes it from disk at start (once its
+//!   view of the cluster is fresh: [`view`]) and from gossip after (`sync.rs`), adopting only configs that pass the signer check when config
 //!   signers are set (`trust.rs`), persists it (`config::ConfigStore`), reconciles the workers to it
 //!   (`reconcile.rs`) and publishes their status (`status.rs`);
 //! - the HTTP API ([`crate::api`]);
@@ -21,12 +21,14 @@ pub(crate) mod keys;
 mod log_writer;
 mod logs;
 pub mod metrics;
+mod push;
 pub(crate) mod reconcile;
 pub(crate) mod remote;
 mod settings;
 pub mod status;
 pub(crate) mod sync;
 pub(crate) mod trust;
+pub mod view;
 pub(crate) mod workers;
 
 use std::collections::BTreeMap;
@@ -81,6 +83,8 @@ struct Inner {
     current: watch::Receiver<Option<Arc<VersionedConfig>>>,
     api_addr: SocketAddr,
     metrics: Arc<Metrics>,
+    /// Pushes wait here until this node's view of the cluster is fresh.
+    gate: view::SyncGate,
     core_cancel: CancellationToken,
     api_cancel: CancellationToken,
     tracker: TaskTracker,
@@ -130,8 +134,9 @@ impl ClusterMember for AgentMember {
 }
 
 impl Agent {
-    /// Starts an agent: restores the config from the data dir (workers start at once), binds
-    /// the API, joins the cluster, and takes newer configs from gossip.
+    /// Starts an agent: binds the API, joins the cluster, runs the config from the data dir
+    /// once its view of the cluster is fresh (the cluster's instead, if that supersedes it:
+    /// see [`view`]), and takes newer configs from gossip.
     ///
     /// # Errors
     /// The data dir cannot be created, the API or gossip address cannot be bound, a seed is
@@ -212,7 +217,9 @@ impl Agent {
         for (key, value) in &settings.tags {
             builder = builder.tag(key.clone(), value.clone());
         }
+        let started = tokio::time::Instant::now();
         let node = builder.start(AgentMember).await?;
+        let gate = view::SyncGate::new(node.clone(), started);
         // Each worker carries its own restart intensity (from the config), judged first; every
         // restart also counts against the node's, over which the supervisor gives up.
         let sup = Supervisor::builder()
@@ -256,12 +263,9 @@ impl Agent {
                 node.id().to_string(),
                 metrics.clone(),
             ),
+            metrics: metrics.clone(),
         };
-        if let Some(config) = restored {
-            if core.trust.admit_stored(&config) {
-                core.adopt(config, false, true).await;
-            }
-        }
+        let restored = restored.filter(|config| core.trust.admit_stored(config));
         let (commands, commands_rx) = mpsc::channel(64);
         let local = Local {
             sup: sup.clone(),
@@ -275,7 +279,11 @@ impl Agent {
         let core_cancel = CancellationToken::new();
         let api_cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        tracker.spawn(core.run(commands_rx, core_cancel.clone()));
+        let (core_gate, cancel) = (gate.clone(), core_cancel.clone());
+        tracker.spawn(async move {
+            core.restore(restored, &core_gate, &cancel).await;
+            core.run(commands_rx, cancel).await;
+        });
         tracker.spawn(recorder.run(api_cancel.clone()));
         let agent = Agent {
             inner: Arc::new(Inner {
@@ -286,6 +294,7 @@ impl Agent {
                 current,
                 api_addr,
                 metrics,
+                gate,
                 core_cancel,
                 api_cancel: api_cancel.clone(),
                 tracker: tracker.clone(),
@@ -353,17 +362,42 @@ impl Agent {
         status::cluster_workers(&nodes)
     }
 
+    /// The config every live node says it holds (its gossiped head), by node id. A node that
+    /// holds none is absent.
+    pub async fn config_heads(&self) -> BTreeMap<String, crate::config::ConfigId> {
+        let nodes = self
+            .inner
+            .node
+            .keys_with_prefix(crate::membership::keys::CONFIG_PREFIX, false)
+            .await;
+        nodes
+            .iter()
+            .filter_map(|node| {
+                let head = sync::head_of(node)?;
+                let id = crate::config::ConfigId {
+                    version: head.version,
+                    checksum: head.checksum,
+                };
+                Some((node.id.clone(), id))
+            })
+            .collect()
+    }
+
     /// Validates `toml` and makes it the cluster config, with a version above any seen. With
-    /// `base_version`, refuses if the cluster has moved past it.
+    /// `base_version`, refuses if the cluster has moved past it. Waits first until this node's
+    /// view of the cluster is fresh ([`view`]: at most [`view::CATCH_UP_LIMIT`] after the
+    /// start, or [`view::ALONE_AFTER`] after the call).
     ///
     /// # Errors
     /// [`AgentError::Config`] (nothing changed), [`AgentError::StaleVersion`],
-    /// [`AgentError::Refused`] if this agent has config signers (an unsigned push).
+    /// [`AgentError::Refused`] if this agent has config signers (an unsigned push),
+    /// [`AgentError::NotSynced`], [`AgentError::VersionOverflow`].
     pub async fn push_config(
         &self,
         toml: String,
         base_version: Option<u64>,
     ) -> Result<Arc<VersionedConfig>, AgentError> {
+        self.ready_to_push().await?;
         self.inner
             .local
             .ask(|reply| Command::PushConfig {
@@ -381,9 +415,12 @@ impl Agent {
     /// must be above any this node knows. With `base_version`, refuses if the cluster has moved
     /// past it.
     ///
+    /// Waits for a fresh view first, as [`push_config`](Self::push_config) does.
+    ///
     /// # Errors
     /// [`AgentError::Refused`], [`AgentError::SignedVersion`], [`AgentError::Config`],
-    /// [`AgentError::StaleVersion`]; nothing changed.
+    /// [`AgentError::StaleVersion`], [`AgentError::NotSynced`],
+    /// [`AgentError::VersionOverflow`]; nothing changed.
     pub async fn push_signed_config(
         &self,
         toml: String,
@@ -391,6 +428,7 @@ impl Agent {
         version: u64,
         signature: ConfigSignature,
     ) -> Result<Arc<VersionedConfig>, AgentError> {
+        self.ready_to_push().await?;
         self.inner
             .local
             .ask(|reply| Command::PushConfig {
@@ -400,6 +438,20 @@ impl Agent {
                 reply,
             })
             .await?
+    }
+
+    /// Waits until this node's view is decided; refuses a push when it is behind.
+    async fn ready_to_push(&self) -> Result<(), AgentError> {
+        let (view, waited) = self.inner.gate.wait().await;
+        let seeded = self.inner.node.peer_contact().seeded;
+        match view {
+            view::View::Behind => Err(AgentError::NotSynced { waited }),
+            view::View::Alone if seeded => {
+                info!(node = %self.node().id(), waited_ms = waited.as_millis() as u64, "no peer answered: judging the push alone");
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Acts on worker `worker` of node `node` (this one, or another over RPC); returns its status

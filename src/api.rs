@@ -4,22 +4,23 @@
 //! |---|---|
 //! | `GET /` | the live dashboard page (see `dashboard`) |
 //! | `GET /v1/health` | `{"status":"ok", node, members, config_version}`; 503 with `"status":"gossip_down"` and a `reason` once gossip stopped |
-//! | `GET /v1/members` | live members: id, addr, generation, tags |
+//! | `GET /v1/members` | live members: id, addr, generation, tags, and the config each holds (`config_version`, `config_checksum`, from its gossiped head; absent while it holds none) |
 //! | `GET /v1/workers[?node=ID]` | every node's workers, from gossip state |
 //! | `POST /v1/workers/{name}/start\|stop\|restart[?node=ID]` | acts on the worker on node ID, or on every node that has it, reporting per node |
 //! | `DELETE /v1/workers/{name}[?node=ID]` | stops and forgets the worker (there) until the config changes it |
 //! | `GET /v1/workers/{name}/logs?node=ID&tail=N&since=SEQ&follow=1` | the worker's output lines on node ID (default: here, else where gossip lists it running): the last N (default 100, at most 10,000; more is a 400), or from line SEQ on; `follow=1` streams new lines as newline-delimited JSON (`logs`) |
 //! | `POST /v1/workers/{name}/call` | `{"method", "params"?, "node"?, "timeout_ms"?}`: calls a jsonl worker wherever it runs |
-//! | `GET /v1/config` | the cluster config this node holds (version 0: none yet) |
-//! | `PUT /v1/config` | `{"toml": "...", "base_version": N?, "version": N?, "signature": {"key", "sig"}?}`: validate, version, spread (a signed push carries the version it is signed for: [`crate::config::signature`]) |
+//! | `GET /v1/config` | the cluster config this node holds (version 0: none yet): version, pushed_by, pushed_at_ms, checksum, signature, parent (`{version, checksum}` of the config the accepting node held; absent when unknown), toml, workers |
+//! | `PUT /v1/config` | `{"toml": "...", "base_version": N?, "version": N?, "signature": {"key", "sig"}?}`: validate, version, spread (a signed push carries the version it is signed for: [`crate::config::signature`]); answers `{version, checksum, workers, pushed_by}` once this node holds it; 503 while the node has not caught up with the peers that answer it ([`crate::agent::view`]) |
 //! | `GET /v1/keys` | every live node's key ids (primary first), and per key id how many nodes hold it and on how many it is primary |
 //! | `POST /v1/keys/install\|use\|remove` | `{"key": "..."}` (a base64 key; for use and remove also its id): applies it on every live node, reporting per node; a remove of a key still some live node's primary is refused (409) before anything changes |
 //! | `GET /metrics` | Prometheus metrics, OpenMetrics text ([`crate::agent::metrics`]) |
 //!
 //! Errors are `{"error": "..."}`: 400 for bad input (naming it; also a push refused for its
 //! signature: unsigned, not verifying, or by a key that is not a signer), 404 for an unknown worker or
-//! node, 409 for a stale config version or a worker in the wrong state, 502 when a worker's call
-//! failed, 503 when a node is unreachable (naming it), 504 when a worker's call timed out. [`router`] builds the
+//! node, 409 for a stale config version (or one that would overflow) or a worker in the wrong
+//! state, 502 when a worker's call failed, 503 when a node is unreachable (naming it) or a push
+//! came before this node synced with the cluster, 504 when a worker's call timed out. [`router`] builds the
 //! whole app, so tests can drive it without a socket. The server stops on the agent's API
 //! cancellation token.
 //!
@@ -118,18 +119,24 @@ async fn health(State(agent): State<Agent>) -> (axum::http::StatusCode, Json<Val
 }
 
 async fn members(State(agent): State<Agent>) -> Json<Value> {
+    let heads = agent.config_heads().await;
     let members: Vec<Value> = agent
         .node()
         .members()
         .iter()
         .map(|m| {
-            json!({
+            let mut member = json!({
                 "id": m.id(),
                 "addr": m.addr().to_string(),
                 "generation": m.generation(),
                 "tags": m.tags(),
                 "status": "alive",
-            })
+            });
+            if let Some(head) = heads.get(m.id()) {
+                member["config_version"] = json!(head.version);
+                member["config_checksum"] = json!(head.checksum);
+            }
+            member
         })
         .collect();
     Json(Value::Array(members))
@@ -293,6 +300,7 @@ async fn get_config(State(agent): State<Agent>) -> Json<Value> {
             "pushed_at_ms": config.pushed_at_ms,
             "checksum": config.checksum,
             "signature": config.signature,
+            "parent": config.parent,
             "toml": config.text,
             "workers": config.config().workers,
         })),
@@ -339,6 +347,7 @@ async fn put_config(State(agent): State<Agent>, body: Bytes) -> Result<Json<Valu
     };
     Ok(Json(json!({
         "version": config.version,
+        "checksum": config.checksum,
         "workers": config.config().workers.len(),
         "pushed_by": config.pushed_by,
     })))

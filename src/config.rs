@@ -65,4 +65,4 @@ pub use error::{ConfigError, Scope};
 pub use signature::{ConfigSignature, PublicKey, Refusal, SecretKey, Signers};
 pub(crate) use store::replace_file;
 pub use store::{ConfigStore, Loaded, StoreError, DIR_MODE, FILE_MODE, STORE_FILE};
-pub use versioned::{DecodeError, VersionedConfig, ENCODING_FORMAT, PUSHED_ORIGIN};
+pub use versioned::{ConfigId, DecodeError, VersionedConfig, ENCODING_FORMAT, PUSHED_ORIGIN};

@@ -75,7 +75,7 @@ pub use error::Error;
 pub use member::{
     CallId, CallReply, ClusterMember, Context, Info, LeaveReason, Member, Message, Timer,
 };
-pub use membership::{EventStream, GossipStats, Lagged, MembershipEvent};
+pub use membership::{EventStream, GossipStats, Lagged, MembershipEvent, PeerContact};
 pub use node::{MembershipHealth, Node, NodeBuilder, RpcStats};
 pub use rpc::{Reply, Request};
 

@@ -12,10 +12,13 @@
 //! - `watcher` is the task that takes a snapshot whenever chitchat reports a change (or a peer
 //!   announces that it is leaving), diffs it against the previous one and hands the events on,
 //!   in order, to the node's dispatcher and to every [`EventStream`];
-//! - `transport` is chitchat's UDP transport with byte and message counters.
+//! - `transport` is chitchat's UDP transport with byte and message counters;
+//! - `contact` records what the node heard from its peers ([`PeerContact`]): whether one
+//!   answered, and whether one answered with nothing the node lacked.
 //!
 //! The watcher runs until the node's cancellation token fires; see [`crate::node`].
 
+pub(crate) mod contact;
 mod diff;
 mod event;
 mod incarnations;
@@ -24,5 +27,6 @@ pub(crate) mod snapshot;
 pub(crate) mod transport;
 pub(crate) mod watcher;
 
+pub use contact::PeerContact;
 pub use event::{EventStream, Lagged, MembershipEvent};
 pub use transport::GossipStats;

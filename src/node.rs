@@ -12,6 +12,7 @@
 //! returned by the shutdown timeout is abandoned (its task aborted) and reported.
 
 mod builder;
+mod contact;
 mod dispatch;
 pub(crate) mod mailbox;
 mod messaging;

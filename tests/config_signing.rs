@@ -39,18 +39,6 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
-/// Makes a signing key pair with `herd keygen --signing --out`; returns (key file, public key).
-fn keypair(dir: &Path, name: &str) -> (String, String) {
-    let path = dir.join(name).display().to_string();
-    let out = std::process::Command::new(HERD)
-        .args(["keygen", "--signing", "--out", &path])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    (path, public)
-}
-
 fn secret(path: &str) -> SecretKey {
     SecretKey::from_file_text(&fs::read_to_string(path).unwrap()).unwrap()
 }

@@ -15,13 +15,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::intent::{Intents, Kind};
+use super::metrics::Metrics;
+use super::push;
 use super::reconcile::{self, Action};
 use super::status::{self, WorkerInfo};
 use super::sync;
 use super::trust::Trust;
+use super::view::{SyncGate, View};
 use super::workers::{Done, Op, Reply, WorkerOps};
 use super::AgentError;
-use crate::config::{ConfigSignature, ConfigStore, VersionedConfig};
+use crate::config::{ConfigId, ConfigSignature, ConfigStore, VersionedConfig};
 use crate::membership::keys;
 use crate::node::published::NodeKeys;
 use crate::supervisor::{Supervisor, WorkerEvent, WorkerSpec};
@@ -78,6 +81,8 @@ pub(crate) struct Core {
     pub(crate) ops: WorkerOps,
     /// Why the supervisor gave up, once it has (`Agent::gave_up`).
     pub(crate) gave_up: watch::Sender<Option<String>>,
+    /// Counts pushes of this node that a concurrent push superseded.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Core {
@@ -226,7 +231,8 @@ impl Core {
     }
 
     /// Validates and adopts a config pushed to this node: unsigned, with a version above any
-    /// seen; signed, at the version it is signed for, which must be above any seen.
+    /// seen (an overflow is refused); signed, at the version it is signed for, which must be
+    /// above any seen. The config records the one this node held as its parent.
     async fn push_config(
         &mut self,
         toml: String,
@@ -235,7 +241,7 @@ impl Core {
     ) -> Result<Arc<VersionedConfig>, AgentError> {
         let nodes = self.node.keys_with_prefix(keys::CONFIG_PREFIX, true).await;
         let highest = self.highest_version(&nodes);
-        let version = signed.as_ref().map_or(highest + 1, |(version, _)| *version);
+        let version = push::next_version(highest, signed.as_ref().map(|(version, _)| *version))?;
         let signature = signed.map(|(_, signature)| signature);
         self.trust.check_push(signature.as_ref(), version, &toml)?;
         if version <= highest {
@@ -253,7 +259,9 @@ impl Core {
             }
         }
         let now = status::unix_ms(SystemTime::now());
-        let mut config = VersionedConfig::new(version, toml, self.node.id().to_string(), now)?;
+        let parent = self.config().map_or(ConfigId::NONE, |held| held.id());
+        let mut config = VersionedConfig::new(version, toml, self.node.id().to_string(), now)?
+            .with_parent(parent);
         config.signature = signature;
         info!(node = %self.node.id(), version = config.version, workers = config.config().workers.len(), signed_by = ?config.signature.as_ref().map(|s| s.key.to_string()), "config pushed");
         let config = Arc::new(config);
@@ -286,10 +294,56 @@ impl Core {
             sync::newest_offer(current.as_deref(), &nodes, |n, e| trust.read_offer(n, e))
         {
             info!(node = %self.node.id(), version = offer.version, from = %offer.pushed_by, "adopting the cluster config from gossip");
+            self.report_if_lost(current.as_deref(), &offer);
             self.adopt(Arc::new(offer), true, false).await;
             return;
         }
         self.settle_publishing(&nodes).await;
+    }
+
+    /// Reports (log and metric) when adopting `winner` in place of `held` means a push this node
+    /// accepted was lost to a concurrent one.
+    fn report_if_lost(&self, held: Option<&VersionedConfig>, winner: &VersionedConfig) {
+        if let Some(ours) = held.filter(|held| push::lost_to(self.node.id(), held, winner)) {
+            push::report_superseded(self.node.id(), ours, winner, &self.metrics);
+        }
+    }
+
+    /// Runs the config restored from the data dir, once this node's view is decided: synced
+    /// with a peer, the cluster's config if it supersedes the stored one (the stored one's
+    /// workers never start); alone or behind, the stored one. Until then no worker starts.
+    /// Returns early, running nothing, when `cancel` fires.
+    pub(crate) async fn restore(
+        &mut self,
+        stored: Option<Arc<VersionedConfig>>,
+        gate: &SyncGate,
+        cancel: &CancellationToken,
+    ) {
+        let Some(stored) = stored else { return };
+        let (view, waited) = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            decided = gate.wait() => decided,
+        };
+        let nodes = self.node.keys_with_prefix(keys::CONFIG_PREFIX, true).await;
+        let trust = &mut self.trust;
+        let offer = sync::newest_offer(Some(&stored), &nodes, |n, e| trust.read_offer(n, e));
+        let (me, waited_ms) = (self.node.id().to_string(), waited.as_millis() as u64);
+        match offer {
+            Some(offer) => {
+                info!(node = %me, stored = stored.version, version = offer.version, from = %offer.pushed_by, view = view.as_str(), waited_ms, "the cluster's config supersedes the one on disk; running the cluster's");
+                self.report_if_lost(Some(&stored), &offer);
+                self.adopt(Arc::new(offer), true, false).await;
+            }
+            None if view == View::Behind => {
+                warn!(node = %me, version = stored.version, waited_ms, "peers answer but this node has not caught up with any; running the config on disk until a newer one arrives");
+                self.adopt(stored, false, true).await;
+            }
+            None => {
+                info!(node = %me, version = stored.version, view = view.as_str(), waited_ms, "running the config restored from disk");
+                self.adopt(stored, false, true).await;
+            }
+        }
     }
 
     /// Makes `config` the one this node holds: persists it, publishes it (in full when asked),

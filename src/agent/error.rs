@@ -112,6 +112,21 @@ pub enum AgentError {
         current: u64,
     },
 
+    /// No version is above the highest the cluster has: the push cannot be versioned; nothing
+    /// changed.
+    #[error("the cluster is at version {current}, the largest there is: no push can supersede it (start a new cluster, or remove every node's stored config)")]
+    VersionOverflow {
+        /// The newest version this node knows.
+        current: u64,
+    },
+
+    /// A push arrived before this node caught up with any peer that answers it; nothing changed.
+    #[error("not yet synced with the cluster: peers answer, but this node has not caught up with any of them after waiting {} ms; retry", .waited.as_millis())]
+    NotSynced {
+        /// How long the push waited.
+        waited: std::time::Duration,
+    },
+
     /// A worker action failed in the supervisor.
     #[error(transparent)]
     Worker(#[from] crate::supervisor::Error),

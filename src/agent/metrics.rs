@@ -37,6 +37,7 @@
 //! | `herd_runtime_tasks` | gauge: tasks alive on the agent's tokio runtime (`num_alive_tasks`) | |
 //! | `herd_config_rejected_total` | counter: configs from gossip or the data dir not adopted | `reason`: unsigned, bad_signature, unknown_signer |
 //! | `herd_config_push_refused_total` | counter: pushes refused at the API for their signature | `reason`: as above |
+//! | `herd_config_superseded_total` | counter: configs pushed through this node that a concurrent push (accepted elsewhere without knowing them) superseded | |
 //! | `herd_rpc_calls_total` | counter | `kind`: call, cast; `outcome`: ok, error, timeout |
 //! | `herd_rpc_call_duration_seconds` | histogram (50 µs to 5 s) | |
 //! | `herd_rpc_rejected_total` | counter: connections, requests and frames the messaging layer refused | `reason`: the handshake's (closed, malformed, no_common_key, bad_proof, plaintext, timeout, forged_frame), over_cap, read_timeout, system_busy, overloaded, oversized_reply, not_member (a call or cast from a node outside this node's view), expired (a call whose deadline had passed) |
@@ -123,6 +124,7 @@ pub struct Metrics {
     config_rejected: Family<ReasonLabels, Counter>,
     config_push_refused: Family<ReasonLabels, Counter>,
     api_rejected: Family<ReasonLabels, Counter>,
+    config_superseded: Counter,
     /// Held while `worker_state` is rebuilt and encoded, so concurrent scrapes do not interleave.
     scrape: Mutex<()>,
 }
@@ -164,6 +166,7 @@ impl Metrics {
             let _ = config_push_refused.get_or_create(&label);
         }
         let api_rejected = Family::<ReasonLabels, Counter>::default();
+        let config_superseded = Counter::default();
         for refusal in ApiRefusal::ALL {
             let _ = api_rejected.get_or_create(&ReasonLabels {
                 reason: refusal.reason().to_string(),
@@ -235,6 +238,11 @@ impl Metrics {
             config_push_refused.clone(),
         );
         registry.register(
+            "config_superseded",
+            "Configs pushed through this node that a concurrent push superseded",
+            config_superseded.clone(),
+        );
+        registry.register(
             "api_rejected",
             "HTTP API requests refused, by reason (unauthorized, host, origin, content_type, too_large)",
             api_rejected.clone(),
@@ -263,6 +271,7 @@ impl Metrics {
             config_rejected,
             config_push_refused,
             api_rejected,
+            config_superseded,
             scrape: Mutex::new(()),
         })
     }
@@ -312,6 +321,12 @@ impl Metrics {
                 reason: refusal.reason().to_string(),
             })
             .inc();
+    }
+
+    /// Counts a config pushed through this node that a concurrent push superseded, in
+    /// `herd_config_superseded_total`.
+    pub(crate) fn config_superseded(&self) {
+        self.config_superseded.inc();
     }
 
     /// Counts one API request refused for `refusal` in

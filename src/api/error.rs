@@ -53,9 +53,10 @@ impl From<AgentError> for ApiError {
     fn from(err: AgentError) -> Self {
         let status = match &err {
             AgentError::Config(_) | AgentError::Refused(_) => StatusCode::BAD_REQUEST,
-            AgentError::StaleVersion { .. } | AgentError::SignedVersion { .. } => {
-                StatusCode::CONFLICT
-            }
+            AgentError::StaleVersion { .. }
+            | AgentError::SignedVersion { .. }
+            | AgentError::VersionOverflow { .. } => StatusCode::CONFLICT,
+            AgentError::NotSynced { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AgentError::Worker(supervisor::Error::UnknownWorker { .. }) => StatusCode::NOT_FOUND,
             AgentError::Worker(supervisor::Error::DuplicateWorker { .. }) => StatusCode::CONFLICT,
             AgentError::Worker(supervisor::Error::Spawn { .. })
@@ -67,7 +68,8 @@ impl From<AgentError> for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %err, "request failed");
             let message = match status {
-                StatusCode::SERVICE_UNAVAILABLE => "the agent is shutting down".to_string(),
+                // Shutting down, or not synced yet: both say what to do, and nothing secret.
+                StatusCode::SERVICE_UNAVAILABLE => err.to_string(),
                 _ => "internal error; see the agent's log".to_string(),
             };
             return ApiError { status, message };

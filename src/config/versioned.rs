@@ -11,6 +11,10 @@
 //! ...
 //! ```
 //!
+//! A config accepted by a build that records it has `"parent":{"version":N,"checksum":C}`,
+//! the config the accepting node held then (version 0, checksum 0: none); it tells a push that
+//! built on another from one made without knowing it ([`VersionedConfig::parent`]).
+//!
 //! A signed config (see [`super::signature`]) has one more header field,
 //! `"signature":{"key":"<base64>","sig":"<base64>"}`; an unsigned one has none,
 //! so unsigned encodings are byte for byte what they were before signatures, and
@@ -48,7 +52,44 @@ pub struct VersionedConfig {
     /// The signer's signature of this version of `text`, if the push was signed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<ConfigSignature>,
+    /// The config the accepting node held when it accepted the push ([`ConfigId::NONE`]: none);
+    /// `None` when the encoding does not say (written by a build that did not record it).
+    /// Not signed, and not part of the checksum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ConfigId>,
     config: ClusterConfig,
+}
+
+/// Names one config: its version and the checksum of its text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ConfigId {
+    /// The config's version.
+    pub version: u64,
+    /// CRC-32 (IEEE) of its text.
+    pub checksum: u32,
+}
+
+impl ConfigId {
+    /// No config at all: the parent of a push accepted by a node that held none.
+    pub const NONE: ConfigId = ConfigId {
+        version: 0,
+        checksum: 0,
+    };
+
+    /// Whether config `winner` (which supersedes this one), accepted by a node that held
+    /// `parent` then, was accepted without knowing this config: at the same version (two pushes
+    /// both took it), or with a parent older than this config or another config at its version.
+    /// A winner built on this config or a newer one was not; nor is one whose parent is unknown,
+    /// unless the versions are equal.
+    pub fn unknown_to(self, winner: ConfigId, parent: Option<ConfigId>) -> bool {
+        if winner.version == self.version {
+            return true;
+        }
+        parent.is_some_and(|parent| {
+            parent.version < self.version
+                || (parent.version == self.version && parent.checksum != self.checksum)
+        })
+    }
 }
 
 /// Why an encoded config cannot be used.
@@ -115,6 +156,8 @@ struct Header {
     len: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     signature: Option<SignatureText>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent: Option<ConfigId>,
 }
 
 impl VersionedConfig {
@@ -134,6 +177,7 @@ impl VersionedConfig {
             checksum: crc32fast::hash(text.as_bytes()),
             text,
             signature: None,
+            parent: None,
             config,
         })
     }
@@ -145,25 +189,47 @@ impl VersionedConfig {
         self
     }
 
+    /// This config recording `parent` as the config its accepting node held.
+    pub fn with_parent(mut self, parent: ConfigId) -> VersionedConfig {
+        self.parent = Some(parent);
+        self
+    }
+
+    /// This config's version and checksum.
+    pub fn id(&self) -> ConfigId {
+        ConfigId {
+            version: self.version,
+            checksum: self.checksum,
+        }
+    }
+
+    /// Whether this config, which supersedes `other`, was accepted without knowing `other`
+    /// ([`ConfigId::unknown_to`], with this config's [`parent`](Self::parent)).
+    pub fn made_without(&self, other: &VersionedConfig) -> bool {
+        other.id().unknown_to(self.id(), self.parent)
+    }
+
     /// The parsed config.
     pub fn config(&self) -> &ClusterConfig {
         &self.config
     }
 
     /// Whether this config should replace `other`: the higher version wins; at
-    /// equal versions the higher checksum, then author, time and text decide, so
-    /// every node picks the same winner. A config never supersedes an equal one.
+    /// equal versions the higher checksum, then the accepting node's id (`pushed_by`), time,
+    /// text and parent decide, so every node picks the same winner. A config never supersedes
+    /// an equal one.
     pub fn supersedes(&self, other: &VersionedConfig) -> bool {
         self.rank() > other.rank()
     }
 
-    fn rank(&self) -> (u64, u32, &str, u64, &str) {
+    fn rank(&self) -> (u64, u32, &str, u64, &str, Option<ConfigId>) {
         (
             self.version,
             self.checksum,
             &self.pushed_by,
             self.pushed_at_ms,
             &self.text,
+            self.parent,
         )
     }
 
@@ -177,6 +243,7 @@ impl VersionedConfig {
             checksum: self.checksum,
             len: self.text.len(),
             signature: self.signature.as_ref().map(ConfigSignature::to_text),
+            parent: self.parent,
         };
         // A struct of strings and integers always serializes.
         let header = serde_json::to_string(&header).unwrap_or_default();
@@ -221,6 +288,7 @@ impl VersionedConfig {
         let mut config =
             VersionedConfig::new(header.version, text, header.pushed_by, header.pushed_at_ms)?;
         config.signature = signature;
+        config.parent = header.parent;
         Ok(config)
     }
 }

@@ -149,6 +149,86 @@ fn equal_versions_pick_the_same_winner_from_either_side() {
 }
 
 #[test]
+fn the_tie_rule_is_version_then_checksum_then_pusher() {
+    let low = config(3, TEXT, "node-z");
+    let high = config(3, "", "node-a");
+    let (low, high) = if low.checksum < high.checksum {
+        (low, high)
+    } else {
+        (high, low)
+    };
+    assert!(
+        high.supersedes(&low) && !low.supersedes(&high),
+        "the higher checksum wins whoever pushed it"
+    );
+    let by_a = config(3, TEXT, "node-a");
+    let by_b = config(3, TEXT, "node-b");
+    assert!(by_b.supersedes(&by_a) && !by_a.supersedes(&by_b));
+    let newer = config(4, TEXT, "node-a");
+    assert!(
+        newer.supersedes(&high),
+        "a higher version beats any checksum"
+    );
+}
+
+#[test]
+fn the_parent_round_trips_and_an_old_header_has_none() {
+    let parent = ConfigId {
+        version: 6,
+        checksum: 42,
+    };
+    let c = config(7, TEXT, "node-a").with_parent(parent);
+    let encoded = c.encode();
+    assert!(
+        encoded.starts_with('{') && encoded.contains(r#""parent":{"version":6,"checksum":42}"#)
+    );
+    assert_eq!(
+        VersionedConfig::decode(&encoded).unwrap().parent,
+        Some(parent)
+    );
+    let old = config(7, TEXT, "node-a");
+    assert!(!old.encode().contains("parent"), "no parent, no field");
+    assert_eq!(VersionedConfig::decode(&old.encode()).unwrap().parent, None);
+}
+
+#[test]
+fn a_winner_made_without_knowing_a_config_is_told_from_one_built_on_it() {
+    let ours = config(5, TEXT, "node-a");
+    let rival = config(5, "", "node-b").with_parent(ConfigId {
+        version: 4,
+        checksum: 1,
+    });
+    assert!(
+        rival.made_without(&ours),
+        "the same version: both pushes took it"
+    );
+    let on_ours = config(6, "", "node-b").with_parent(ours.id());
+    assert!(!on_ours.made_without(&ours));
+    let on_newer = config(8, "", "node-b").with_parent(ConfigId {
+        version: 7,
+        checksum: 9,
+    });
+    assert!(!on_newer.made_without(&ours));
+    let on_older = config(6, "", "node-b").with_parent(ConfigId {
+        version: 4,
+        checksum: 1,
+    });
+    assert!(on_older.made_without(&ours));
+    let on_rival = config(6, "", "node-c").with_parent(rival.id());
+    assert!(
+        on_rival.made_without(&ours),
+        "built on the push that beat ours"
+    );
+    let from_nothing = config(6, "", "node-c").with_parent(ConfigId::NONE);
+    assert!(from_nothing.made_without(&ours));
+    let unknown = config(6, "", "node-c");
+    assert!(
+        !unknown.made_without(&ours),
+        "no parent: only a tie says so"
+    );
+}
+
+#[test]
 fn identical_content_never_supersedes_itself() {
     let a = config(3, TEXT, "node-a");
     assert!(!a.supersedes(&a.clone()));

@@ -15,6 +15,10 @@
 //!   nothing (an empty delta: the peer already had everything). An idle cluster is mostly such
 //!   exchanges, so this drops a third of its datagrams; the receiver would have done nothing with it.
 //!
+//! - **Contact**: a peer's answer to an exchange this node started (SYN-ACK) is recorded in
+//!   [`PeerContact`](super::PeerContact): that a peer answered, and whether it had news for
+//!   this node.
+//!
 //! Without a keyring, datagrams are plain, as chitchat's own transport sends them, and a sealed or
 //! undecodable datagram is dropped and counted the same way.
 
@@ -135,6 +139,8 @@ pub(crate) struct Counters {
     /// would, which ends chitchat's gossip loop.
     broken: AtomicBool,
     wake: tokio::sync::Notify,
+    /// What the node heard from its peers: recorded as their answers arrive.
+    pub(crate) contact: super::contact::Contact,
 }
 
 impl Counters {
@@ -348,6 +354,10 @@ impl Socket for GossipSocket {
                 Err(err) => return Err(err).context("fatal gossip receive error"),
             };
             if let Some(envelope) = self.accept(len, from) {
+                if let ChitchatMessage::SynAck { delta, .. } = &envelope.message {
+                    // An empty delta encodes to a single byte: the peer had no news for us.
+                    self.counters.contact.answered(delta.serialized_len() > 1);
+                }
                 self.counters
                     .bytes_received
                     .fetch_add(len as u64, Ordering::Relaxed);

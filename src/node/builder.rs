@@ -413,6 +413,7 @@ impl NodeBuilder {
         counters
             .compress
             .store(self.compress_digests, Ordering::Relaxed);
+        counters.contact.set_seeded(!founder);
         let transport = GossipTransport {
             node: id.clone(),
             counters: counters.clone(),

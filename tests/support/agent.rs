@@ -207,6 +207,18 @@ impl Spec {
     }
 }
 
+/// Makes a signing key pair with `herd keygen --signing --out`; returns (key file, public key).
+pub fn keypair(dir: &Path, name: &str) -> (String, String) {
+    let path = dir.join(name).display().to_string();
+    let out = std::process::Command::new(HERD)
+        .args(["keygen", "--signing", "--out", &path])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    (path, public)
+}
+
 /// Waits (bounded) for a process to exit; returns its output.
 pub fn exit_of(mut cmd: Command) -> Output {
     let mut child = cmd
@@ -339,6 +351,36 @@ impl AgentProc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGTERMs the agent (by pid) and waits (bounded) for it to leave and exit.
+    pub fn terminate(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + WAIT;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{} did not stop", self.id);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The value of the metric line that starts with `series` (name and labels), 0 if absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (status, body) = self.request("GET", "/metrics", None);
+        assert_eq!(status, 200, "GET /metrics on {}", self.id);
+        let text = body.as_str().unwrap_or_default().to_string();
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{series} ")))
+            .map_or(0.0, |v| v.parse().unwrap())
+    }
+
+    /// The (version, checksum) of the config this agent holds; (0, 0) for none.
+    pub fn config_id(&self) -> (u64, u64) {
+        let config = self.get("/v1/config");
+        (
+            config["version"].as_u64().unwrap(),
+            config["checksum"].as_u64().unwrap_or(0),
+        )
     }
 }
 

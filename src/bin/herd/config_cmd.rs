@@ -1,4 +1,5 @@
-//! `herd config push FILE [--sign KEYFILE]` and `herd config show`.
+//! `herd config push FILE [--sign KEYFILE] [--wait [--timeout 30s]]` and `herd config show`.
+//! `--wait` is in `config_wait.rs`.
 //!
 //! A signed push chooses its version: it reads the version the agent holds (or takes
 //! `--base-version`), signs the next one for `--cluster-id`, and pushes with that base version,
@@ -14,6 +15,9 @@ use herd::config::{ClusterConfig, SecretKey};
 use serde_json::json;
 
 use crate::client::{field, print_json, ApiArgs, Client};
+
+#[path = "config_wait.rs"]
+mod config_wait;
 
 /// `herd config` verbs.
 #[derive(clap::Subcommand)]
@@ -31,6 +35,14 @@ pub enum Command {
         /// The cluster id the signature is for (the agents' --cluster-id).
         #[arg(long, default_value = herd::node::DEFAULT_CLUSTER_ID, env = "HERD_CLUSTER_ID", requires = "sign")]
         cluster_id: String,
+        /// After the push is accepted, wait until every live node that holds a config holds
+        /// this one; fail naming the winner if a concurrent push superseded it, or naming the
+        /// nodes still behind when --timeout passes.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits (e.g. 30s, 2m).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, requires = "wait")]
+        timeout: std::time::Duration,
     },
     /// Print the cluster config the agent holds.
     Show,
@@ -53,6 +65,8 @@ pub fn run(command: Command, api: &ApiArgs) -> anyhow::Result<()> {
             base_version,
             sign: key_file,
             cluster_id,
+            wait,
+            timeout,
         } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
@@ -75,10 +89,8 @@ pub fn run(command: Command, api: &ApiArgs) -> anyhow::Result<()> {
                 body["version"] = json!(version);
                 body["signature"] = json!(sign(&key, &cluster_id, version, &text));
             }
-            let answer = client.put("/v1/config", &body)?;
-            if api.json {
-                print_json(&answer);
-            } else {
+            let mut answer = client.put("/v1/config", &body)?;
+            if !api.json {
                 let signed = match body.get("signature") {
                     Some(signature) => format!(", signed by {}", field(signature, "key")),
                     None => String::new(),
@@ -90,6 +102,28 @@ pub fn run(command: Command, api: &ApiArgs) -> anyhow::Result<()> {
                     field(&answer, "version"),
                     field(&answer, "pushed_by"),
                 );
+            }
+            if wait {
+                let pushed = herd::config::ConfigId {
+                    version: answer["version"]
+                        .as_u64()
+                        .context("the push was answered without a version")?,
+                    checksum: answer["checksum"]
+                        .as_u64()
+                        .and_then(|c| u32::try_from(c).ok())
+                        .context(
+                            "the push was answered without a checksum (an agent older than --wait)",
+                        )?,
+                };
+                let done = config_wait::wait(&client, pushed, timeout)?;
+                if api.json {
+                    answer["wait"] = json!(done);
+                } else {
+                    println!("{done}");
+                }
+            }
+            if api.json {
+                print_json(&answer);
             }
         }
         Command::Show => {

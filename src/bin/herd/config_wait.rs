@@ -1,0 +1,226 @@
+//! `herd config push FILE --wait [--timeout 30s]`: after the push was accepted, follows the
+//! config every live node gossips (`GET /v1/members`: `config_version`, `config_checksum`)
+//! until every node that holds a config holds the pushed one (exit 0), a config accepted
+//! elsewhere without knowing it wins (exit 1, naming its version and the node it was pushed
+//! through, from `GET /v1/config` once the agent asked holds it), or the timeout passes (exit 1,
+//! naming the nodes still behind). A later push built on the pushed one counts as arrived.
+//! Progress goes to stderr, one line whenever the nodes behind change.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use herd::config::ConfigId;
+use serde_json::Value;
+
+use crate::client::Client;
+
+/// How often the heads are read.
+const POLL: Duration = Duration::from_millis(100);
+
+/// One live node's config, as `/v1/members` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub node: String,
+    pub id: ConfigId,
+}
+
+/// What the heads say about the pushed config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Every node with a config holds the pushed one; how many.
+    Everywhere(usize),
+    /// A node holds another config at the pushed version or above: the highest such.
+    Replaced(ConfigId),
+    /// Nodes below the pushed version, with theirs; and how many hold it.
+    Behind { holding: usize, behind: Vec<Head> },
+}
+
+/// The members' heads in a `/v1/members` answer; members without one are left out.
+pub fn heads(members: &Value) -> Vec<Head> {
+    members
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            Some(Head {
+                node: m.get("id")?.as_str()?.to_string(),
+                id: ConfigId {
+                    version: m.get("config_version")?.as_u64()?,
+                    checksum: u32::try_from(m.get("config_checksum")?.as_u64()?).ok()?,
+                },
+            })
+        })
+        .collect()
+}
+
+/// Where pushed config `pushed` stands among `heads`.
+pub fn progress(pushed: ConfigId, heads: &[Head]) -> Progress {
+    let replaced = heads
+        .iter()
+        .map(|h| h.id)
+        .filter(|id| *id != pushed && id.version >= pushed.version)
+        .max();
+    if let Some(id) = replaced {
+        return Progress::Replaced(id);
+    }
+    let behind: Vec<Head> = heads
+        .iter()
+        .filter(|h| h.id.version < pushed.version)
+        .cloned()
+        .collect();
+    if behind.is_empty() {
+        return Progress::Everywhere(heads.len());
+    }
+    Progress::Behind {
+        holding: heads.len() - behind.len(),
+        behind,
+    }
+}
+
+/// The config an agent holds, from its `/v1/config` answer, with its pusher and parent.
+fn held(config: &Value) -> Option<(ConfigId, String, Option<ConfigId>)> {
+    let id = ConfigId {
+        version: config.get("version")?.as_u64()?,
+        checksum: u32::try_from(config.get("checksum")?.as_u64()?).ok()?,
+    };
+    let pushed_by = config.get("pushed_by")?.as_str()?.to_string();
+    let parent = config
+        .get("parent")
+        .and_then(|p| serde_json::from_value(p.clone()).ok());
+    Some((id, pushed_by, parent))
+}
+
+fn names(heads: &[Head]) -> String {
+    heads
+        .iter()
+        .map(|h| format!("{} (at version {})", h.node, h.id.version))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Waits as the module docs say; `Ok` with the line to print on success.
+pub fn wait(client: &Client, pushed: ConfigId, timeout: Duration) -> anyhow::Result<String> {
+    let deadline = Instant::now() + timeout;
+    let mut shown: Option<Vec<Head>> = None;
+    loop {
+        let heads = heads(&client.get("/v1/members")?);
+        match progress(pushed, &heads) {
+            Progress::Everywhere(nodes) => {
+                return Ok(format!(
+                    "version {} is held by every node that holds a config ({nodes})",
+                    pushed.version
+                ))
+            }
+            Progress::Replaced(winner) => {
+                // Who pushed it, and on what, is in the config itself: wait until the agent
+                // asked holds it (gossip brings it within moments).
+                let config = client.get("/v1/config")?;
+                if let Some((id, pushed_by, parent)) = held(&config).filter(|h| h.0 == winner) {
+                    if pushed.unknown_to(id, parent) {
+                        bail!(
+                            "version {} (checksum {}) was superseded: the cluster runs version {} (checksum {}), pushed through {pushed_by} without knowing it",
+                            pushed.version, pushed.checksum, id.version, id.checksum
+                        );
+                    }
+                    return Ok(format!(
+                        "version {} took effect; a later push built on it is at version {} (through {pushed_by})",
+                        pushed.version, id.version
+                    ));
+                }
+            }
+            Progress::Behind { holding, behind } => {
+                if shown.as_ref() != Some(&behind) {
+                    eprintln!(
+                        "waiting: {holding} of {} nodes hold version {}; behind: {}",
+                        heads.len(),
+                        pushed.version,
+                        names(&behind)
+                    );
+                }
+                if Instant::now() >= deadline {
+                    return Err(anyhow!(
+                        "timed out after {}: {} of {} nodes hold version {}; still behind: {}",
+                        humantime::format_duration(timeout),
+                        holding,
+                        heads.len(),
+                        pushed.version,
+                        names(&behind)
+                    ));
+                }
+                shown = Some(behind);
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "timed out after {} waiting for the config that replaced version {} to reach the agent",
+                humantime::format_duration(timeout),
+                pushed.version
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn id(version: u64, checksum: u32) -> ConfigId {
+        ConfigId { version, checksum }
+    }
+
+    fn head(node: &str, version: u64, checksum: u32) -> Head {
+        Head {
+            node: node.into(),
+            id: id(version, checksum),
+        }
+    }
+
+    #[test]
+    fn members_without_a_config_are_left_out() {
+        let members = json!([
+            {"id": "a", "config_version": 3, "config_checksum": 7},
+            {"id": "b"},
+            {"id": "c", "config_version": 2, "config_checksum": 4294967295u64},
+        ]);
+        assert_eq!(heads(&members), [head("a", 3, 7), head("c", 2, u32::MAX)]);
+    }
+
+    #[test]
+    fn the_pushed_config_is_everywhere_behind_somewhere_or_replaced() {
+        let pushed = id(5, 1);
+        assert_eq!(
+            progress(pushed, &[head("a", 5, 1), head("b", 5, 1)]),
+            Progress::Everywhere(2)
+        );
+        assert_eq!(
+            progress(pushed, &[head("a", 5, 1), head("b", 4, 9)]),
+            Progress::Behind {
+                holding: 1,
+                behind: vec![head("b", 4, 9)]
+            }
+        );
+        assert_eq!(
+            progress(pushed, &[head("a", 5, 2), head("b", 4, 9)]),
+            Progress::Replaced(id(5, 2)),
+            "another config at the same version"
+        );
+        assert_eq!(
+            progress(pushed, &[head("a", 5, 1), head("b", 7, 3), head("c", 6, 3)]),
+            Progress::Replaced(id(7, 3)),
+            "the highest replacement"
+        );
+    }
+
+    #[test]
+    fn the_held_config_names_its_pusher_and_parent() {
+        let config = json!({"version": 6, "checksum": 3, "pushed_by": "b", "parent": {"version": 5, "checksum": 1}});
+        assert_eq!(
+            held(&config),
+            Some((id(6, 3), "b".to_string(), Some(id(5, 1))))
+        );
+        let old = json!({"version": 6, "checksum": 3, "pushed_by": "b"});
+        assert_eq!(held(&old), Some((id(6, 3), "b".to_string(), None)));
+    }
+}
