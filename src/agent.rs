@@ -362,13 +362,14 @@ impl Agent {
         status::cluster_workers(&nodes)
     }
 
-    /// The config every live node says it holds (its gossiped head), by node id. A node that
-    /// holds none is absent.
+    /// The config each node says it holds (its gossiped head), by node id: every member (the
+    /// incarnation the membership lists, even while the failure detector doubts it), and nodes
+    /// declared dead whose state is still kept. A node that holds none is absent.
     pub async fn config_heads(&self) -> BTreeMap<String, crate::config::ConfigId> {
         let nodes = self
             .inner
             .node
-            .keys_with_prefix(crate::membership::keys::CONFIG_PREFIX, false)
+            .keys_with_prefix(crate::membership::keys::CONFIG_PREFIX, true)
             .await;
         nodes
             .iter()

@@ -485,6 +485,29 @@ impl Inner {
         }
     }
 
+    /// Starts a gossip exchange with each of `addrs` that is not the gossip address of a live
+    /// node; returns how many it started.
+    pub(crate) async fn gossip_with_unreached(&self, addrs: &[SocketAddr]) -> usize {
+        let unreached: Vec<SocketAddr> = {
+            let chitchat = self.chitchat.lock().await;
+            let live: std::collections::HashSet<SocketAddr> = chitchat
+                .live_nodes()
+                .map(|id| id.gossip_advertise_addr)
+                .collect();
+            addrs
+                .iter()
+                .filter(|addr| !live.contains(addr))
+                .copied()
+                .collect()
+        };
+        if let Some(handle) = self.handle.lock().expect("handle lock").as_ref() {
+            for addr in &unreached {
+                let _ = handle.gossip(*addr);
+            }
+        }
+        unreached.len()
+    }
+
     /// Starts a gossip exchange with every live peer now, instead of waiting for the next rounds:
     /// each peer answers with its digest and gets this node's news in return, within a round
     /// trip. Used for changes peers should hear at once (leave, tags).

@@ -216,7 +216,7 @@ fn a_push_that_loses_a_tie_is_reported_and_its_wait_names_the_winner() {
     ]));
     assert!(ok, "{stdout}{stderr}");
     assert!(
-        stdout.contains("version 4 is held by every node that holds a config (4)"),
+        stdout.contains("version 4 is held by every node (4)"),
         "{stdout}"
     );
     assert_eq!(d.config_id(), (4, checksum(&sleeper("s", 500))));

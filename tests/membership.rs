@@ -232,6 +232,38 @@ async fn a_seed_that_starts_late_is_still_joined() {
     let _ = b;
 }
 
+#[tokio::test]
+async fn a_node_given_the_seeds_of_two_clusters_joins_both_and_they_merge() {
+    let a = node("a", "merge").start(recorder().0).await.unwrap();
+    // With as many live peers as seeds, chitchat alone stops reaching for seeds.
+    let d = node("d", "merge")
+        .seed(a.addr().to_string())
+        .start(recorder().0)
+        .await
+        .unwrap();
+    wait_members(&a, &["a", "d"]).await;
+    let port = free_port();
+    let late = format!("127.0.0.1:{port}");
+    // c reaches a at once; its second seed starts only once c is a member of a's cluster, so
+    // only c's own reaching for every seed can bring the two together.
+    let c = node("c", "merge")
+        .seed(a.addr().to_string())
+        .seed(&late)
+        .start(recorder().0)
+        .await
+        .unwrap();
+    wait_members(&c, &["a", "c", "d"]).await;
+    let b = Node::builder("b")
+        .listen(late.parse().unwrap())
+        .cluster_id("merge")
+        .start(recorder().0)
+        .await
+        .unwrap();
+    for n in [&a, &b, &c, &d] {
+        wait_members(n, &["a", "b", "c", "d"]).await;
+    }
+}
+
 // Two worker threads: the default panic hook's backtrace (RUST_BACKTRACE=1 in CI, slow to
 // symbolize in a debug build) blocks the thread that runs the callback; on a one-thread runtime
 // it would stall every node's gossip in this process for as long.

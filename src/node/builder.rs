@@ -133,7 +133,9 @@ impl NodeBuilder {
 
     /// Adds a seed: `ip:port` or `host:port` of any member. Host names are resolved at start
     /// (an unresolvable one is an error) and again every minute. A node whose seeds are all
-    /// unreachable keeps trying them and joins when one answers.
+    /// unreachable keeps trying them and joins when one answers. For its first 30 seconds the
+    /// node starts an exchange with every seed that is not yet a live member, each gossip
+    /// round, so that seeds in separate clusters bring them together.
     pub fn seed(mut self, seed: impl Into<String>) -> Self {
         self.seeds.push(seed.into());
         self
@@ -544,6 +546,19 @@ impl NodeBuilder {
                 stopped: tokio::sync::OnceCell::new(),
             }),
         };
+        let seed_addrs: Vec<SocketAddr> = seeds
+            .iter()
+            .flat_map(|seed| seed.addrs.iter().copied())
+            .filter(|addr| *addr != advertise && *addr != bound)
+            .collect();
+        if !seed_addrs.is_empty() {
+            tracker.spawn(seeds::contact_every_seed(
+                node.downgrade(),
+                seed_addrs,
+                self.gossip_interval,
+                cancel.child_token(),
+            ));
+        }
         let cx = Context::new(
             id,
             members_rx,

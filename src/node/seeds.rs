@@ -1,12 +1,25 @@
 //! Seed addresses: checked at start so that a typo is an error naming the seed, not a node that
 //! waits forever. Host names are resolved once here to prove they resolve; chitchat resolves them
 //! again every minute, so a seed behind DNS (a Kubernetes headless service) can move.
+//!
+//! chitchat stops gossiping with seeds as soon as one of them answers, so a node given the seeds
+//! of two clusters that do not know each other would join only one. [`contact_every_seed`] makes
+//! a node joining through several seeds reach every one of them, as `serf join a b` does: it
+//! starts an exchange with each seed address that is not yet a live member's, every gossip
+//! round, until all are or [`SEED_CONTACT_WINDOW`] has passed.
 
 use std::net::SocketAddr;
 
-use tokio::net::lookup_host;
+use std::time::Duration;
 
+use tokio::net::lookup_host;
+use tokio_util::sync::CancellationToken;
+
+use super::WeakNode;
 use crate::Error;
+
+/// How long a starting node keeps reaching for seeds that are not yet live members.
+pub(crate) const SEED_CONTACT_WINDOW: Duration = Duration::from_secs(30);
 
 /// A seed that passed the check: as given (for chitchat) and what it resolved to.
 #[derive(Clone, Debug)]
@@ -66,6 +79,30 @@ pub(crate) async fn resolve(seeds: &[String]) -> Result<Vec<Seed>, Error> {
         });
     }
     Ok(resolved)
+}
+
+/// Starts an exchange with every address in `addrs` that is not the gossip address of a live
+/// node, once per `interval`, until each is or [`SEED_CONTACT_WINDOW`] has passed (at most
+/// `SEED_CONTACT_WINDOW / interval` rounds), the node stops, or `cancel` fires.
+pub(crate) async fn contact_every_seed(
+    node: WeakNode,
+    addrs: Vec<SocketAddr>,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    let interval = interval.max(Duration::from_millis(10));
+    let rounds = (SEED_CONTACT_WINDOW.as_millis() / interval.as_millis()).max(1);
+    for _ in 0..rounds {
+        let Some(node) = node.upgrade() else { return };
+        if node.inner.gossip_with_unreached(&addrs).await == 0 {
+            return;
+        }
+        drop(node);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
 }
 
 #[cfg(test)]

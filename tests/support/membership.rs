@@ -177,11 +177,15 @@ pub async fn wait_members(node: &Node, ids: &[&str]) {
     }
 }
 
-/// A loopback UDP port that was free a moment ago.
+/// A loopback port that was free for UDP and TCP a moment ago.
 pub fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // A node binds the port twice (UDP gossip, TCP messages): pick one free for both.
+    for _ in 0..100 {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP in 100 tries");
 }

@@ -35,8 +35,7 @@ pub enum Command {
         /// The cluster id the signature is for (the agents' --cluster-id).
         #[arg(long, default_value = herd::node::DEFAULT_CLUSTER_ID, env = "HERD_CLUSTER_ID", requires = "sign")]
         cluster_id: String,
-        /// After the push is accepted, wait until every live node that holds a config holds
-        /// this one; fail naming the winner if a concurrent push superseded it, or naming the
+        /// After the push is accepted, wait until every live node holds this one; fail naming the winner if a concurrent push superseded it, or naming the
         /// nodes still behind when --timeout passes.
         #[arg(long)]
         wait: bool,

@@ -1,6 +1,7 @@
 //! `herd config push FILE --wait [--timeout 30s]`: after the push was accepted, follows the
 //! config every live node gossips (`GET /v1/members`: `config_version`, `config_checksum`)
-//! until every node that holds a config holds the pushed one (exit 0), a config accepted
+//! until every live node holds the pushed one (exit 0; a member whose head has not arrived yet, or
+//! that holds no config, counts as behind), a config accepted
 //! elsewhere without knowing it wins (exit 1, naming its version and the node it was pushed
 //! through, from `GET /v1/config` once the agent asked holds it), or the timeout passes (exit 1,
 //! naming the nodes still behind). A later push built on the pushed one counts as arrived.
@@ -17,37 +18,41 @@ use crate::client::Client;
 /// How often the heads are read.
 const POLL: Duration = Duration::from_millis(100);
 
-/// One live node's config, as `/v1/members` lists it.
+/// One live node's config, as `/v1/members` lists it: `None` while it holds none (or its head
+/// has not reached the agent asked yet).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Head {
     pub node: String,
-    pub id: ConfigId,
+    pub id: Option<ConfigId>,
 }
 
 /// What the heads say about the pushed config.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Progress {
-    /// Every node with a config holds the pushed one; how many.
+    /// Every node holds the pushed one; how many.
     Everywhere(usize),
     /// A node holds another config at the pushed version or above: the highest such.
     Replaced(ConfigId),
-    /// Nodes below the pushed version, with theirs; and how many hold it.
+    /// Nodes below the pushed version or without a config, with theirs; and how many hold it.
     Behind { holding: usize, behind: Vec<Head> },
 }
 
-/// The members' heads in a `/v1/members` answer; members without one are left out.
+/// The members' heads in a `/v1/members` answer.
 pub fn heads(members: &Value) -> Vec<Head> {
     members
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|m| {
-            Some(Head {
-                node: m.get("id")?.as_str()?.to_string(),
-                id: ConfigId {
+            let id = (|| {
+                Some(ConfigId {
                     version: m.get("config_version")?.as_u64()?,
                     checksum: u32::try_from(m.get("config_checksum")?.as_u64()?).ok()?,
-                },
+                })
+            })();
+            Some(Head {
+                node: m.get("id")?.as_str()?.to_string(),
+                id,
             })
         })
         .collect()
@@ -57,7 +62,7 @@ pub fn heads(members: &Value) -> Vec<Head> {
 pub fn progress(pushed: ConfigId, heads: &[Head]) -> Progress {
     let replaced = heads
         .iter()
-        .map(|h| h.id)
+        .filter_map(|h| h.id)
         .filter(|id| *id != pushed && id.version >= pushed.version)
         .max();
     if let Some(id) = replaced {
@@ -65,7 +70,7 @@ pub fn progress(pushed: ConfigId, heads: &[Head]) -> Progress {
     }
     let behind: Vec<Head> = heads
         .iter()
-        .filter(|h| h.id.version < pushed.version)
+        .filter(|h| h.id.is_none_or(|id| id.version < pushed.version))
         .cloned()
         .collect();
     if behind.is_empty() {
@@ -93,7 +98,10 @@ fn held(config: &Value) -> Option<(ConfigId, String, Option<ConfigId>)> {
 fn names(heads: &[Head]) -> String {
     heads
         .iter()
-        .map(|h| format!("{} (at version {})", h.node, h.id.version))
+        .map(|h| match h.id {
+            Some(id) => format!("{} (at version {})", h.node, id.version),
+            None => format!("{} (no config yet)", h.node),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -107,7 +115,7 @@ pub fn wait(client: &Client, pushed: ConfigId, timeout: Duration) -> anyhow::Res
         match progress(pushed, &heads) {
             Progress::Everywhere(nodes) => {
                 return Ok(format!(
-                    "version {} is held by every node that holds a config ({nodes})",
+                    "version {} is held by every node ({nodes})",
                     pushed.version
                 ))
             }
@@ -173,18 +181,40 @@ mod tests {
     fn head(node: &str, version: u64, checksum: u32) -> Head {
         Head {
             node: node.into(),
-            id: id(version, checksum),
+            id: Some(id(version, checksum)),
+        }
+    }
+
+    fn headless(node: &str) -> Head {
+        Head {
+            node: node.into(),
+            id: None,
         }
     }
 
     #[test]
-    fn members_without_a_config_are_left_out() {
+    fn members_without_a_config_are_listed_without_one() {
         let members = json!([
             {"id": "a", "config_version": 3, "config_checksum": 7},
             {"id": "b"},
             {"id": "c", "config_version": 2, "config_checksum": 4294967295u64},
         ]);
-        assert_eq!(heads(&members), [head("a", 3, 7), head("c", 2, u32::MAX)]);
+        assert_eq!(
+            heads(&members),
+            [head("a", 3, 7), headless("b"), head("c", 2, u32::MAX)]
+        );
+    }
+
+    #[test]
+    fn a_member_without_a_config_is_behind() {
+        assert_eq!(
+            progress(id(5, 1), &[head("a", 5, 1), headless("b")]),
+            Progress::Behind {
+                holding: 1,
+                behind: vec![headless("b")]
+            }
+        );
+        assert_eq!(names(&[headless("b")]), "b (no config yet)");
     }
 
     #[test]
