@@ -66,6 +66,7 @@ mod log_limit;
 pub mod member;
 pub mod membership;
 pub mod node;
+pub mod placement;
 pub mod rpc;
 pub mod supervisor;
 pub mod trust;
