@@ -28,7 +28,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use super::jsonl::Channel;
@@ -312,7 +311,7 @@ pub(crate) async fn read_stream(
     channel: Option<Arc<Channel>>,
     cancel: CancellationToken,
 ) {
-    let mut reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+    let reader = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
         Ok(reader) => reader,
         Err(err) => {
             tracing::warn!(worker = %output.worker, stream = stream.as_str(), %err, "cannot read worker output");
@@ -320,12 +319,27 @@ pub(crate) async fn read_stream(
         }
     };
     let mut splitter = LineSplitter::new(MAX_LINE_BYTES);
-    let mut buf = vec![0u8; READ_CHUNK];
+    // Allocated at the first output: an idle worker's streams hold no buffer (1,000 idle
+    // workers would otherwise keep 128 MiB of them).
+    let mut buf: Vec<u8> = Vec::new();
     let mut lines = Vec::new();
     loop {
-        let n = tokio::select! {
+        let ready = tokio::select! {
             _ = cancel.cancelled() => break,
-            read = reader.read(&mut buf) => read.unwrap_or(0),
+            ready = reader.readable() => ready,
+        };
+        let n = match ready {
+            Ok(()) => {
+                if buf.is_empty() {
+                    buf = vec![0u8; READ_CHUNK];
+                }
+                match reader.try_read(&mut buf) {
+                    Ok(n) => n,
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => 0,
+                }
+            }
+            Err(_) => 0,
         };
         if n == 0 {
             splitter.finish(&mut lines);
