@@ -500,12 +500,17 @@ impl Inner {
                 .copied()
                 .collect()
         };
+        self.gossip_with(&unreached);
+        unreached.len()
+    }
+
+    /// Starts a gossip exchange with each of `addrs` now.
+    fn gossip_with(&self, addrs: &[SocketAddr]) {
         if let Some(handle) = self.handle.lock().expect("handle lock").as_ref() {
-            for addr in &unreached {
+            for addr in addrs {
                 let _ = handle.gossip(*addr);
             }
         }
-        unreached.len()
     }
 
     /// Starts a gossip exchange with every live peer now, instead of waiting for the next rounds:
@@ -521,10 +526,6 @@ impl Inner {
                 .map(|id| id.gossip_advertise_addr)
                 .collect()
         };
-        if let Some(handle) = self.handle.lock().expect("handle lock").as_ref() {
-            for peer in peers {
-                let _ = handle.gossip(peer);
-            }
-        }
+        self.gossip_with(&peers);
     }
 }

@@ -29,7 +29,8 @@ pub(crate) struct ReadyNote {
     pub generation: u64,
 }
 
-/// Sends its note to the owning task, once.
+/// Sends its note to the owning task, once. The channel is unbounded but holds at most one
+/// note per started process: `fire` consumes the signal, and one signal is made per start.
 #[derive(Debug)]
 pub(crate) struct ReadySignal {
     pub note: ReadyNote,

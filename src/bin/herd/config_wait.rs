@@ -44,18 +44,20 @@ pub fn heads(members: &Value) -> Vec<Head> {
         .into_iter()
         .flatten()
         .filter_map(|m| {
-            let id = (|| {
-                Some(ConfigId {
-                    version: m.get("config_version")?.as_u64()?,
-                    checksum: u32::try_from(m.get("config_checksum")?.as_u64()?).ok()?,
-                })
-            })();
             Some(Head {
                 node: m.get("id")?.as_str()?.to_string(),
-                id,
+                id: config_of(m),
             })
         })
         .collect()
+}
+
+/// The config a `/v1/members` entry says its node holds.
+fn config_of(member: &Value) -> Option<ConfigId> {
+    Some(ConfigId {
+        version: member.get("config_version")?.as_u64()?,
+        checksum: u32::try_from(member.get("config_checksum")?.as_u64()?).ok()?,
+    })
 }
 
 /// Where pushed config `pushed` stands among `heads`.
