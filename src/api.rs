@@ -5,6 +5,7 @@
 //! | `GET /` | the live dashboard page (see `dashboard`) |
 //! | `GET /v1/health` | `{"status":"ok", node, members, config_version}`; 503 with `"status":"gossip_down"` and a `reason` once gossip stopped |
 //! | `GET /v1/members` | live members: id, addr, generation, tags, and the config each holds (`config_version`, `config_checksum`, from its gossiped head; absent while it holds none) |
+//! | `GET /v1/names` | every global name this node knows a claim on, sorted: `name`, `owner` (`{id, addr}`, or null while nobody holds it), `quorum`, and `waiting` (the claimant ranked first, when nobody holds it: a quorum name in its lease or without a majority here) |
 //! | `GET /v1/workers[?node=ID]` | every node's workers, from gossip state |
 //! | `POST /v1/workers/{name}/start\|stop\|restart[?node=ID]` | acts on the worker on node ID, or on every node that has it, reporting per node |
 //! | `DELETE /v1/workers/{name}[?node=ID]` | stops and forgets the worker (there) until the config changes it |
@@ -77,6 +78,7 @@ pub fn router(agent: Agent, access: Access) -> Router {
         .route("/", get(dashboard::page))
         .route("/v1/health", get(health))
         .route("/v1/members", get(members))
+        .route("/v1/names", get(names))
         .route("/v1/workers", get(workers))
         .route("/v1/workers/{name}", delete(delete_worker))
         .route("/v1/workers/{name}/call", post(call_worker))
@@ -140,6 +142,26 @@ async fn members(State(agent): State<Agent>) -> Json<Value> {
         })
         .collect();
     Json(Value::Array(members))
+}
+
+async fn names(State(agent): State<Agent>) -> Json<Value> {
+    let table = agent.node().names_registry().table();
+    let names: Vec<Value> = table
+        .names
+        .iter()
+        .map(|(name, entry)| {
+            let owner = entry
+                .owner
+                .as_ref()
+                .map(|(m, _)| json!({"id": m.id(), "addr": m.addr().to_string()}));
+            let mut value = json!({"name": name, "owner": owner, "quorum": entry.quorum});
+            if entry.owner.is_none() {
+                value["waiting"] = json!(entry.first.id());
+            }
+            value
+        })
+        .collect();
+    Json(Value::Array(names))
 }
 
 /// Query parameters, checked by hand so an unknown one is a 400 naming it.

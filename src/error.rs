@@ -203,4 +203,33 @@ pub enum Error {
         /// What was wrong with it.
         reason: String,
     },
+    /// A global name is empty, longer than 255 bytes, or holds a control character.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The name's first characters.
+        name: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// [`Node::register_name`](crate::Node::register_name) found a claim on the name: a member
+    /// (this node, or another) holds it or waits for it. `owner` is the claimant ranked first.
+    #[error("name {name:?} is taken by {owner}")]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The member that holds it, or ranks first for it.
+        owner: Box<crate::Member>,
+    },
+
+    /// A quorum name was registered on a node that does not see a majority of the expected
+    /// members ([`NodeBuilder::expected_members`](crate::NodeBuilder::expected_members)), or on a
+    /// node that was given no expected size.
+    #[error("name {name:?} needs a quorum: {reason}")]
+    NoQuorum {
+        /// The name.
+        name: String,
+        /// What is missing.
+        reason: String,
+    },
 }

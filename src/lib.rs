@@ -49,6 +49,7 @@
 //! - [`member`]: the [`ClusterMember`] trait, [`Member`], [`LeaveReason`], [`Context`].
 //! - [`node`]: [`Node`] (start, queries, leave, shutdown) and [`NodeBuilder`].
 //! - [`membership`]: gossip snapshots turned into [`MembershipEvent`]s by a pure diff.
+//! - [`names`]: global names with takeover ([`Node::register_name`], [`Node::claim_name`]).
 //! - [`rpc`]: member-to-member calls and casts (serde + bincode over TCP).
 //! - [`config`], [`agent`], [`api`]: the cluster config, the `herd agent` daemon, its HTTP API.
 //! - [`supervisor`]: OTP-style supervision of external worker processes.
@@ -65,6 +66,7 @@ pub mod fuzzing;
 mod log_limit;
 pub mod member;
 pub mod membership;
+pub mod names;
 pub mod node;
 pub mod placement;
 pub mod rpc;
@@ -77,6 +79,7 @@ pub use member::{
     CallId, CallReply, ClusterMember, Context, Info, LeaveReason, Member, Message, Timer,
 };
 pub use membership::{EventStream, GossipStats, Lagged, MembershipEvent, PeerContact};
+pub use names::{NameClaim, NameGuard, NameLost, NameOptions};
 pub use node::{MembershipHealth, Node, NodeBuilder, RpcStats};
 pub use rpc::{Reply, Request};
 

@@ -157,6 +157,14 @@ pub trait ClusterMember: Send + 'static {
         let _ = (cx, member);
     }
 
+    /// The owner of a global name changed in this node's view ([`crate::names`]): `owner` holds
+    /// it now, or nobody does (its owner released it, left or failed with no claimant queued,
+    /// or a quorum name lost its majority). Comes after `on_join`, once per change, in order
+    /// with the membership callbacks: the join of a new owner comes before the name's change.
+    async fn on_name_owner_changed(&mut self, cx: &Context, name: &str, owner: Option<&Member>) {
+        let _ = (cx, name, owner);
+    }
+
     /// Another member called this one ([`Node::call`](crate::Node::call)); decode the request
     /// with [`Request::decode`] and answer with [`Reply::ok`] or [`Reply::error`]. Runs in order
     /// with the other callbacks. The default answers that this member takes no calls.

@@ -34,6 +34,7 @@ pub use builder::{
     NodeBuilder, DEFAULT_CLUSTER_ID, DEFAULT_DEAD_NODE_GRACE_PERIOD, DEFAULT_DELIVERY_QUEUE,
     DEFAULT_EVENT_BUFFER, DEFAULT_GOSSIP_INTERVAL, DEFAULT_LISTEN, DEFAULT_MAILBOX,
     DEFAULT_PHI_THRESHOLD, DEFAULT_SHUTDOWN_TIMEOUT, MAX_TAG_KEY, MAX_TAG_VALUE,
+    QUORUM_LEASE_MARGIN,
 };
 
 use crate::membership::keys;
@@ -80,6 +81,8 @@ struct Inner {
     stopping: tokio::sync::OnceCell<()>,
     /// Set when the tasks and gossip have stopped.
     stopped: tokio::sync::OnceCell<()>,
+    /// This node's claims on global names, and the table they are judged by.
+    names: Arc<crate::names::Registry>,
 }
 
 /// A handle to a node that does not keep it running: what a [`Context`](crate::Context) holds.
@@ -372,6 +375,11 @@ impl Node {
         self.stop(false).await
     }
 
+    /// This node's names registry.
+    pub(crate) fn names_registry(&self) -> &Arc<crate::names::Registry> {
+        &self.inner.names
+    }
+
     /// A weak handle to this node.
     pub(crate) fn downgrade(&self) -> WeakNode {
         WeakNode(Arc::downgrade(&self.inner))
@@ -383,6 +391,8 @@ impl Node {
         inner
             .stopping
             .get_or_init(|| async {
+                // Names are given up before peers can hand them on.
+                inner.names.stop();
                 if graceful {
                     inner.announce_leave().await;
                 }
@@ -445,7 +455,7 @@ impl Node {
         abandoned.map_or(Ok(()), Err)
     }
 
-    fn running(&self) -> Result<(), Error> {
+    pub(crate) fn running(&self) -> Result<(), Error> {
         if self.inner.stopping.initialized() || self.inner.cancel.is_cancelled() {
             return Err(Error::Stopped {
                 node: self.inner.id.to_string(),

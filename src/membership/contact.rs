@@ -8,7 +8,10 @@
 //! news for the peer (ACK). A SYN-ACK whose news is empty means that when the peer answered, this
 //! node held every version of every key the peer held: it has caught up with that peer.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -33,7 +36,16 @@ pub(crate) struct Contact {
     answered: AtomicBool,
     caught_up: AtomicBool,
     changed: Notify,
+    /// When each peer (by the address its datagrams come from) last completed an exchange with
+    /// this node both ways: it answered this node's digest (SYN-ACK), or answered this node's
+    /// answer (ACK). What a quorum name's owner counts its majority by.
+    both_ways: std::sync::Mutex<HashMap<SocketAddr, Instant>>,
 }
+
+/// Above this many peers remembered, those not heard from for [`FORGET_AFTER`] are forgotten.
+const MAX_PEERS: usize = 4096;
+/// How long a silent peer's last contact is kept once [`MAX_PEERS`] is reached.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 impl Contact {
     pub(crate) fn set_seeded(&self, seeded: bool) {
@@ -48,6 +60,28 @@ impl Contact {
         if first || caught_up {
             self.changed.notify_waiters();
         }
+    }
+
+    /// Records that `peer` completed an exchange with this node both ways just now.
+    pub(crate) fn both_ways(&self, peer: SocketAddr) {
+        let now = Instant::now();
+        let mut peers = self.both_ways.lock().expect("contact lock");
+        if peers.len() >= MAX_PEERS && !peers.contains_key(&peer) {
+            peers.retain(|_, at| now.duration_since(*at) < FORGET_AFTER);
+        }
+        peers.insert(peer, now);
+    }
+
+    /// Which of `peers` completed an exchange with this node both ways since `since`.
+    pub(crate) fn heard_both_ways_since<'a>(
+        &self,
+        peers: impl Iterator<Item = &'a SocketAddr>,
+        since: Instant,
+    ) -> usize {
+        let heard = self.both_ways.lock().expect("contact lock");
+        peers
+            .filter(|peer| heard.get(peer).is_some_and(|at| *at >= since))
+            .count()
     }
 
     pub(crate) fn get(&self) -> PeerContact {
@@ -91,6 +125,21 @@ mod tests {
         assert!(contact.get().caught_up);
         contact.answered(true);
         assert!(contact.get().caught_up, "caught up stays caught up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_way_contact_is_counted_per_peer_since_a_moment() {
+        let contact = Contact::default();
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let start = Instant::now();
+        contact.both_ways(a);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        contact.both_ways(b);
+        assert_eq!(contact.heard_both_ways_since([a, b].iter(), start), 2);
+        let recent = Instant::now() - Duration::from_secs(1);
+        assert_eq!(contact.heard_both_ways_since([a, b].iter(), recent), 1);
+        assert_eq!(contact.heard_both_ways_since([a].iter(), recent), 0);
     }
 
     #[tokio::test(start_paused = true)]

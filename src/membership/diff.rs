@@ -81,6 +81,7 @@ mod tests {
                 .iter()
                 .map(|(id, g)| (id.to_string(), *g))
                 .collect(),
+            claims: Default::default(),
         }
     }
 

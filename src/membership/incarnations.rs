@@ -147,6 +147,7 @@ mod tests {
             let next = Snapshot {
                 members: incarnations.choose(candidates, |_, g| all.contains(&g)),
                 departed: BTreeSet::new(),
+                claims: Default::default(),
             };
             events.extend(diff("a", &prev, &next));
             prev = next;

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use chitchat::NodeState;
 
+use crate::names::table::Claim;
+
 /// Set last among a node's initial keys: once a peer sees it, it has every initial key too
 /// (deltas carry a node's keys in version order), so the node is reported with its full tags.
 pub(crate) const READY: &str = "herd.ready";
@@ -34,6 +36,33 @@ pub(crate) fn config_chunk_key(version: u64, index: usize) -> String {
 
 /// The compact status of a node's workers (JSON), published by its agent.
 pub(crate) const WORKERS: &str = "herd.workers";
+
+/// Prefix of name claims: a claim on the global name `scheduler` is the key `name.scheduler`;
+/// its value is read by [`crate::names`].
+pub(crate) const NAME_PREFIX: &str = "name.";
+
+/// The longest global name, in bytes.
+pub(crate) const MAX_NAME: usize = 255;
+
+/// The gossip key of a claim on the global name `name`.
+pub(crate) fn name_key(name: &str) -> String {
+    format!("{NAME_PREFIX}{name}")
+}
+
+/// The name claims a node state carries, sorted by name; withdrawn and unreadable ones are
+/// skipped.
+pub(crate) fn name_claims(state: &NodeState) -> Vec<(String, Claim)> {
+    state
+        .iter_prefix(NAME_PREFIX)
+        .filter_map(|(key, value)| {
+            let name = key.strip_prefix(NAME_PREFIX)?;
+            if name.is_empty() || name.len() > MAX_NAME {
+                return None;
+            }
+            Some((name.to_string(), Claim::parse(&value.value)?))
+        })
+        .collect()
+}
 
 /// The gossip key holding the tag `name`.
 pub(crate) fn tag_key(name: &str) -> String {

@@ -8,6 +8,7 @@ use chitchat::{Chitchat, ChitchatId, NodeState};
 
 use super::incarnations::Incarnations;
 use super::keys;
+use crate::names::table::Claim;
 use crate::Member;
 
 /// The cluster as one node sees it at one moment.
@@ -19,6 +20,8 @@ pub(crate) struct Snapshot {
     pub(crate) members: BTreeMap<String, Member>,
     /// Incarnations `(id, generation)` that announced a graceful leave, live or not.
     pub(crate) departed: BTreeSet<(String, u64)>,
+    /// The name claims of each member (by id) that holds any: see [`crate::names`].
+    pub(crate) claims: BTreeMap<String, Vec<(String, Claim)>>,
 }
 
 impl Snapshot {
@@ -66,7 +69,19 @@ impl Snapshot {
             .filter(|(_, state)| keys::is_leaving(state))
             .map(|(id, _)| (id.node_id.to_string(), id.generation_id))
             .collect();
-        Snapshot { members, departed }
+        let claims = members
+            .values()
+            .filter_map(|member| {
+                let id = ChitchatId::new(member.id.clone(), member.generation, member.addr);
+                let claims = keys::name_claims(all.get(&id)?);
+                (!claims.is_empty()).then(|| (member.id.clone(), claims))
+            })
+            .collect();
+        Snapshot {
+            members,
+            departed,
+            claims,
+        }
     }
 
     /// The members, sorted by id.

@@ -354,9 +354,14 @@ impl Socket for GossipSocket {
                 Err(err) => return Err(err).context("fatal gossip receive error"),
             };
             if let Some(envelope) = self.accept(len, from) {
-                if let ChitchatMessage::SynAck { delta, .. } = &envelope.message {
-                    // An empty delta encodes to a single byte: the peer had no news for us.
-                    self.counters.contact.answered(delta.serialized_len() > 1);
+                match &envelope.message {
+                    ChitchatMessage::SynAck { delta, .. } => {
+                        // An empty delta encodes to a single byte: the peer had no news for us.
+                        self.counters.contact.answered(delta.serialized_len() > 1);
+                        self.counters.contact.both_ways(from);
+                    }
+                    ChitchatMessage::Ack { .. } => self.counters.contact.both_ways(from),
+                    _ => {}
                 }
                 self.counters
                     .bytes_received

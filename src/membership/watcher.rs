@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chitchat::{Chitchat, ChitchatId, NodeState};
 use tokio::sync::{broadcast, mpsc, watch, Mutex, Notify};
@@ -19,6 +20,8 @@ use tracing::debug;
 use super::diff::diff;
 use super::incarnations::Incarnations;
 use super::snapshot::Snapshot;
+use super::transport::Counters;
+use crate::names::table::{Input, Resolver, Table};
 use crate::{Member, MembershipEvent};
 
 /// What the watcher hands the dispatcher, in order.
@@ -28,6 +31,30 @@ pub(crate) enum Delivery {
     Welcome(Vec<Member>),
     /// A change after the welcome.
     Event(MembershipEvent),
+    /// A global name's owner changed (after the welcome): the new owner, or none.
+    Name(String, Option<Member>),
+}
+
+/// When a node holds quorum names: see [`crate::names`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QuorumRule {
+    /// The cluster's expected size; a majority is more than half of it.
+    pub(crate) expected: usize,
+    /// A peer counts toward the majority when it completed a gossip exchange with this node both
+    /// ways within this window.
+    pub(crate) hold: Duration,
+    /// How long a quorum claimant that vanished without a leave keeps its rank.
+    pub(crate) lease: Duration,
+}
+
+impl QuorumRule {
+    /// How often a node re-evaluates its majority and the ghosts' leases.
+    pub(crate) const TICK: Duration = Duration::from_millis(50);
+
+    /// The smallest majority of the expected members.
+    pub(crate) fn majority(&self) -> usize {
+        self.expected / 2 + 1
+    }
 }
 
 /// The watcher's inputs and outputs.
@@ -46,6 +73,12 @@ pub(crate) struct Watcher {
     pub(crate) deliveries: mpsc::Sender<Delivery>,
     /// Counts the times the watcher had to wait for the dispatcher.
     pub(crate) stalls: Arc<crate::node::Health>,
+    /// The global names as this node resolves them.
+    pub(crate) names: watch::Sender<Arc<Table>>,
+    /// Set when the node was given an expected cluster size.
+    pub(crate) quorum: Option<QuorumRule>,
+    /// Where the transport records two-way contact with peers.
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl Watcher {
@@ -55,6 +88,8 @@ impl Watcher {
             joined: false,
             prev: Snapshot::default(),
             incarnations: Incarnations::default(),
+            resolver: Resolver::default(),
+            told: Table::default(),
         };
         if self.founder {
             state.joined = true;
@@ -63,11 +98,17 @@ impl Watcher {
         }
         loop {
             self.refresh(&mut state).await;
+            // With quorum names, the majority and the leases change with time alone.
+            let tick = self.quorum.map(|_| {
+                let tick = tokio::time::Instant::now() + QuorumRule::TICK;
+                state.resolver.next_expiry().map_or(tick, |at| at.min(tick))
+            });
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
                 changed = self.live.changed() => if changed.is_err() { break },
                 _ = self.nudge.notified() => {}
+                _ = sleep_until(tick) => {}
             }
         }
         debug!(node = %self.self_id, "membership watcher stopped");
@@ -88,11 +129,28 @@ impl Watcher {
                 changed
             });
         }
+        let table = Arc::new(state.resolver.resolve(Input {
+            self_id: &self.self_id,
+            members: &next.members,
+            claims: &next.claims,
+            departed: &next.departed,
+            quorum: self.has_quorum(&next),
+            lease: self.quorum.map_or(Duration::ZERO, |rule| rule.lease),
+            now: tokio::time::Instant::now(),
+        }));
+        self.names.send_if_modified(|current| {
+            let changed = **current != *table;
+            if changed {
+                *current = table.clone();
+            }
+            changed
+        });
         if !state.joined {
             if next.has_peer(&self.self_id) {
                 state.joined = true;
                 self.deliver(Delivery::Welcome(next.member_list())).await;
                 state.prev = next;
+                self.tell_names(state, &table).await;
             }
             return;
         }
@@ -102,6 +160,42 @@ impl Watcher {
             self.deliver(Delivery::Event(event)).await;
         }
         state.prev = next;
+        self.tell_names(state, &table).await;
+    }
+
+    /// Whether this node sees a majority of the expected members: itself and the members that
+    /// completed a gossip exchange with it both ways within the hold window. True without a rule.
+    fn has_quorum(&self, snapshot: &Snapshot) -> bool {
+        let Some(rule) = self.quorum else {
+            return true;
+        };
+        let since = tokio::time::Instant::now()
+            .checked_sub(rule.hold)
+            .unwrap_or_else(tokio::time::Instant::now);
+        let peers = snapshot
+            .members
+            .values()
+            .filter(|member| *member.id != *self.self_id)
+            .map(|member| &member.addr);
+        let heard = self.counters.contact.heard_both_ways_since(peers, since);
+        1 + heard >= rule.majority()
+    }
+
+    /// Delivers a [`Delivery::Name`] for each name whose owner differs from what the member was
+    /// told last, in name order.
+    async fn tell_names(&self, state: &mut State, table: &Table) {
+        let names: std::collections::BTreeSet<&String> =
+            state.told.names.keys().chain(table.names.keys()).collect();
+        for name in names {
+            let before = state.told.owner(name).map(|m| (&m.id, m.generation));
+            let now = table.owner(name);
+            if before != now.map(|m| (&m.id, m.generation)) {
+                debug!(node = %self.self_id, name = %name, owner = ?now.map(|m| &m.id), "name owner changed");
+                self.deliver(Delivery::Name(name.clone(), now.cloned()))
+                    .await;
+            }
+        }
+        state.told = table.clone();
     }
 
     /// Hands one delivery to the dispatcher, waiting (and counting the wait) when its queue is
@@ -119,9 +213,20 @@ impl Watcher {
     }
 }
 
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 struct State {
     joined: bool,
     prev: Snapshot,
+    /// Ghosts of quorum claimants, kept between refreshes.
+    resolver: Resolver,
+    /// The names as the member was last told of them.
+    told: Table,
     /// Which incarnation of each id is the member; see [`Incarnations`].
     incarnations: Incarnations,
 }

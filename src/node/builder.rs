@@ -86,7 +86,13 @@ pub struct NodeBuilder {
     shutdown_timeout: Duration,
     generation_file: Option<PathBuf>,
     generation: Option<u64>,
+    expected_members: Option<usize>,
+    quorum_hold: Option<Duration>,
 }
+
+/// The lease's margin over the hold window: what the owner of a quorum name may take, past the
+/// hold window, to notice it lost its majority (the watcher re-evaluates every 50 ms).
+pub const QUORUM_LEASE_MARGIN: Duration = Duration::from_millis(500);
 
 impl NodeBuilder {
     pub(super) fn new(id: impl Into<String>) -> Self {
@@ -114,6 +120,8 @@ impl NodeBuilder {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             generation_file: None,
             generation: None,
+            expected_members: None,
+            quorum_hold: None,
         }
     }
 
@@ -163,6 +171,24 @@ impl NodeBuilder {
     /// with [`Error::InvalidTag`].
     pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.tags.insert(key.into(), value.into());
+        self
+    }
+
+    /// The cluster's expected size, for quorum names ([`crate::names`]): a quorum name is held
+    /// only by a node that sees more than half of `members` (itself included). Without it,
+    /// quorum names are refused with [`Error::NoQuorum`].
+    pub fn expected_members(mut self, members: usize) -> Self {
+        self.expected_members = Some(members.max(1));
+        self
+    }
+
+    /// The hold window of quorum names: a peer counts toward this node's majority while it
+    /// completed a gossip exchange with this node, both ways, within it. Default: the gossip
+    /// interval times the expected size, at least 5 intervals (1 s for 5 members at the default
+    /// interval), which leaves every peer several rounds to be heard from. The lease a vanished
+    /// owner keeps on the other side is this window plus [`QUORUM_LEASE_MARGIN`].
+    pub fn quorum_hold(mut self, hold: Duration) -> Self {
+        self.quorum_hold = Some(hold);
         self
     }
 
@@ -433,7 +459,7 @@ impl NodeBuilder {
         // the next gossip round's liveness check.
         let (live, listeners) = {
             let chitchat = chitchat.lock().await;
-            let listeners: Vec<_> = [keys::LEAVING, keys::TAG_PREFIX]
+            let listeners: Vec<_> = [keys::LEAVING, keys::TAG_PREFIX, keys::NAME_PREFIX]
                 .into_iter()
                 .map(|prefix| {
                     let nudge = nudge.clone();
@@ -462,12 +488,32 @@ impl NodeBuilder {
             health.clone(),
             cancel.child_token(),
         ));
+        let quorum = self.expected_members.map(|expected| {
+            let hold = self
+                .quorum_hold
+                .unwrap_or(self.gossip_interval * expected.max(5) as u32);
+            crate::membership::watcher::QuorumRule {
+                expected,
+                hold,
+                lease: hold + QUORUM_LEASE_MARGIN,
+            }
+        });
+        let (names_tx, names_rx) = watch::channel(Arc::new(crate::names::table::Table::default()));
+        let names = Arc::new(crate::names::Registry::new(
+            id.clone(),
+            names_rx,
+            nudge.clone(),
+            quorum.is_some(),
+        ));
         tracker.spawn(
             Watcher {
                 self_id: id.clone(),
                 chitchat: chitchat.clone(),
                 live,
                 nudge,
+                names: names_tx,
+                quorum,
+                counters: counters.clone(),
                 founder,
                 members: members_tx,
                 events: events_tx.clone(),
@@ -544,8 +590,11 @@ impl NodeBuilder {
                 dispatcher: std::sync::Mutex::new(None),
                 stopping: tokio::sync::OnceCell::new(),
                 stopped: tokio::sync::OnceCell::new(),
+                names: names.clone(),
             }),
         };
+        names.set_node(node.downgrade());
+        tracker.spawn(names.run(cancel.child_token()));
         let seed_addrs: Vec<SocketAddr> = seeds
             .iter()
             .flat_map(|seed| seed.addrs.iter().copied())

@@ -139,7 +139,9 @@ impl<M: ClusterMember> Dispatcher<M> {
                             view.members.remove(m.id());
                             Vec::new()
                         }
-                        Delivery::Event(MembershipEvent::Updated(_)) => Vec::new(),
+                        Delivery::Event(MembershipEvent::Updated(_)) | Delivery::Name(..) => {
+                            Vec::new()
+                        }
                     };
                     self.deliver(Next::Membership(delivery)).await;
                     if !joined.is_empty() {
@@ -288,6 +290,7 @@ impl<M: ClusterMember> Dispatcher<M> {
                     Delivery::Event(MembershipEvent::Joined(_)) => "on_node_joined",
                     Delivery::Event(MembershipEvent::Left(..)) => "on_node_left",
                     Delivery::Event(MembershipEvent::Updated(_)) => "on_member_updated",
+                    Delivery::Name(..) => "on_name_owner_changed",
                 };
                 self.current.set(Some(callback));
                 let outcome = match &delivery {
@@ -308,6 +311,11 @@ impl<M: ClusterMember> Dispatcher<M> {
                     }
                     Delivery::Event(MembershipEvent::Updated(m)) => {
                         AssertUnwindSafe(member.on_member_updated(cx, m))
+                            .catch_unwind()
+                            .await
+                    }
+                    Delivery::Name(name, owner) => {
+                        AssertUnwindSafe(member.on_name_owner_changed(cx, name, owner.as_ref()))
                             .catch_unwind()
                             .await
                     }

@@ -18,6 +18,8 @@ pub enum Seen {
     Joined(String, u64),
     Left(String, u64, LeaveReason),
     Updated(String, BTreeMap<String, String>),
+    /// `on_name_owner_changed`: the name and its new owner's id.
+    Name(String, Option<String>),
 }
 
 /// A member that reports each callback on a channel; it panics in `on_node_joined` for ids in
@@ -51,6 +53,12 @@ impl ClusterMember for Recorder {
         let _ = self
             .tx
             .send(Seen::Updated(member.id().into(), member.tags().clone()));
+    }
+    async fn on_name_owner_changed(&mut self, _cx: &Context, name: &str, owner: Option<&Member>) {
+        let _ = self.tx.send(Seen::Name(
+            name.to_string(),
+            owner.map(|m| m.id().to_string()),
+        ));
     }
 }
 

@@ -11,6 +11,7 @@ mod keygen;
 mod keys;
 mod logs;
 mod members;
+mod names;
 mod status;
 mod workers;
 
@@ -36,6 +37,8 @@ enum Command {
     Demo(demo::Args),
     /// List the live members.
     Members,
+    /// List the global names and who holds each.
+    Names,
     /// List the workers of every node.
     Workers(workers::Args),
     /// Start a worker on the agent's node.
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         )),
         Command::Demo(args) => block_on(demo::run(args)),
         Command::Members => members::run(&api),
+        Command::Names => names::run(&api),
         Command::Workers(args) => workers::run(args, &api),
         Command::Start(args) => action::run("start", args, &api),
         Command::Stop(args) => action::run("stop", args, &api),

@@ -1,0 +1,452 @@
+//! The pure heart of global names: the claims gossip carries, turned into one owner per name.
+//!
+//! A claim is a key `name.<name>` in the claimant's node state with the value `<ticket>` or
+//! `<ticket> q` (a quorum claim); `-` is a withdrawn claim. The owner of a name is the claimant
+//! whose claim ranks first: the lowest ticket, then the lowest node id. Every node that holds the
+//! same claims computes the same owner, so a heal ends with one winner everywhere, and a waiting
+//! claim becomes the owner the moment the claims ranked above it are gone, with no election.
+//!
+//! Quorum names add two rules, both evaluated on this node's clock:
+//! - a node that does not see a majority of the expected members resolves no quorum name;
+//! - a claimant that vanished without a graceful leave keeps its rank for a lease after it
+//!   vanished (a *ghost*): while a ghost ranks first the name has no owner, so the next claimant
+//!   takes over only after the old owner, cut off from the majority, must have given it up.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::Member;
+
+/// The value of a withdrawn claim. Deleting a key would not wake peers' key listeners.
+pub(crate) const WITHDRAWN: &str = "-";
+
+/// One claim on a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Claim {
+    /// Lower ranks first.
+    pub(crate) ticket: u64,
+    /// Held only with a majority of the expected members.
+    pub(crate) quorum: bool,
+}
+
+impl Claim {
+    /// Reads a claim's gossip value; `None` for a withdrawn or unreadable one.
+    pub(crate) fn parse(value: &str) -> Option<Claim> {
+        let (ticket, quorum) = match value.split_once(' ') {
+            Some((ticket, "q")) => (ticket, true),
+            Some(_) => return None,
+            None => (value, false),
+        };
+        let ticket = ticket.parse().ok()?;
+        Some(Claim { ticket, quorum })
+    }
+
+    /// The claim's gossip value.
+    pub(crate) fn encode(&self) -> String {
+        if self.quorum {
+            format!("{} q", self.ticket)
+        } else {
+            self.ticket.to_string()
+        }
+    }
+}
+
+/// What one node knows of one name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    /// The owner, with its claim; `None` while no claimant may hold it (a quorum name on a node
+    /// without a majority, or a ghost ranked first).
+    pub(crate) owner: Option<(Member, Claim)>,
+    /// The claimant ranked first, live or ghost: who a refused registration is told holds it.
+    pub(crate) first: Member,
+    /// The highest ticket of any claim seen on the name: a new claim's ticket is above it.
+    pub(crate) highest: u64,
+    /// Whether any claim on the name is a quorum claim: then the quorum rules apply to it.
+    pub(crate) quorum: bool,
+}
+
+/// The names as one node sees them at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Table {
+    /// Every name with at least one claim, live or ghost.
+    pub(crate) names: BTreeMap<String, Entry>,
+    /// This node's own claims as the snapshot read them from gossip.
+    pub(crate) mine: BTreeMap<String, Claim>,
+    /// Whether this node sees a majority of the expected members (true without a quorum
+    /// setting).
+    pub(crate) quorum: bool,
+}
+
+impl Table {
+    /// The owner of `name`, if it has one.
+    pub(crate) fn owner(&self, name: &str) -> Option<&Member> {
+        self.names
+            .get(name)
+            .and_then(|entry| entry.owner.as_ref().map(|(member, _)| member))
+    }
+}
+
+/// A claimant that vanished without a graceful leave, remembered for the lease.
+#[derive(Clone, Debug)]
+struct Ghost {
+    member: Member,
+    claims: Vec<(String, Claim)>,
+    until: Instant,
+}
+
+/// One claim ranked for a name: its rank `(ticket, id)`, the claimant, the claim, and whether the
+/// claimant is live (false: a ghost).
+type Ranked<'a> = ((u64, &'a str), &'a Member, Claim, bool);
+
+/// Computes a [`Table`] from each snapshot, remembering ghosts between snapshots.
+#[derive(Debug, Default)]
+pub(crate) struct Resolver {
+    /// Quorum claims of the members in the previous snapshot, by member id.
+    prev: BTreeMap<String, (Member, Vec<(String, Claim)>)>,
+    ghosts: BTreeMap<String, Ghost>,
+}
+
+/// What the resolver reads from one snapshot.
+pub(crate) struct Input<'a> {
+    pub(crate) self_id: &'a str,
+    /// Live, ready, not leaving members by id.
+    pub(crate) members: &'a BTreeMap<String, Member>,
+    /// Their claims, by member id.
+    pub(crate) claims: &'a BTreeMap<String, Vec<(String, Claim)>>,
+    /// Incarnations `(id, generation)` that announced a graceful leave.
+    pub(crate) departed: &'a BTreeSet<(String, u64)>,
+    /// Whether this node sees a majority of the expected members.
+    pub(crate) quorum: bool,
+    /// How long a vanished quorum claimant keeps its rank.
+    pub(crate) lease: Duration,
+    pub(crate) now: Instant,
+}
+
+impl Resolver {
+    /// The table for one snapshot.
+    pub(crate) fn resolve(&mut self, input: Input<'_>) -> Table {
+        self.track_ghosts(&input);
+        let mut ranked: BTreeMap<&str, Vec<Ranked<'_>>> = BTreeMap::new();
+        for (id, claims) in input.claims {
+            let Some(member) = input.members.get(id) else {
+                continue;
+            };
+            for (name, claim) in claims {
+                ranked.entry(name.as_str()).or_default().push((
+                    (claim.ticket, id.as_str()),
+                    member,
+                    *claim,
+                    true,
+                ));
+            }
+        }
+        for (id, ghost) in &self.ghosts {
+            for (name, claim) in &ghost.claims {
+                ranked.entry(name.as_str()).or_default().push((
+                    (claim.ticket, id.as_str()),
+                    &ghost.member,
+                    *claim,
+                    false,
+                ));
+            }
+        }
+        let mut table = Table {
+            names: BTreeMap::new(),
+            mine: input
+                .claims
+                .get(input.self_id)
+                .filter(|_| input.members.contains_key(input.self_id))
+                .map(|claims| claims.iter().cloned().collect())
+                .unwrap_or_default(),
+            quorum: input.quorum,
+        };
+        for (name, mut claims) in ranked {
+            claims.sort_by(|a, b| a.0.cmp(&b.0));
+            let quorum = claims.iter().any(|(_, _, claim, _)| claim.quorum);
+            let highest = claims
+                .iter()
+                .map(|(_, _, claim, _)| claim.ticket)
+                .max()
+                .unwrap_or(0);
+            let owner = if quorum {
+                // A ghost that ranks first holds the name in limbo; ghosts further down do not
+                // matter.
+                claims
+                    .first()
+                    .filter(|(_, _, _, live)| *live && input.quorum)
+                    .map(|(_, member, claim, _)| ((*member).clone(), *claim))
+            } else {
+                claims
+                    .iter()
+                    .find(|(_, _, _, live)| *live)
+                    .map(|(_, member, claim, _)| ((*member).clone(), *claim))
+            };
+            let first = match (&owner, quorum) {
+                (Some((member, _)), _) => member.clone(),
+                _ => claims[0].1.clone(),
+            };
+            if !quorum && owner.is_none() {
+                continue;
+            }
+            table.names.insert(
+                name.to_string(),
+                Entry {
+                    owner,
+                    first,
+                    highest,
+                    quorum,
+                },
+            );
+        }
+        table
+    }
+
+    /// Turns quorum claimants that vanished without a graceful leave into ghosts, drops ghosts
+    /// that are back, replaced or past their lease, and remembers this snapshot's claimants.
+    fn track_ghosts(&mut self, input: &Input<'_>) {
+        let now = input.now;
+        for (id, (member, claims)) in std::mem::take(&mut self.prev) {
+            if input.members.contains_key(&id) || id == input.self_id {
+                continue;
+            }
+            if input
+                .departed
+                .contains(&(member.id.clone(), member.generation))
+            {
+                continue;
+            }
+            self.ghosts.insert(
+                id,
+                Ghost {
+                    member,
+                    claims,
+                    until: now + input.lease,
+                },
+            );
+        }
+        self.ghosts.retain(|id, ghost| {
+            ghost.until > now
+                && !input.members.contains_key(id)
+                && !input
+                    .departed
+                    .contains(&(ghost.member.id.clone(), ghost.member.generation))
+        });
+        for (id, claims) in input.claims {
+            let Some(member) = input.members.get(id) else {
+                continue;
+            };
+            let quorum: Vec<_> = claims
+                .iter()
+                .filter(|(_, claim)| claim.quorum)
+                .cloned()
+                .collect();
+            if !quorum.is_empty() {
+                self.prev.insert(id.clone(), (member.clone(), quorum));
+            }
+        }
+    }
+
+    /// When the next ghost's lease ends, if any: the table changes then.
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        self.ghosts.values().map(|ghost| ghost.until).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str) -> Member {
+        Member {
+            id: id.into(),
+            addr: "127.0.0.1:7000".parse().unwrap(),
+            generation: 1,
+            tags: BTreeMap::new(),
+            rpc: None,
+        }
+    }
+
+    struct World {
+        members: BTreeMap<String, Member>,
+        claims: BTreeMap<String, Vec<(String, Claim)>>,
+        departed: BTreeSet<(String, u64)>,
+        quorum: bool,
+    }
+
+    impl World {
+        fn new(ids: &[&str]) -> World {
+            World {
+                members: ids.iter().map(|id| (id.to_string(), member(id))).collect(),
+                claims: BTreeMap::new(),
+                departed: BTreeSet::new(),
+                quorum: true,
+            }
+        }
+
+        fn claim(&mut self, id: &str, name: &str, ticket: u64, quorum: bool) {
+            self.claims
+                .entry(id.into())
+                .or_default()
+                .push((name.into(), Claim { ticket, quorum }));
+        }
+
+        fn gone(&mut self, id: &str) {
+            self.members.remove(id);
+            self.claims.remove(id);
+        }
+
+        fn resolve(&self, resolver: &mut Resolver, now: Instant) -> Table {
+            resolver.resolve(Input {
+                self_id: "a",
+                members: &self.members,
+                claims: &self.claims,
+                departed: &self.departed,
+                quorum: self.quorum,
+                lease: Duration::from_secs(3),
+                now,
+            })
+        }
+    }
+
+    fn owner(table: &Table, name: &str) -> Option<String> {
+        table.owner(name).map(|m| m.id.clone())
+    }
+
+    #[test]
+    fn claims_round_trip_and_bad_values_are_no_claim() {
+        for claim in [
+            Claim {
+                ticket: 17,
+                quorum: false,
+            },
+            Claim {
+                ticket: u64::MAX,
+                quorum: true,
+            },
+        ] {
+            assert_eq!(Claim::parse(&claim.encode()), Some(claim));
+        }
+        for bad in [WITHDRAWN, "", "x", "12 z", "12 q q", "-3", "12q"] {
+            assert_eq!(Claim::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_lowest_ticket_owns_then_the_lowest_id_and_every_order_agrees() {
+        let now = Instant::now();
+        let mut world = World::new(&["a", "b", "c"]);
+        world.claim("c", "x", 5, false);
+        world.claim("b", "x", 5, false);
+        world.claim("a", "x", 9, false);
+        world.claim("c", "y", 1, false);
+        let table = world.resolve(&mut Resolver::default(), now);
+        assert_eq!(owner(&table, "x").as_deref(), Some("b"));
+        assert_eq!(owner(&table, "y").as_deref(), Some("c"));
+        assert_eq!(table.names["x"].highest, 9);
+        assert_eq!(table.mine.get("x").map(|c| c.ticket), Some(9));
+        // Withdraw the owner: the next by rank takes over at once.
+        world.claims.get_mut("b").unwrap().clear();
+        let table = world.resolve(&mut Resolver::default(), now);
+        assert_eq!(owner(&table, "x").as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn a_failed_owner_of_a_plain_name_is_replaced_at_once() {
+        let now = Instant::now();
+        let mut resolver = Resolver::default();
+        let mut world = World::new(&["a", "b"]);
+        world.claim("b", "x", 1, false);
+        world.claim("a", "x", 2, false);
+        assert_eq!(
+            owner(&world.resolve(&mut resolver, now), "x").as_deref(),
+            Some("b")
+        );
+        world.gone("b");
+        assert_eq!(
+            owner(&world.resolve(&mut resolver, now), "x").as_deref(),
+            Some("a")
+        );
+    }
+
+    #[test]
+    fn a_failed_quorum_owner_holds_the_name_in_limbo_for_the_lease_and_a_leave_does_not() {
+        let start = Instant::now();
+        let mut resolver = Resolver::default();
+        let mut world = World::new(&["a", "b", "c"]);
+        world.claim("b", "x", 1, true);
+        world.claim("a", "x", 2, true);
+        world.claim("c", "y", 1, true);
+        world.claim("a", "y", 2, true);
+        assert_eq!(
+            owner(&world.resolve(&mut resolver, start), "x").as_deref(),
+            Some("b")
+        );
+        world.gone("b");
+        world.departed.insert(("c".into(), 1));
+        world.gone("c");
+        let table = world.resolve(&mut resolver, start);
+        assert_eq!(owner(&table, "x"), None, "b failed: in limbo");
+        assert_eq!(table.names["x"].first.id, "b");
+        assert_eq!(
+            owner(&table, "y").as_deref(),
+            Some("a"),
+            "c left gracefully"
+        );
+        assert_eq!(resolver.next_expiry(), Some(start + Duration::from_secs(3)));
+        let later = start + Duration::from_millis(2999);
+        assert_eq!(owner(&world.resolve(&mut resolver, later), "x"), None);
+        let after = start + Duration::from_secs(3);
+        assert_eq!(
+            owner(&world.resolve(&mut resolver, after), "x").as_deref(),
+            Some("a")
+        );
+        assert_eq!(resolver.next_expiry(), None);
+    }
+
+    #[test]
+    fn a_ghost_that_returns_is_the_owner_again_at_once() {
+        let start = Instant::now();
+        let mut resolver = Resolver::default();
+        let mut world = World::new(&["a", "b"]);
+        world.claim("b", "x", 1, true);
+        world.claim("a", "x", 2, true);
+        world.resolve(&mut resolver, start);
+        let b = world.claims["b"].clone();
+        world.gone("b");
+        assert_eq!(owner(&world.resolve(&mut resolver, start), "x"), None);
+        world.members.insert("b".into(), member("b"));
+        world.claims.insert("b".into(), b);
+        assert_eq!(
+            owner(&world.resolve(&mut resolver, start), "x").as_deref(),
+            Some("b")
+        );
+        assert_eq!(resolver.next_expiry(), None);
+    }
+
+    #[test]
+    fn without_a_majority_no_quorum_name_resolves_but_plain_names_do() {
+        let now = Instant::now();
+        let mut world = World::new(&["a", "b"]);
+        world.claim("a", "x", 1, true);
+        world.claim("b", "p", 1, false);
+        world.quorum = false;
+        let table = world.resolve(&mut Resolver::default(), now);
+        assert_eq!(owner(&table, "x"), None);
+        assert_eq!(table.names["x"].first.id, "a");
+        assert_eq!(owner(&table, "p").as_deref(), Some("b"));
+        assert!(!table.quorum);
+    }
+
+    #[test]
+    fn a_leaving_node_holds_none_of_its_own_claims() {
+        let now = Instant::now();
+        let mut world = World::new(&["b"]);
+        world.claim("a", "x", 1, false);
+        world.claim("b", "x", 2, false);
+        let table = world.resolve(&mut Resolver::default(), now);
+        assert_eq!(owner(&table, "x").as_deref(), Some("b"));
+        assert!(table.mine.is_empty());
+    }
+}
