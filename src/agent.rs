@@ -21,6 +21,7 @@ pub(crate) mod keys;
 mod log_writer;
 mod logs;
 pub mod metrics;
+mod placed;
 mod push;
 pub(crate) mod reconcile;
 pub(crate) mod remote;
@@ -207,7 +208,11 @@ impl Agent {
             .gossip_interval(settings.gossip_interval)
             .phi_threshold(settings.phi_threshold)
             .verify_incoming(settings.encrypt_verify_incoming)
-            .generation_file(settings.data_dir.join(GENERATION_FILE));
+            .generation_file(settings.data_dir.join(GENERATION_FILE))
+            .agent_marker();
+        if let Some(expected) = settings.expected_nodes {
+            builder = builder.expected_members(expected);
+        }
         if let Some(ring) = &keyring {
             builder = builder.keyring(ring.clone());
         }
@@ -264,6 +269,7 @@ impl Agent {
                 metrics.clone(),
             ),
             metrics: metrics.clone(),
+            placed: placed::Placed::default(),
         };
         let restored = restored.filter(|config| core.trust.admit_stored(config));
         let (commands, commands_rx) = mpsc::channel(64);
@@ -604,10 +610,28 @@ impl Agent {
         }
     }
 
-    /// Leaves gracefully: stops the core, announces the leave and lets it spread, stops every
-    /// worker, then stops the API. Idempotent.
+    /// Leaves gracefully: stops the core, stops the `placement = "one"` workers running here
+    /// (so the node that takes one over starts it only after it stopped here), announces the
+    /// leave and lets it spread, stops every other worker, then stops the API. Idempotent.
     pub async fn leave(&self) {
         self.inner.core_cancel.cancel();
+        let singletons: Vec<String> = self
+            .inner
+            .current
+            .borrow()
+            .as_ref()
+            .map(|config| {
+                config
+                    .config()
+                    .workers
+                    .iter()
+                    .filter(|w| w.placement == crate::config::Placement::One)
+                    .map(|w| w.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let sup = &self.inner.sup;
+        futures::future::join_all(singletons.iter().map(|name| sup.delete_worker(name))).await;
         if let Err(err) = self.inner.node.leave().await {
             warn!(error = %err, "leave failed");
         }

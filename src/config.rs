@@ -57,8 +57,9 @@ mod versioned;
 
 pub use agent_file::{AgentFile, OnGiveUp, EXIT_GAVE_UP};
 pub use cluster::{
-    groups_of, is_valid_name, ClusterConfig, Protocol, WorkerConfig, DEFAULT_MAX_RESTARTS,
-    DEFAULT_PERIOD, DEFAULT_SHUTDOWN_TIMEOUT, GROUP_TAG, MAX_NAME_LEN,
+    groups_of, is_valid_name, ClusterConfig, Placement, Protocol, WorkerConfig,
+    DEFAULT_MAX_RESTARTS, DEFAULT_PERIOD, DEFAULT_SHUTDOWN_TIMEOUT, GROUP_TAG, MAX_INSTANCES,
+    MAX_NAME_LEN,
 };
 pub use cluster::{parse_size, LogConfig, MAX_LOG_KEEP};
 pub use error::{ConfigError, Scope};

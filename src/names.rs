@@ -156,6 +156,9 @@ pub(crate) struct Registry {
     node: OnceLock<WeakNode>,
     next_id: AtomicU64,
     stopped: std::sync::atomic::AtomicBool,
+    /// Bumped each time the names task has judged this node's claims by a new table: a reader
+    /// that waits on it sees the table and every claim's status agree.
+    settled: watch::Sender<u64>,
 }
 
 /// What the names task must publish after a table change.
@@ -183,6 +186,7 @@ impl Registry {
             node: OnceLock::new(),
             next_id: AtomicU64::new(1),
             stopped: std::sync::atomic::AtomicBool::new(false),
+            settled: watch::Sender::new(0),
         }
     }
 
@@ -193,6 +197,12 @@ impl Registry {
     /// The names table as this node resolves it now.
     pub(crate) fn table(&self) -> Arc<Table> {
         self.table.borrow().clone()
+    }
+
+    /// A watch that changes after each change of this node's names table, once this node's
+    /// claims have been judged by it (so a claim's `is_owner` agrees with the table).
+    pub(crate) fn watch(&self) -> watch::Receiver<u64> {
+        self.settled.subscribe()
     }
 
     /// Ends every claim: an owner loses its names with [`NameLost::Stopped`]. Called as the node
@@ -396,6 +406,7 @@ impl Registry {
             for action in self.apply(&current) {
                 self.publish(action).await;
             }
+            self.settled.send_modify(|n| *n = n.wrapping_add(1));
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,

@@ -380,6 +380,12 @@ impl Node {
         &self.inner.names
     }
 
+    /// A watch that changes after each change of the names table, once this node's claims were
+    /// judged by it.
+    pub(crate) fn names_watch(&self) -> watch::Receiver<u64> {
+        self.inner.names.watch()
+    }
+
     /// A weak handle to this node.
     pub(crate) fn downgrade(&self) -> WeakNode {
         WeakNode(Arc::downgrade(&self.inner))

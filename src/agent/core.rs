@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 
 use super::intent::{Intents, Kind};
 use super::metrics::Metrics;
+use super::placed::Placed;
 use super::push;
 use super::reconcile::{self, Action};
 use super::status::{self, WorkerInfo};
@@ -83,6 +84,8 @@ pub(crate) struct Core {
     pub(crate) gave_up: watch::Sender<Option<String>>,
     /// Counts pushes of this node that a concurrent push superseded.
     pub(crate) metrics: Arc<Metrics>,
+    /// Where the placed workers run ([`placed`](super::placed)).
+    pub(crate) placed: Placed,
 }
 
 impl Core {
@@ -98,6 +101,7 @@ impl Core {
     ) {
         let config_news = self.node.watch_prefix(keys::CONFIG_PREFIX).await;
         let mut members = self.node.members_watch();
+        let mut names = self.node.names_watch();
         let mut events = self.sup.subscribe();
         let mut status_due: Option<Instant> = Some(Instant::now());
         let mut repush_at: Option<Instant> = None;
@@ -121,8 +125,17 @@ impl Core {
                         info!(node = %self.node.id(), ?tags, "own tags changed; reconciling");
                         self.tags = tags;
                         self.reconcile().await;
+                    } else if self.places_workers() {
+                        self.reconcile().await;
                     }
                     self.sync_from_peers().await;
+                }
+                changed = names.changed() => {
+                    if changed.is_err() { break }
+                    names.borrow_and_update();
+                    if self.places_workers() {
+                        self.reconcile().await;
+                    }
                 }
                 done = self.ops.next() => {
                     self.finished(done);
@@ -416,6 +429,7 @@ impl Core {
                 &self.tags,
                 deleted,
                 self.log_dir.as_deref(),
+                |worker| self.placed.runs_here(worker),
             ),
             None => BTreeMap::new(),
         }
@@ -430,6 +444,7 @@ impl Core {
             &self.tags,
             &BTreeSet::new(),
             self.log_dir.as_deref(),
+            |_| true,
         );
         let ended = self.intents.settle(&desired);
         if !ended.is_empty() {
@@ -440,7 +455,43 @@ impl Core {
 
     /// Starts, stops and replaces workers until they match the config and this node's tags:
     /// queues the operations (they run beside the core's loop, see [`WorkerOps`]) and returns.
+    /// Whether the config held places any worker: then membership and name changes may move
+    /// workers to or from this node.
+    fn places_workers(&self) -> bool {
+        self.config()
+            .is_some_and(|config| Placed::any(config.config()))
+    }
+
+    /// Decides where the placed workers run, from the live members and which are agents.
+    async fn place(&mut self) {
+        let config = self.config();
+        let agents: BTreeSet<String> = match &config {
+            Some(config) if Placed::any(config.config()) => self
+                .node
+                .keys_with_prefix(keys::AGENT, false)
+                .await
+                .into_iter()
+                .filter(|node| node.keys.contains_key(keys::AGENT))
+                .map(|node| node.id)
+                .collect(),
+            _ => BTreeSet::new(),
+        };
+        let members = self.node.members();
+        let running = &self.running;
+        self.placed
+            .decide(
+                &self.node,
+                config.as_ref().map(|c| c.config()),
+                &self.tags,
+                &members,
+                &agents,
+                |name| running.contains_key(name),
+            )
+            .await;
+    }
+
     async fn reconcile(&mut self) {
+        self.place().await;
         let desired = self.desired();
         self.start_errors
             .retain(|name, _| desired.contains_key(name));
@@ -449,6 +500,7 @@ impl Core {
                 Action::Remove(name) => {
                     info!(node = %self.node.id(), worker = %name, "worker no longer wanted here; stopping it");
                     self.running.remove(&name);
+                    self.placed.stop_queued(&name);
                     self.ops.push(&name, Op::Remove);
                 }
                 Action::Replace(spec) => {
@@ -516,8 +568,13 @@ impl Core {
                 result: Err(err),
             } => {
                 warn!(node = %self.node.id(), worker = %name, error = %err, "cannot delete worker");
+                self.placed.stopped(&name);
             }
-            Done::Removed { result: Ok(()), .. } | Done::Answered => {}
+            Done::Removed {
+                name,
+                result: Ok(()),
+            } => self.placed.stopped(&name),
+            Done::Answered => {}
         }
     }
 
@@ -538,6 +595,7 @@ impl Core {
             if self.intents.get(&worker.name) == Some(Kind::Stopped) && worker.state == "stopped" {
                 worker.intent = Some("stopped".to_string());
             }
+            worker.placement = self.placed.decision(&worker.name).map(str::to_string);
         }
         let desired = self.desired();
         let held: Vec<WorkerInfo> = self

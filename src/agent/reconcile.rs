@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, WorkerConfig};
 use crate::supervisor::WorkerSpec;
 
 /// One step towards the desired workers.
@@ -21,17 +21,19 @@ pub(crate) enum Action {
 
 /// The specs of the workers node `node_id` with `tags` should run, by name. Workers an operator
 /// deleted on this node are left out until the config changes them. With a `log_dir`, each
-/// worker's output goes to `<log_dir>/<name>.log`, rotated by its `log` setting.
+/// worker's output goes to `<log_dir>/<name>.log`, rotated by its `log` setting. Workers for
+/// which `placed_here` is false (placed on other nodes) are left out.
 pub(crate) fn desired(
     config: &ClusterConfig,
     node_id: &str,
     tags: &BTreeMap<String, String>,
     deleted: &BTreeSet<String>,
     log_dir: Option<&Path>,
+    placed_here: impl Fn(&WorkerConfig) -> bool,
 ) -> BTreeMap<String, WorkerSpec> {
     config
         .workers_for(tags)
-        .filter(|worker| !deleted.contains(&worker.name))
+        .filter(|worker| !deleted.contains(&worker.name) && placed_here(worker))
         .map(|worker| {
             let spec = worker
                 .to_spec()
@@ -119,13 +121,13 @@ mod tests {
         let tags: BTreeMap<String, String> = [("group".to_string(), "media".to_string())].into();
         let names = |deleted: &[&str]| {
             let deleted = deleted.iter().map(|s| s.to_string()).collect();
-            desired(&config, "n1", &tags, &deleted, None)
+            desired(&config, "n1", &tags, &deleted, None, |_| true)
                 .into_keys()
                 .collect::<Vec<_>>()
         };
         assert_eq!(names(&[]), vec!["everywhere", "media"]);
         assert_eq!(names(&["media"]), vec!["everywhere"]);
-        let spec = &desired(&config, "n1", &tags, &BTreeSet::new(), None)["media"];
+        let spec = &desired(&config, "n1", &tags, &BTreeSet::new(), None, |_| true)["media"];
         assert_eq!(spec.env.get("HERD_NODE_ID").map(String::as_str), Some("n1"));
         assert_eq!(spec.log_file, None);
     }
@@ -139,7 +141,14 @@ mod tests {
         )
         .unwrap();
         let dir = Path::new("/var/log/herd");
-        let specs = desired(&config, "n1", &BTreeMap::new(), &BTreeSet::new(), Some(dir));
+        let specs = desired(
+            &config,
+            "n1",
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+            Some(dir),
+            |_| true,
+        );
         let a = specs["a"].log_file.clone().unwrap();
         assert_eq!(a.path, dir.join("a.log"));
         assert_eq!((a.max_size, a.keep), (10 << 20, 5));

@@ -76,6 +76,10 @@ pub struct AgentSettings {
     pub period: Duration,
     /// What the agent does when its supervisor gives up.
     pub on_give_up: OnGiveUp,
+    /// The cluster's expected size, for `quorum = true` singletons
+    /// ([`NodeBuilder::expected_members`](crate::NodeBuilder::expected_members)); `None`: such
+    /// workers do not run here, and say why.
+    pub expected_nodes: Option<usize>,
     /// The writer the agent's own log goes through, if the binary set one up; its dropped
     /// lines are `herd_log_dropped_total` (absent without one).
     pub log_writer: Option<super::LogWriter>,
@@ -105,6 +109,7 @@ impl AgentSettings {
             max_restarts: DEFAULT_NODE_MAX_RESTARTS,
             period: DEFAULT_NODE_PERIOD,
             on_give_up: OnGiveUp::Stay,
+            expected_nodes: None,
             log_writer: None,
         }
     }

@@ -35,6 +35,10 @@ pub struct WorkerInfo {
     /// spec).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<String>,
+    /// For a placed worker, where placement runs it and why: `one → c`, `one (quorum) → c`,
+    /// `instances=2 → a,c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
 }
 
 impl WorkerInfo {
@@ -69,6 +73,7 @@ impl WorkerInfo {
             since_ms: unix_ms(status.since),
             detail,
             intent: None,
+            placement: None,
         }
     }
 
@@ -83,6 +88,7 @@ impl WorkerInfo {
             since_ms: unix_ms(SystemTime::now()),
             detail: None,
             intent: Some("stopped".to_string()),
+            placement: None,
         }
     }
 
@@ -97,6 +103,7 @@ impl WorkerInfo {
             since_ms: unix_ms(SystemTime::now()),
             detail: Some(error.to_string()),
             intent: None,
+            placement: None,
         }
     }
 }

@@ -25,6 +25,7 @@
 //! period = "60s"
 //! on_give_up = "stay"     # or "exit": leave gracefully, exit 75 for systemd/Kubernetes
 //! log_level = "info"      # like HERD_LOG; applied again at SIGHUP
+//! expected_nodes = 5      # the cluster's size, for quorum = true singletons
 //!
 //! [tags]
 //! group = "media,gpu"
@@ -60,6 +61,7 @@ const KEYS: &[&str] = &[
     "period",
     "on_give_up",
     "log_level",
+    "expected_nodes",
 ];
 
 /// The contents of an agent file; `None` or empty where the file says nothing.
@@ -106,6 +108,9 @@ pub struct AgentFile {
     /// The agent's log filter, like `HERD_LOG` ("info", "herd=debug,warn"); applied at start
     /// when `HERD_LOG` is not set, and again at each SIGHUP.
     pub log_level: Option<String>,
+    /// The cluster's expected size (`--expected-nodes`): a worker with `quorum = true` runs
+    /// only on a node that sees a majority of it.
+    pub expected_nodes: Option<u32>,
 }
 
 /// What an agent does when its supervisor gives up (restarts over `max_restarts` in `period`).
@@ -181,7 +186,11 @@ impl AgentFile {
                 None => None,
             },
             log_level: t.string("log_level")?,
+            expected_nodes: t.u32("expected_nodes")?,
         };
+        if file.expected_nodes == Some(0) {
+            return Err(t.invalid("expected_nodes", "must be at least 1"));
+        }
         if file.period.is_some_and(|p| p.is_zero()) {
             return Err(t.invalid("period", "must be longer than zero"));
         }
@@ -330,7 +339,7 @@ zone = "eu-1"
             "herd.toml:2:1: unknown field \"data-dir\"; expected one of node_id, listen, \
              advertise, seeds, cluster_id, tags, data_dir, api, config_signers, api_token_file, api_hosts, \
              encrypt_key_file, encrypt_verify_incoming, allow_plaintext, log_dir, max_restarts, \
-             period, on_give_up, log_level"
+             period, on_give_up, log_level, expected_nodes"
         );
     }
 

@@ -46,7 +46,12 @@ const WORKER_KEYS: &[&str] = &[
     "log",
     "ready",
     "ready_timeout",
+    "placement",
+    "quorum",
 ];
+const PLACEMENT_KEYS: &[&str] = &["instances"];
+/// Most instances a worker may be placed on.
+pub const MAX_INSTANCES: u32 = 1000;
 const LOG_KEYS: &[&str] = &["max_size", "keep"];
 /// Most rotated log files a worker may keep.
 pub const MAX_LOG_KEEP: u32 = 1000;
@@ -108,6 +113,40 @@ pub struct WorkerConfig {
     /// Not ready in time: its group is killed and the start counts as a crash.
     #[serde(with = "human_duration", default = "default_ready_timeout")]
     pub ready_timeout: Duration,
+    /// Where in the cluster the worker runs: on every node of its group (`"each"`, the
+    /// default), on one of them (`"one"`), or on `k` of them (`{ instances = k }`).
+    #[serde(default)]
+    pub placement: Placement,
+    /// With `placement = "one"`: the singleton runs only on a node that sees a majority of the
+    /// agents' `expected_nodes` (see [`crate::names`]).
+    #[serde(default)]
+    pub quorum: bool,
+}
+
+/// A worker's `placement`: which of the nodes of its group run it. The nodes are chosen by
+/// rendezvous hashing of (worker name, node id) over the group's live agents
+/// ([`crate::placement`]), so a join or a leave moves only the workers it must.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// Every node of the group runs it.
+    #[default]
+    Each,
+    /// One node of the group runs it: the one that holds the global name
+    /// `herd.placed/<worker>`, claimed by the node of highest weight.
+    One,
+    /// The `k` nodes of the group with the highest weights run it.
+    Instances(u32),
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Placement::Each => f.write_str("each"),
+            Placement::One => f.write_str("one"),
+            Placement::Instances(k) => write!(f, "instances={k}"),
+        }
+    }
 }
 
 /// A worker's `log = { max_size = "10MB", keep = 5 }`: used when the agent has a `log_dir`,
@@ -380,7 +419,14 @@ fn read_worker(t: &mut Table<'_, '_>) -> Result<WorkerConfig, ConfigError> {
         .table("log")?
         .map_or(Ok(LogConfig::default()), |log| read_log(&log))?;
     let (ready, ready_timeout) = read_ready(t, protocol)?;
+    let placement = read_placement(t)?;
+    let quorum = t.bool("quorum")?.unwrap_or(false);
+    if quorum && placement != Placement::One {
+        return Err(t.invalid("quorum", r#"needs placement = "one""#));
+    }
     Ok(WorkerConfig {
+        placement,
+        quorum,
         log,
         name,
         command,
@@ -397,6 +443,33 @@ fn read_worker(t: &mut Table<'_, '_>) -> Result<WorkerConfig, ConfigError> {
         ready,
         ready_timeout,
     })
+}
+
+/// Reads `placement = "each" | "one" | { instances = k }`.
+fn read_placement(t: &Table<'_, '_>) -> Result<Placement, ConfigError> {
+    const EXPECTED: &str = r#"expected "each", "one" or { instances = k }"#;
+    let Some(value) = t.get("placement") else {
+        return Ok(Placement::Each);
+    };
+    if let DeValue::String(text) = value.get_ref() {
+        return match text.as_ref() {
+            "each" => Ok(Placement::Each),
+            "one" => Ok(Placement::One),
+            other => Err(t.invalid(
+                "placement",
+                format!("unknown placement {other:?}; {EXPECTED}"),
+            )),
+        };
+    }
+    let Some(p) = t.table("placement")? else {
+        return Ok(Placement::Each);
+    };
+    p.deny_unknown(PLACEMENT_KEYS)?;
+    match p.u32("instances")? {
+        Some(k) if (1..=MAX_INSTANCES).contains(&k) => Ok(Placement::Instances(k)),
+        Some(_) => Err(p.invalid("instances", format!("must be 1 to {MAX_INSTANCES}"))),
+        None => Err(t.invalid("placement", EXPECTED)),
+    }
 }
 
 /// Reads a worker's `log` table.

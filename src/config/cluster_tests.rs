@@ -107,7 +107,7 @@ fn an_unknown_key_is_rejected_with_its_line_and_column() {
         error(text),
         "cluster.toml:7:1: worker \"thumbnailer\": unknown field \"comand\"; expected one of \
          name, command, args, group, restart, max_restarts, period, shutdown_timeout, protocol, \
-         env, cwd, user, log, ready, ready_timeout"
+         env, cwd, user, log, ready, ready_timeout, placement, quorum"
     );
 }
 
@@ -569,4 +569,45 @@ fn readiness_survives_the_json_form() {
     assert_eq!(json["workers"][0]["ready_timeout"], "1m");
     let back: ClusterConfig = serde_json::from_value(json).unwrap();
     assert_eq!(back, config);
+}
+
+#[test]
+fn placement_is_each_one_or_k_instances_and_quorum_needs_one() {
+    let placement = |extra: &str| parse(&one_worker(extra)).map(|c| c.workers[0].placement);
+    assert_eq!(placement("").unwrap(), Placement::Each);
+    assert_eq!(
+        placement("placement = \"each\"\n").unwrap(),
+        Placement::Each
+    );
+    assert_eq!(placement("placement = \"one\"\n").unwrap(), Placement::One);
+    assert_eq!(
+        placement("placement = { instances = 3 }\n").unwrap(),
+        Placement::Instances(3)
+    );
+    let config = parse(&one_worker("placement = \"one\"\nquorum = true\n")).unwrap();
+    assert!(config.workers[0].quorum);
+    let json = serde_json::to_value(&config).unwrap();
+    assert_eq!(json["workers"][0]["placement"], "one");
+    let back: ClusterConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(back, config);
+
+    let err = error(&one_worker("placement = \"two\"\n"));
+    assert!(
+        err.contains("field \"placement\": unknown placement \"two\"; expected \"each\", \"one\" or { instances = k }"),
+        "{err}"
+    );
+    let err = error(&one_worker("placement = { instances = 0 }\n"));
+    assert!(
+        err.contains("field \"placement.instances\": must be 1 to 1000"),
+        "{err}"
+    );
+    let err = error(&one_worker("placement = { count = 2 }\n"));
+    assert!(err.contains("placement.count"), "{err}");
+    let err = error(&one_worker("quorum = true\n"));
+    assert!(
+        err.contains("field \"quorum\": needs placement = \"one\""),
+        "{err}"
+    );
+    let err = error(&one_worker("placement = 3\n"));
+    assert!(err.contains("field \"placement\""), "{err}");
 }

@@ -34,6 +34,9 @@ pub(crate) fn config_chunk_key(version: u64, index: usize) -> String {
     format!("{CONFIG_PREFIX}.{version}.{index:04}")
 }
 
+/// Set in an agent's initial keys: the node runs workers, so placement counts it.
+pub(crate) const AGENT: &str = "herd.agent";
+
 /// The compact status of a node's workers (JSON), published by its agent.
 pub(crate) const WORKERS: &str = "herd.workers";
 

@@ -88,6 +88,7 @@ pub struct NodeBuilder {
     generation: Option<u64>,
     expected_members: Option<usize>,
     quorum_hold: Option<Duration>,
+    agent: bool,
 }
 
 /// The lease's margin over the hold window: what the owner of a quorum name may take, past the
@@ -122,6 +123,7 @@ impl NodeBuilder {
             generation: None,
             expected_members: None,
             quorum_hold: None,
+            agent: false,
         }
     }
 
@@ -348,6 +350,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Marks the node as a `herd agent` in its initial keys, so that placement counts it among
+    /// the nodes that can run workers.
+    pub(crate) fn agent_marker(mut self) -> Self {
+        self.agent = true;
+        self
+    }
+
     /// Starts with exactly this generation, ignoring the clock and the generation file (which is
     /// neither read nor written). For tests that restart a node with a generation from the past.
     #[doc(hidden)]
@@ -435,6 +444,9 @@ impl NodeBuilder {
             .map(|(key, value)| (keys::tag_key(key), value.clone()))
             .collect();
         initial.push((keys::RPC.to_string(), rpc_addr.to_string()));
+        if self.agent {
+            initial.push((keys::AGENT.to_string(), "1".to_string()));
+        }
         initial.push((keys::READY.to_string(), "1".to_string()));
 
         let counters = Arc::new(Counters::default());

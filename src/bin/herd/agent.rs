@@ -103,6 +103,10 @@ pub struct Args {
     /// exit status 75, for systemd Restart=on-failure or Kubernetes) [default: stay].
     #[arg(long, value_name = "stay|exit")]
     on_give_up: Option<OnGiveUp>,
+    /// The cluster's expected size: a worker with quorum = true runs only on a node that sees
+    /// a majority of it [default: none; such workers do not run].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    expected_nodes: Option<u32>,
 }
 
 fn parse_tag(tag: &str) -> Result<(String, String), String> {
@@ -212,6 +216,10 @@ fn settings(
         settings.period = period;
     }
     settings.on_give_up = args.on_give_up.or(file.on_give_up).unwrap_or_default();
+    settings.expected_nodes = args
+        .expected_nodes
+        .or(file.expected_nodes)
+        .map(|n| n as usize);
     Ok(settings)
 }
 
