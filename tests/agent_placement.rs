@@ -78,6 +78,11 @@ fn placed_workers_run_where_weights_say_move_on_a_crash_and_a_join_moves_only_wh
     let names = agents[3].get("/v1/names");
     assert_eq!(names[0]["name"], "herd.placed/single", "{names}");
     assert_eq!(names[0]["owner"]["id"], single[0], "{names}");
+    let out = agents[3].cli_ok(&["workers"]);
+    assert!(
+        out.contains(&format!("placement one → {}", single[0])),
+        "{out}"
+    );
     let out = agents[4].cli_ok(&["names"]);
     assert!(
         out.contains("herd.placed/single") && out.contains(&single[0]),

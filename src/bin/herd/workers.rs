@@ -46,10 +46,7 @@ pub fn print_workers(workers: &Value) {
                     .and_then(Value::as_u64)
                     .map(age)
                     .unwrap_or_default(),
-                w.get("detail")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
+                detail(w),
             ]
         })
         .collect();
@@ -59,4 +56,22 @@ pub fn print_workers(workers: &Value) {
         ],
         &rows,
     );
+}
+
+/// The DETAIL column: where placement runs a placed worker and why (`placement one → c`), then
+/// the worker's own detail.
+fn detail(worker: &Value) -> String {
+    let placement = worker
+        .get("placement")
+        .and_then(Value::as_str)
+        .map(|p| format!("placement {p}"));
+    let detail = worker
+        .get("detail")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    [placement, detail]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("; ")
 }
