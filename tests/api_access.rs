@@ -336,7 +336,8 @@ fn the_cli_sends_the_token_from_the_environment_or_a_file_and_says_when_it_has_n
     for verb in ["restart", "stop", "start", "delete", "start"] {
         a.cli_ok(&[verb, "sleeper"]);
     }
-    assert!(a.cli_ok(&["status"]).contains("sleeper"));
+    let status = a.cli_ok(&["status"]);
+    assert!(status.contains("sleeper"), "{status}");
 
     // --api-token-file, with no token in the environment.
     let mut cmd = a.cli_command(&["--api-token-file", token_file.to_str().unwrap(), "members"]);

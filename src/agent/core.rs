@@ -23,7 +23,7 @@ use super::status::{self, WorkerInfo};
 use super::sync;
 use super::trust::Trust;
 use super::view::{SyncGate, View};
-use super::workers::{Done, Op, Reply, WorkerOps};
+use super::workers::{Answer, Done, Op, Reply, WorkerOps};
 use super::AgentError;
 use crate::config::{ConfigId, ConfigSignature, ConfigStore, VersionedConfig};
 use crate::membership::keys;
@@ -137,10 +137,17 @@ impl Core {
                         self.reconcile().await;
                     }
                 }
-                done = self.ops.next() => {
-                    self.finished(done);
-                    status_due.get_or_insert_with(|| Instant::now() + STATUS_DEBOUNCE);
-                }
+                done = self.ops.next() => match self.finished(done) {
+                    // An operator's command is answered once this node's status shows what it did.
+                    Some(answer) => {
+                        status_due = None;
+                        self.publish_status().await;
+                        answer.send();
+                    }
+                    None => {
+                        status_due.get_or_insert_with(|| Instant::now() + STATUS_DEBOUNCE);
+                    }
+                },
                 event = events.recv() => match event {
                     Ok(WorkerEvent::GaveUp { reason }) => {
                         error!(node = %self.node.id(), %reason, "the supervisor gave up: every worker on this node is stopped and failed");
@@ -530,31 +537,36 @@ impl Core {
         );
     }
 
-    /// Takes in the outcome of a worker operation.
-    fn finished(&mut self, done: Done) {
+    /// Takes an ended operation into account; the operator's answer it carries, if any.
+    fn finished(&mut self, done: Done) -> Option<Answer> {
         match done {
             Done::Started {
                 name,
                 result: Ok(pid),
+                answer,
                 ..
             } => {
                 info!(node = %self.node.id(), worker = %name, pid, "worker started");
                 self.start_errors.remove(&name);
+                answer
             }
             Done::Started {
                 name,
                 result: Err(err),
+                answer,
                 ..
             } if err.is_start_failure() => {
                 // The supervisor keeps it as failed, with the reason: status shows it, and
                 // delete, `herd start` and a push that changes its spec act on it as on any worker.
                 error!(node = %self.node.id(), worker = %name, error = %err, "worker could not start");
                 self.start_errors.remove(&name);
+                answer
             }
             Done::Started {
                 name,
                 spec,
                 result: Err(err),
+                answer,
             } => {
                 error!(node = %self.node.id(), worker = %name, error = %err, "worker could not start");
                 // Unless something newer was queued for it meanwhile, it does not run.
@@ -562,6 +574,7 @@ impl Core {
                     self.running.remove(&name);
                     self.start_errors.insert(name, err.to_string());
                 }
+                answer
             }
             Done::Removed {
                 name,
@@ -569,12 +582,16 @@ impl Core {
             } => {
                 warn!(node = %self.node.id(), worker = %name, error = %err, "cannot delete worker");
                 self.placed.stopped(&name);
+                None
             }
             Done::Removed {
                 name,
                 result: Ok(()),
-            } => self.placed.stopped(&name),
-            Done::Answered => {}
+            } => {
+                self.placed.stopped(&name);
+                None
+            }
+            Done::Answered(answer) => Some(answer),
         }
     }
 

@@ -25,6 +25,20 @@ use crate::supervisor::{self, Supervisor, WorkerSpec};
 /// Where an operator's command gets its answer.
 pub(crate) type Reply = oneshot::Sender<Result<(), AgentError>>;
 
+/// An operator's command that ended, with the answer it is owed. The core sends it once it has
+/// published the state the command left, so the caller's next read shows that state.
+pub(crate) struct Answer {
+    reply: Reply,
+    result: Result<(), AgentError>,
+}
+
+impl Answer {
+    /// Sends the answer (a caller that gave up waiting is no error).
+    pub(crate) fn send(self) {
+        let _ = self.reply.send(self.result);
+    }
+}
+
 /// One operation on one worker.
 pub(crate) enum Op {
     /// Start it from its spec (a reconcile; `reply`: the operator's `herd start` that asked).
@@ -51,14 +65,16 @@ pub(crate) enum Done {
         name: String,
         spec: Box<WorkerSpec>,
         result: Result<u32, supervisor::Error>,
+        /// The operator's `herd start` that asked for it, if one did.
+        answer: Option<Answer>,
     },
     /// A removal ended.
     Removed {
         name: String,
         result: Result<(), supervisor::Error>,
     },
-    /// An operator's command ended (its caller has the answer).
-    Answered,
+    /// An operator's command ended.
+    Answered(Answer),
 }
 
 /// The operations in flight, and those waiting behind another on the same worker.
@@ -132,17 +148,22 @@ impl WorkerOps {
             match op {
                 Op::Start { spec, reply } => {
                     let result = sup.start_worker((*spec).clone()).await;
-                    if let Some(reply) = reply {
-                        let answer = match &result {
+                    let answer = reply.map(|reply| Answer {
+                        reply,
+                        result: match &result {
                             Ok(_) => Ok(()),
                             Err(err) => Err(AgentError::StartFailed {
                                 worker: name.clone(),
                                 reason: err.to_string(),
                             }),
-                        };
-                        let _ = reply.send(answer);
+                        },
+                    });
+                    Done::Started {
+                        name,
+                        spec,
+                        result,
+                        answer,
                     }
-                    Done::Started { name, spec, result }
                 }
                 Op::Remove => {
                     let result = sup.delete_worker(&name).await;
@@ -150,23 +171,31 @@ impl WorkerOps {
                 }
                 Op::StartExisting { reply } => {
                     let result = sup.start_existing(&name).await;
-                    let _ = reply.send(result.map(drop).map_err(AgentError::from));
-                    Done::Answered
+                    Done::Answered(Answer {
+                        reply,
+                        result: result.map(drop).map_err(AgentError::from),
+                    })
                 }
                 Op::Restart { reply } => {
                     let result = sup.restart_worker(&name).await;
-                    let _ = reply.send(result.map(drop).map_err(AgentError::from));
-                    Done::Answered
+                    Done::Answered(Answer {
+                        reply,
+                        result: result.map(drop).map_err(AgentError::from),
+                    })
                 }
                 Op::Stop { reply } => {
                     let result = sup.stop_worker(&name).await;
-                    let _ = reply.send(result.map_err(AgentError::from));
-                    Done::Answered
+                    Done::Answered(Answer {
+                        reply,
+                        result: result.map_err(AgentError::from),
+                    })
                 }
                 Op::Delete { reply } => {
                     let result = sup.delete_worker(&name).await;
-                    let _ = reply.send(result.map_err(AgentError::from));
-                    Done::Answered
+                    Done::Answered(Answer {
+                        reply,
+                        result: result.map_err(AgentError::from),
+                    })
                 }
             }
         });
