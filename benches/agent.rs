@@ -3,11 +3,18 @@
 //!     cargo bench --bench agent                       # N = 10 and 30, 5 pushes each
 //!     cargo bench --bench agent -- --agents 30 --runs 3
 //!     cargo bench --bench agent -- --encrypt          # agents started with one key file
+//!     cargo bench --bench agent -- --failover --runs 9 # placed-worker failover, 5 agents
 //!
 //! Prints, per N: the median time from `PUT /v1/config` on one agent to the new worker running on
 //! every agent (each worker writes the time it started to a file named after its node: that is
 //! "running"); then, with 10 idle workers per agent, each agent's resident memory and CPU over 20
 //! idle seconds (the agent process alone, not its workers).
+//!
+//! With `--failover`: five agents and one `placement = "one"` worker that writes the time it
+//! started (a shell's `date`, its first instruction, as above); per run, SIGKILL of the agent
+//! running it, then the time until the next agent by weight dropped it from its members (the
+//! failure detection) and until the worker's first instruction there. The killed agent is
+//! started again, and the worker goes back to it, before the next run.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -272,10 +279,122 @@ fn bench(n: usize, runs: usize, encrypt: bool) {
     );
 }
 
+/// The latest start time each node's marker file holds.
+fn last_marks(marks: &Path) -> std::collections::BTreeMap<String, u128> {
+    std::fs::read_dir(marks)
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let text = std::fs::read_to_string(e.path()).ok()?;
+                    let last = text.lines().filter_map(|l| l.trim().parse().ok()).max()?;
+                    Some((e.file_name().to_string_lossy().into_owned(), last))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn failover(runs: usize) {
+    let n = 5;
+    let data = tempfile::tempdir().unwrap();
+    let cluster = "bench-failover";
+    let ids: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
+    let mut agents: Vec<Agent> = vec![start_agent(&ids[0], data.path(), None, cluster, None)];
+    let seed = agents[0].gossip.clone();
+    for id in &ids[1..] {
+        agents.push(start_agent(id, data.path(), Some(&seed), cluster, None));
+    }
+    let members = |api: &str| -> Vec<String> {
+        get(api, "/v1/members")
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|m| m["id"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    wait("every agent to see all", Duration::from_secs(60), || {
+        agents.iter().all(|a| members(&a.api).len() == n)
+    });
+    let marks = data.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    push(
+        &agents[0].api,
+        &format!(
+            "[[worker]]\nname = \"single\"\ncommand = \"sh\"\nargs = [\"-c\", \"date +%s%N >> {}/$HERD_NODE_ID; exec sleep 3600\"]\nplacement = \"one\"\n",
+            marks.display()
+        ),
+    );
+    let top = herd::placement::place("single", ids.iter().map(String::as_str), 1)[0].to_string();
+    let top_index = ids.iter().position(|id| *id == top).unwrap();
+    let rest: Vec<&str> = ids
+        .iter()
+        .map(String::as_str)
+        .filter(|id| *id != top)
+        .collect();
+    let next = herd::placement::place("single", rest.iter().copied(), 1)[0].to_string();
+    let next_index = ids.iter().position(|id| *id == next).unwrap();
+    wait(
+        "the worker on its top node",
+        Duration::from_secs(60),
+        || last_marks(&marks).contains_key(&top),
+    );
+    let (mut detections, mut failovers, mut after) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        let t0 = now_ns();
+        let _ = agents[top_index].child.kill();
+        let _ = agents[top_index].child.wait();
+        let mut detected = None;
+        let mut started = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while detected.is_none() || started.is_none() {
+            assert!(Instant::now() < deadline, "failover run {run} timed out");
+            if detected.is_none() && !members(&agents[next_index].api).contains(&top) {
+                detected = Some(now_ns());
+            }
+            if started.is_none() {
+                started = last_marks(&marks).get(&next).copied().filter(|&t| t > t0);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let detection = (detected.unwrap() - t0) as f64 / 1e9;
+        let failover = (started.unwrap() - t0) as f64 / 1e9;
+        eprintln!(
+            "  run {run}: {next} saw {top} fail after {detection:.3} s; its worker's first instruction after {failover:.3} s"
+        );
+        detections.push(detection);
+        failovers.push(failover);
+        after.push(failover - detection);
+        agents[top_index] = start_agent(
+            &top,
+            data.path(),
+            Some(&agents[next_index].gossip),
+            cluster,
+            None,
+        );
+        let t1 = now_ns();
+        wait(
+            "the worker back on its top node",
+            Duration::from_secs(60),
+            || last_marks(&marks).get(&top).is_some_and(|&t| t > t1),
+        );
+    }
+    println!(
+        "placed worker (placement one), 5 agents, {runs} SIGKILLs of the node running it | detection by the next node: median {:.3} s | first instruction on the next node: median {:.3} s (max {:.3}) | after detection: median {:.3} s (max {:.3})",
+        median(&mut detections),
+        median(&mut failovers.clone()),
+        failovers.iter().cloned().fold(0.0, f64::max),
+        median(&mut after.clone()),
+        after.iter().cloned().fold(f64::MIN, f64::max),
+    );
+}
+
 fn main() {
     let mut agents = vec![10, 30];
     let mut runs = 5;
     let mut encrypt = false;
+    let mut failover_mode = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -289,9 +408,14 @@ fn main() {
             }
             "--runs" => runs = args.next().unwrap().parse().unwrap(),
             "--encrypt" => encrypt = true,
+            "--failover" => failover_mode = true,
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
+    }
+    if failover_mode {
+        failover(runs);
+        return;
     }
     for n in agents {
         bench(n, runs, encrypt);

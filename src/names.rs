@@ -30,8 +30,15 @@
 //! ([`NameLost::QuorumLost`]). On the majority side, a quorum claimant that vanished without a
 //! graceful leave keeps its rank for the *lease* (hold window plus a margin) after the failure
 //! detector dropped it, so the next claimant takes over only after the old owner must have given
-//! the name up. On one host's clock, that makes at most one owner at every instant; across hosts
-//! it holds while clocks run at the same rate (the lease is measured, never compared).
+//! the name up. The holder of a quorum name marks its claim held, and keeps the name while it
+//! keeps its majority, even from a claim that ranks above it (a claim made across a partition
+//! and seen after the heal waits until the holder gives the name up, instead of the older claim
+//! winning as it does for a plain name). A node without a majority withdraws its queued quorum
+//! claims and makes them again, with a fresh ticket, once it has one; and a node that gains or
+//! regains a majority resolves no quorum name for one hold window, the time to hear the claims
+//! the majority made without it. On one host's clock, that makes at most one owner at
+//! every instant; across hosts it holds while clocks run at the same rate (the lease is
+//! measured, never compared).
 //! A quorum name's takeover after a crash takes the failure-detection time plus the lease; after
 //! a graceful leave it is as fast as a plain name's.
 
@@ -142,6 +149,9 @@ struct Local {
     claim: Claim,
     kind: Kind,
     status: watch::Sender<Status>,
+    /// A quorum claim withdrawn when it lost its majority, published again (with a fresh ticket)
+    /// once this node sees a majority.
+    parked: bool,
 }
 
 /// A node's own claims and the table they are judged by. One per node.
@@ -257,10 +267,7 @@ impl Registry {
                 owner: Box::new(owner),
             });
         }
-        let claim = Claim {
-            ticket: ticket_above(entry.map_or(0, |entry| entry.highest)),
-            quorum,
-        };
+        let claim = Claim::new(ticket_above(entry.map_or(0, |entry| entry.highest)), quorum);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (status, receiver) = watch::channel(Status {
             phase: Phase::Pending,
@@ -275,6 +282,7 @@ impl Registry {
                 claim,
                 kind,
                 status,
+                parked: false,
             },
         );
         Ok((id, claim, receiver))
@@ -296,6 +304,7 @@ impl Registry {
         let local = claims.remove(name).expect("checked above");
         local.status.send_modify(|status| {
             if status.phase == Phase::Owner {
+                info!(node = %self.self_id, name = %name, "this node released the name");
                 status.losses += 1;
                 status.last_loss = Some(NameLost::Released);
             }
@@ -311,6 +320,20 @@ impl Registry {
         let mut claims = self.claims.lock().expect("names lock");
         let mut remove = Vec::new();
         for (name, local) in claims.iter_mut() {
+            if local.parked {
+                if table.quorum {
+                    // Behind every claim made while this node was cut off: its ticket is taken
+                    // now, above every ticket seen.
+                    let highest = table.names.get(name).map_or(0, |entry| entry.highest);
+                    local.claim = Claim::new(
+                        ticket_above(highest.max(local.claim.ticket)),
+                        local.claim.quorum,
+                    );
+                    local.parked = false;
+                    actions.push(Action::Publish(name.clone(), local.claim));
+                }
+                continue;
+            }
             if table.mine.get(name) != Some(&local.claim) {
                 continue; // not read back from gossip yet
             }
@@ -326,6 +349,11 @@ impl Registry {
                         status.phase = Phase::Owner;
                         status.acquisitions += 1;
                     });
+                    if local.claim.quorum {
+                        // Marked held: a claim ranked above it waits until this node gives it up.
+                        local.claim.held = true;
+                        actions.push(Action::Publish(name.clone(), local.claim));
+                    }
                 }
                 (Phase::Pending, false) if local.kind == Kind::Register => {
                     let refusal = match entry {
@@ -338,6 +366,14 @@ impl Registry {
                         .status
                         .send_modify(|status| status.phase = Phase::Refused(refusal));
                     remove.push(name.clone());
+                }
+                (Phase::Pending | Phase::Waiting, false) if local.claim.quorum && !table.quorum => {
+                    // A queued quorum claim is withdrawn while this node has no majority, too.
+                    local
+                        .status
+                        .send_modify(|status| status.phase = Phase::Waiting);
+                    local.parked = true;
+                    actions.push(Action::Withdraw(name.clone()));
                 }
                 (Phase::Pending, false) => {
                     local
@@ -363,11 +399,18 @@ impl Registry {
                     });
                     match kind {
                         Kind::Register => remove.push(name.clone()),
+                        Kind::Claim if owner.is_none() && !table.quorum => {
+                            // Cut off into a minority: withdrawn until a majority is back, so a
+                            // heal never ranks it above a claim the majority made meanwhile.
+                            local.parked = true;
+                            actions.push(Action::Withdraw(name.clone()));
+                        }
                         Kind::Claim => {
                             // Queue again behind every claim seen, the winner's included, so a
                             // heal never hands the name back and forth.
                             let highest = entry.map_or(0, |entry| entry.highest);
                             local.claim.ticket = ticket_above(highest.max(local.claim.ticket));
+                            local.claim.held = false;
                             actions.push(Action::Publish(name.clone(), local.claim));
                         }
                     }

@@ -144,6 +144,11 @@ impl Bed {
     /// Starts `herd agent` in host `i`, seeded at host 0, gossiping on its own address with the
     /// cluster key, its API on the namespace's loopback.
     fn start(&mut self, i: usize) {
+        self.start_with(i, &[]);
+    }
+
+    /// [`start`](Bed::start) with more `herd agent` arguments.
+    fn start_with(&mut self, i: usize, extra: &[&str]) {
         let key = self.key_file();
         let data = self.dir.path().join(format!("data-{i}"));
         let log = std::fs::File::create(self.dir.path().join(format!("agent-{i}.log"))).unwrap();
@@ -166,6 +171,7 @@ impl Bed {
         if i != 0 {
             cmd.args(["--seed", &seed]);
         }
+        cmd.args(extra);
         // `ip netns exec` enters the namespace and execs herd: the pid is the agent's.
         self.hosts[i].agent = Some(cmd.spawn().expect("start herd agent in its namespace"));
     }
@@ -515,4 +521,392 @@ fn a_host_cut_off_without_a_fin_is_detected_and_rejoins_when_restored() {
             vec![]
         }
     });
+}
+
+/// The global name a `placement = "one"` worker named `leader` runs under.
+const LEADER: &str = "herd.placed/leader";
+
+/// One `placement = "one"` worker, with or without quorum.
+fn leader_config(quorum: bool) -> String {
+    format!(
+        "[[worker]]\nname = \"leader\"\ncommand = \"sleep\"\nargs = [\"3600\"]\nplacement = \"one\"\nquorum = {quorum}\n"
+    )
+}
+
+/// Where host `i`'s log says it held a name: `from` (`this node holds the name`) until
+/// `until` (`this node lost the name` or `released the name`; `None`: it still holds it), read
+/// from the agents' own log timestamps, all on this machine's one clock.
+#[derive(Clone, Debug)]
+struct Held {
+    host: usize,
+    from: std::time::SystemTime,
+    until: Option<std::time::SystemTime>,
+    /// Why it ended, as logged.
+    why: Option<String>,
+}
+
+impl Bed {
+    /// The owner of `name` host `i`'s agent sees: `None` while its API does not answer,
+    /// `Some(None)` when it sees no owner.
+    fn owner(&self, i: usize, name: &str) -> Option<Option<String>> {
+        let names = self.json(i, &["names"])?;
+        let entry = names.as_array()?.iter().find(|n| n["name"] == name);
+        Some(entry.and_then(|e| e["owner"]["id"].as_str().map(String::from)))
+    }
+
+    /// Waits until every host in `hosts` sees `owner` as the owner of `name`.
+    fn wait_owner(&self, what: &str, hosts: &[usize], name: &str, owner: Option<&str>) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let seen: Vec<_> = hosts.iter().map(|&i| (i, self.owner(i, name))).collect();
+            if seen
+                .iter()
+                .all(|(_, o)| o.as_ref().map(Option::as_deref) == Some(owner))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: timed out waiting for {hosts:?} to see {owner:?} own {name}; they see {seen:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every span in which a host held `name`, by the hosts' logs.
+    fn held(&self, name: &str) -> Vec<Held> {
+        let mut spans = Vec::new();
+        for host in 0..self.hosts.len() {
+            let mut open: Option<Held> = None;
+            for line in self.log(host).lines().map(strip_ansi) {
+                if !line.contains(&format!("name={name}")) {
+                    continue;
+                }
+                let Some(at) = line
+                    .split_whitespace()
+                    .next()
+                    .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                else {
+                    continue;
+                };
+                if line.contains("this node holds the name") {
+                    assert!(open.is_none(), "h{host} took {name} twice:\n{line}");
+                    open = Some(Held {
+                        host,
+                        from: at,
+                        until: None,
+                        why: None,
+                    });
+                } else if line.contains("this node lost the name")
+                    || line.contains("this node released the name")
+                {
+                    if let Some(mut span) = open.take() {
+                        span.until = Some(at);
+                        span.why = Some(line.split("why=").nth(1).unwrap_or("released").into());
+                        spans.push(span);
+                    }
+                }
+            }
+            spans.extend(open);
+        }
+        spans
+    }
+
+    /// The hosts that held `name` at `at`, by [`held`](Bed::held).
+    fn holders_at(spans: &[Held], at: std::time::SystemTime) -> Vec<usize> {
+        let mut hosts: Vec<usize> = spans
+            .iter()
+            .filter(|s| s.from <= at && s.until.is_none_or(|u| at < u))
+            .map(|s| s.host)
+            .collect();
+        hosts.dedup();
+        hosts
+    }
+
+    /// The time host `i`'s log last says it took `name`.
+    fn took(&self, i: usize, name: &str) -> Option<std::time::SystemTime> {
+        self.held(name)
+            .into_iter()
+            .filter(|s| s.host == i)
+            .map(|s| s.from)
+            .max()
+    }
+
+    fn start_all(&mut self, extra: &[&str]) {
+        for i in 0..self.hosts.len() {
+            self.start_with(i, extra);
+        }
+        let ids: Vec<String> = (0..self.hosts.len()).map(|i| format!("h{i}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let all: Vec<usize> = (0..self.hosts.len()).collect();
+        self.wait_members("every host meets every other", &all, &ids);
+    }
+}
+
+/// The host that ranks highest for the `leader` worker among all five: where it runs when all
+/// are up.
+fn top_host() -> usize {
+    let top = herd::placement::place("leader", ALL, 1)[0];
+    ALL.iter().position(|h| *h == top).unwrap()
+}
+
+/// Two hosts other than `except`, starting at `from`.
+fn two_others(except: usize, from: usize) -> [usize; 2] {
+    let others: Vec<usize> = (0..5).filter(|&h| h != except).collect();
+    [others[from % 4], others[(from + 1) % 4]]
+}
+
+fn since(t0: std::time::SystemTime, t: std::time::SystemTime) -> Duration {
+    t.duration_since(t0).unwrap_or_default()
+}
+
+#[test]
+fn without_quorum_both_sides_of_a_split_own_a_name_and_the_heal_keeps_the_older_claim() {
+    let mut bed = Bed::new("names", 5);
+    bed.start_all(&[]);
+    let top = top_host();
+    let owner = format!("h{top}");
+    bed.push(0, &leader_config(false), "leader.toml");
+    bed.wait_owner(
+        "the top host owns it",
+        &[0, 1, 2, 3, 4],
+        LEADER,
+        Some(&owner),
+    );
+
+    // 2 | 3 with the owner on the small side: the big side takes the name over once it
+    // declares the owner failed; the small side keeps its owner.
+    let minority = [top, two_others(top, 0)[0]];
+    let majority: Vec<usize> = (0..5).filter(|h| !minority.contains(h)).collect();
+    let next = herd::placement::place(
+        "leader",
+        majority.iter().map(|&h| ALL[h]).collect::<Vec<_>>(),
+        1,
+    )[0]
+    .to_string();
+    let split_at = std::time::SystemTime::now();
+    bed.split(&minority);
+    bed.wait_owner("the big side takes over", &majority, LEADER, Some(&next));
+    bed.wait_owner(
+        "the small side keeps its owner",
+        &minority,
+        LEADER,
+        Some(&owner),
+    );
+    let taker = ALL.iter().position(|h| *h == next).unwrap();
+    let took = since(
+        split_at,
+        bed.took(taker, LEADER).expect("the taker logged it"),
+    );
+    eprintln!("owner cut off from the majority (no FIN): {next} took the name after {took:?}");
+    let both = Bed::holders_at(&bed.held(LEADER), std::time::SystemTime::now());
+    assert_eq!(
+        both,
+        vec![top.min(taker), top.max(taker)],
+        "both sides own it"
+    );
+
+    // Heal: the older claim (the first owner's) wins everywhere, the taker is told, and the
+    // first owner never lost it.
+    bed.heal();
+    bed.wait_members("the heal reunites everyone", &[0, 1, 2, 3, 4], &ALL);
+    bed.wait_owner(
+        "one owner after the heal",
+        &[0, 1, 2, 3, 4],
+        LEADER,
+        Some(&owner),
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let spans = bed.held(LEADER);
+        let taker_span = spans
+            .iter()
+            .find(|s| s.host == taker)
+            .expect("taker's span");
+        if let Some(why) = &taker_span.why {
+            assert!(
+                why.contains(&format!("conflict: {owner} owns it")),
+                "the taker lost it to the older claim: {why}"
+            );
+            let first: Vec<&Held> = spans.iter().filter(|s| s.host == top).collect();
+            assert_eq!(
+                first.len(),
+                1,
+                "the first owner held it throughout: {first:?}"
+            );
+            assert!(first[0].until.is_none(), "{first:?}");
+            assert_eq!(spans.len(), 2, "no flip-flop: {spans:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the taker is told it lost: {spans:?}\n{}",
+            bed.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The worker runs on the owner only.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let running: Vec<String> = bed
+            .json(0, &["workers"])
+            .and_then(|w| w.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|w| w["name"] == "leader" && w["state"] == "running")
+            .filter_map(|w| w["node"].as_str().map(String::from))
+            .collect();
+        if running == vec![owner.clone()] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leader runs only on {owner}: {running:?}\n{}",
+            bed.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Partitions for the quorum test; each heals before the next.
+const PARTITIONS: usize = 20;
+
+#[test]
+fn with_quorum_a_name_has_at_most_one_owner_at_every_instant_across_twenty_partitions() {
+    let mut bed = Bed::new("quorum", 5);
+    bed.start_all(&["--expected-nodes", "5"]);
+    let top = top_host();
+    let owner = format!("h{top}");
+    let started = std::time::SystemTime::now();
+    bed.push(0, &leader_config(true), "leader.toml");
+    bed.wait_owner(
+        "the top host owns it",
+        &[0, 1, 2, 3, 4],
+        LEADER,
+        Some(&owner),
+    );
+
+    let mut takeovers = Vec::new();
+    let mut gave_up = Vec::new();
+    for round in 0..PARTITIONS {
+        // Even rounds cut the owner off with one other host; odd rounds cut off two others.
+        let minority = if round % 2 == 0 {
+            [top, two_others(top, round / 2)[0]]
+        } else {
+            two_others(top, round / 2)
+        };
+        let majority: Vec<usize> = (0..5).filter(|h| !minority.contains(h)).collect();
+        let split_at = std::time::SystemTime::now();
+        bed.split(&minority);
+        if round % 2 == 0 {
+            let next = herd::placement::place(
+                "leader",
+                majority.iter().map(|&h| ALL[h]).collect::<Vec<_>>(),
+                1,
+            )[0];
+            bed.wait_owner("the majority takes over", &majority, LEADER, Some(next));
+            bed.wait_owner("the minority has no owner", &minority, LEADER, None);
+            let spans = bed.held(LEADER);
+            let lost = spans
+                .iter()
+                .filter(|s| s.host == top)
+                .filter_map(|s| s.until)
+                .max()
+                .expect("the cut-off owner gave the name up");
+            let taker = ALL.iter().position(|h| *h == next).unwrap();
+            let took = bed.took(taker, LEADER).expect("the taker logged it");
+            gave_up.push(since(split_at, lost));
+            takeovers.push(since(split_at, took));
+            let left = bed
+                .log(taker)
+                .lines()
+                .map(strip_ansi)
+                .filter(|l| l.contains("member left") && l.contains(&format!("member=h{top}")))
+                .filter_map(|l| humantime::parse_rfc3339_weak(l.split_whitespace().next()?).ok())
+                .max();
+            eprintln!(
+                "round {round}: gave up {:?}, h{top} declared failed on h{taker} at {:?}, took {:?}",
+                since(split_at, lost),
+                left.map(|l| since(split_at, l)),
+                since(split_at, took)
+            );
+        } else {
+            bed.wait_owner("the minority has no owner", &minority, LEADER, None);
+            bed.wait_owner("the majority keeps it", &majority, LEADER, Some(&owner));
+        }
+        bed.heal();
+        bed.wait_owner(
+            "the top host owns it after the heal",
+            &[0, 1, 2, 3, 4],
+            LEADER,
+            Some(&owner),
+        );
+        eprintln!("partition {round}: minority {minority:?} ... healed");
+    }
+
+    // Every 10 ms from the first push to now, by the owners' own log timestamps.
+    let spans = bed.held(LEADER);
+    let end = std::time::SystemTime::now();
+    let mut at = started;
+    let (mut sampled, mut doubled) = (0, Vec::new());
+    while at < end {
+        let holders = Bed::holders_at(&spans, at);
+        if holders.len() > 1 {
+            doubled.push((at, holders));
+        }
+        sampled += 1;
+        at += Duration::from_millis(10);
+    }
+    // And exactly: no two spans of different hosts overlap.
+    let mut overlaps = Vec::new();
+    for a in &spans {
+        for b in spans.iter().filter(|b| b.host > a.host) {
+            let start = a.from.max(b.from);
+            let stop = match (a.until, b.until) {
+                (Some(x), Some(y)) => x.min(y),
+                (Some(x), None) | (None, Some(x)) => x,
+                (None, None) => end,
+            };
+            if start < stop {
+                overlaps.push((a.clone(), b.clone()));
+            }
+        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    eprintln!(
+        "{PARTITIONS} partitions, {sampled} instants sampled, {} with two owners; owner cut off: gave the name up after {:?} (median), the majority took it after {:?} (median; worst {:?})",
+        doubled.len(),
+        median(&mut gave_up),
+        median(&mut takeovers),
+        takeovers.last().unwrap(),
+    );
+    let show = |h: &Held| {
+        format!(
+            "h{} {:?}..{:?} ({})",
+            h.host,
+            since(started, h.from),
+            h.until.map(|u| since(started, u)),
+            h.why.as_deref().unwrap_or("held")
+        )
+    };
+    assert!(
+        doubled.is_empty() && overlaps.is_empty(),
+        "two owners at once, at {} sampled instants; overlapping spans (from the first push):\n{}\nevery span:\n{}",
+        doubled.len(),
+        overlaps
+            .iter()
+            .map(|(a, b)| format!("{} and {}", show(a), show(b)))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        spans.iter().map(show).collect::<Vec<_>>().join("\n")
+    );
+    assert_eq!(
+        spans.iter().filter(|s| s.host != top).count(),
+        PARTITIONS / 2,
+        "the majority took over once per partition that cut the owner off: {spans:?}"
+    );
 }

@@ -89,6 +89,7 @@ impl Watcher {
             prev: Snapshot::default(),
             incarnations: Incarnations::default(),
             resolver: Resolver::default(),
+            majority_since: None,
             told: Table::default(),
         };
         if self.founder {
@@ -134,7 +135,7 @@ impl Watcher {
             members: &next.members,
             claims: &next.claims,
             departed: &next.departed,
-            quorum: self.has_quorum(&next),
+            quorum: self.has_quorum(&next, &mut state.majority_since),
             lease: self.quorum.map_or(Duration::ZERO, |rule| rule.lease),
             now: tokio::time::Instant::now(),
         }));
@@ -163,12 +164,30 @@ impl Watcher {
         self.tell_names(state, &table).await;
     }
 
-    /// Whether this node sees a majority of the expected members: itself and the members that
-    /// completed a gossip exchange with it both ways within the hold window. True without a rule.
-    fn has_quorum(&self, snapshot: &Snapshot) -> bool {
+    /// Whether this node holds quorum names: it has seen a majority of the expected members
+    /// (itself and the members that completed a gossip exchange with it both ways within the hold
+    /// window) for the whole of the last hold window. A majority counts at once when it is lost,
+    /// and only after a hold window when it is (re)gained: time for a node that rejoins, or
+    /// starts, to hear the claims the majority made without it (peers it does not yet see as
+    /// live count toward nothing) before it judges any. True without a rule.
+    fn has_quorum(
+        &self,
+        snapshot: &Snapshot,
+        majority_since: &mut Option<tokio::time::Instant>,
+    ) -> bool {
         let Some(rule) = self.quorum else {
             return true;
         };
+        let now = tokio::time::Instant::now();
+        if !self.sees_majority(snapshot, rule) {
+            *majority_since = None;
+            return false;
+        }
+        now.duration_since(*majority_since.get_or_insert(now)) >= rule.hold
+    }
+
+    /// Whether a majority of the expected members are heard both ways within the hold window.
+    fn sees_majority(&self, snapshot: &Snapshot, rule: QuorumRule) -> bool {
         let since = tokio::time::Instant::now()
             .checked_sub(rule.hold)
             .unwrap_or_else(tokio::time::Instant::now);
@@ -225,6 +244,8 @@ struct State {
     prev: Snapshot,
     /// Ghosts of quorum claimants, kept between refreshes.
     resolver: Resolver,
+    /// Since when this node has seen a majority without a break (quorum rule only).
+    majority_since: Option<tokio::time::Instant>,
     /// The names as the member was last told of them.
     told: Table,
     /// Which incarnation of each id is the member; see [`Incarnations`].

@@ -1,16 +1,21 @@
 //! The pure heart of global names: the claims gossip carries, turned into one owner per name.
 //!
-//! A claim is a key `name.<name>` in the claimant's node state with the value `<ticket>` or
-//! `<ticket> q` (a quorum claim); `-` is a withdrawn claim. The owner of a name is the claimant
-//! whose claim ranks first: the lowest ticket, then the lowest node id. Every node that holds the
-//! same claims computes the same owner, so a heal ends with one winner everywhere, and a waiting
-//! claim becomes the owner the moment the claims ranked above it are gone, with no election.
+//! A claim is a key `name.<name>` in the claimant's node state with the value `<ticket>`,
+//! `<ticket> q` (a quorum claim) or `<ticket> q h` (a quorum claim whose node holds the name);
+//! `-` is a withdrawn claim. The owner of a name is the claimant whose claim ranks first: the
+//! lowest ticket, then the lowest node id. Every node that holds the same claims computes the same
+//! owner, so a heal ends with one winner everywhere, and a waiting claim becomes the owner the
+//! moment the claims ranked above it are gone, with no election.
 //!
-//! Quorum names add two rules, both evaluated on this node's clock:
+//! Quorum names add three rules, evaluated on this node's clock:
 //! - a node that does not see a majority of the expected members resolves no quorum name;
+//! - the holder keeps it: while a live claimant marks its claim held, the first such is the
+//!   owner, whatever ranks above it, so a claim seen only after a heal never takes the name from
+//!   the holder before the holder has given it up (it ranks first once the holder withdraws);
 //! - a claimant that vanished without a graceful leave keeps its rank for a lease after it
-//!   vanished (a *ghost*): while a ghost ranks first the name has no owner, so the next claimant
-//!   takes over only after the old owner, cut off from the majority, must have given it up.
+//!   vanished (a *ghost*): while a ghost ranks first, or marked its claim held, the name has no
+//!   owner, so the next claimant takes over only after the old owner, cut off from the majority,
+//!   must have given it up.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -29,26 +34,42 @@ pub(crate) struct Claim {
     pub(crate) ticket: u64,
     /// Held only with a majority of the expected members.
     pub(crate) quorum: bool,
+    /// A quorum claim whose node holds the name (always false without quorum).
+    pub(crate) held: bool,
 }
 
 impl Claim {
+    /// A claim that does not hold the name.
+    pub(crate) fn new(ticket: u64, quorum: bool) -> Claim {
+        Claim {
+            ticket,
+            quorum,
+            held: false,
+        }
+    }
+
     /// Reads a claim's gossip value; `None` for a withdrawn or unreadable one.
     pub(crate) fn parse(value: &str) -> Option<Claim> {
-        let (ticket, quorum) = match value.split_once(' ') {
-            Some((ticket, "q")) => (ticket, true),
+        let (ticket, quorum, held) = match value.split_once(' ') {
+            Some((ticket, "q")) => (ticket, true, false),
+            Some((ticket, "q h")) => (ticket, true, true),
             Some(_) => return None,
-            None => (value, false),
+            None => (value, false, false),
         };
         let ticket = ticket.parse().ok()?;
-        Some(Claim { ticket, quorum })
+        Some(Claim {
+            ticket,
+            quorum,
+            held,
+        })
     }
 
     /// The claim's gossip value.
     pub(crate) fn encode(&self) -> String {
-        if self.quorum {
-            format!("{} q", self.ticket)
-        } else {
-            self.ticket.to_string()
+        match (self.quorum, self.held) {
+            (true, true) => format!("{} q h", self.ticket),
+            (true, false) => format!("{} q", self.ticket),
+            (false, _) => self.ticket.to_string(),
         }
     }
 }
@@ -171,11 +192,16 @@ impl Resolver {
                 .max()
                 .unwrap_or(0);
             let owner = if quorum {
-                // A ghost that ranks first holds the name in limbo; ghosts further down do not
-                // matter.
-                claims
-                    .first()
-                    .filter(|(_, _, _, live)| *live && input.quorum)
+                // The live holder keeps it. Otherwise a ghost that ranks first, or that held the
+                // name, holds it in limbo; other ghosts do not matter.
+                let holder = claims
+                    .iter()
+                    .find(|(_, _, claim, live)| *live && claim.held);
+                let limbo = claims.first().is_some_and(|(_, _, _, live)| !live)
+                    || claims.iter().any(|(_, _, claim, live)| !live && claim.held);
+                holder
+                    .or_else(|| claims.first().filter(|_| !limbo))
+                    .filter(|_| input.quorum)
                     .map(|(_, member, claim, _)| ((*member).clone(), *claim))
             } else {
                 claims
@@ -289,7 +315,19 @@ mod tests {
             self.claims
                 .entry(id.into())
                 .or_default()
-                .push((name.into(), Claim { ticket, quorum }));
+                .push((name.into(), Claim::new(ticket, quorum)));
+        }
+
+        /// A quorum claim whose node marked it held.
+        fn held(&mut self, id: &str, name: &str, ticket: u64) {
+            let claim = Claim {
+                held: true,
+                ..Claim::new(ticket, true)
+            };
+            self.claims
+                .entry(id.into())
+                .or_default()
+                .push((name.into(), claim));
         }
 
         fn gone(&mut self, id: &str) {
@@ -316,19 +354,17 @@ mod tests {
 
     #[test]
     fn claims_round_trip_and_bad_values_are_no_claim() {
-        for claim in [
-            Claim {
-                ticket: 17,
-                quorum: false,
-            },
-            Claim {
-                ticket: u64::MAX,
-                quorum: true,
-            },
-        ] {
+        let held = Claim {
+            held: true,
+            ..Claim::new(5, true)
+        };
+        for claim in [Claim::new(17, false), Claim::new(u64::MAX, true), held] {
             assert_eq!(Claim::parse(&claim.encode()), Some(claim));
         }
-        for bad in [WITHDRAWN, "", "x", "12 z", "12 q q", "-3", "12q"] {
+        assert_eq!(held.encode(), "5 q h");
+        for bad in [
+            WITHDRAWN, "", "x", "12 z", "12 q q", "12 h", "12 q h h", "-3", "12q",
+        ] {
             assert_eq!(Claim::parse(bad), None, "{bad:?}");
         }
     }
@@ -403,6 +439,46 @@ mod tests {
             Some("a")
         );
         assert_eq!(resolver.next_expiry(), None);
+    }
+
+    #[test]
+    fn the_holder_of_a_quorum_name_keeps_it_from_an_older_claim_seen_after_a_heal() {
+        let now = Instant::now();
+        let mut resolver = Resolver::default();
+        let mut world = World::new(&["a", "b", "c"]);
+        // b took the name while a was cut off; a queued again with an older ticket meanwhile.
+        world.claim("a", "x", 1, true);
+        world.held("b", "x", 2);
+        let table = world.resolve(&mut resolver, now);
+        assert_eq!(
+            owner(&table, "x").as_deref(),
+            Some("b"),
+            "the holder keeps it"
+        );
+        assert_eq!(table.names["x"].first.id, "b");
+        // b gives it up: a ranks first and owns it.
+        world.claims.get_mut("b").unwrap().clear();
+        assert_eq!(
+            owner(&world.resolve(&mut resolver, now), "x").as_deref(),
+            Some("a")
+        );
+    }
+
+    #[test]
+    fn a_vanished_holder_holds_a_quorum_name_in_limbo_even_when_it_ranked_below() {
+        let start = Instant::now();
+        let mut resolver = Resolver::default();
+        let mut world = World::new(&["a", "b", "c"]);
+        world.claim("a", "x", 1, true);
+        world.held("b", "x", 2);
+        world.resolve(&mut resolver, start);
+        world.gone("b");
+        assert_eq!(owner(&world.resolve(&mut resolver, start), "x"), None);
+        let after = start + Duration::from_secs(3);
+        assert_eq!(
+            owner(&world.resolve(&mut resolver, after), "x").as_deref(),
+            Some("a")
+        );
     }
 
     #[test]
