@@ -61,11 +61,22 @@ fn placed_workers_run_where_weights_say_move_on_a_crash_and_a_join_moves_only_wh
 
     let single = expected("single", &ids, 1);
     let pair = expected("pair", &ids, 2);
-    let before = agents[1].wait_workers("placed workers where the weights say", |w| {
+    let placed = |w: &Listing| {
         nodes_running(w, "single") == single
             && nodes_running(w, "pair") == pair
             && nodes_running(w, "all").len() == ids.len()
-    });
+    };
+    // Each agent reads the cluster from gossip: wait until every one has heard.
+    let before = agents[1].wait_workers("placed workers where the weights say", placed);
+    for agent in &agents {
+        agent.wait_workers("placed workers where the weights say", placed);
+        wait_until("the singleton's name listed", || {
+            agent
+                .get("/v1/names")
+                .as_array()
+                .is_some_and(|n| !n.is_empty())
+        });
+    }
     // Status says where and why; the name lists the owner on every node.
     let listed = agents[2].get("/v1/workers");
     let row = listed
