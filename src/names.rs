@@ -22,6 +22,16 @@
 //! A graceful leave takes the leaver's claims with it at once (its peers hear within a round
 //! trip); a crash takes them when the failure detector declares the claimant dead.
 //!
+//! A node sees a peer live only at the peer's second heartbeat, but may hold the peer's claims
+//! from its first exchange (a node that just started, or a peer that just appeared). Such a claim,
+//! by an incarnation this node has never seen as a member, keeps its rank for a *settling time*
+//! of 10 gossip intervals (2 s at the defaults) from when this node first saw it: while it ranks
+//! first, the name has no owner here, so a node that starts or restarts never takes a name that
+//! a peer it does not see live yet holds. Once the claimant is judged (a member, or one that failed
+//! after being one) the rule above applies; a claimant never seen live (a dead node's state, still
+//! gossiped) stops counting when the settling time ends. An owner that loses a name so is told
+//! [`NameLost::Conflict`] with that claimant as the winner.
+//!
 //! ## Quorum names
 //! With [`NameOptions::quorum`] and [`NodeBuilder::expected_members`](crate::NodeBuilder::expected_members)
 //! `n`, a name is held only by a node that sees a majority of `n` (itself included): peers that
@@ -381,11 +391,16 @@ impl Registry {
                         .send_modify(|status| status.phase = Phase::Waiting);
                 }
                 (Phase::Owner, false) => {
-                    let why = match owner {
-                        Some((winner, _)) => NameLost::Conflict {
+                    let why = match (owner, entry) {
+                        (Some((winner, _)), _) => NameLost::Conflict {
                             winner: winner.clone(),
                         },
-                        None => NameLost::QuorumLost,
+                        // A plain name without an owner: a claim ranked first by a peer this
+                        // node does not see live yet.
+                        (None, Some(entry)) if !entry.quorum => NameLost::Conflict {
+                            winner: entry.first.clone(),
+                        },
+                        (None, _) => NameLost::QuorumLost,
                     };
                     info!(node = %self.self_id, name = %name, why = %why, "this node lost the name");
                     let kind = local.kind;

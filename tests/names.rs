@@ -284,3 +284,75 @@ async fn a_quorum_name_needs_a_majority_and_is_given_up_when_the_majority_is_gon
     assert!(!guard.is_owner());
     assert_eq!(nodes[0].whereis("q"), None);
 }
+
+#[tokio::test]
+async fn a_node_that_just_started_does_not_take_a_name_its_seed_holds_before_it_sees_the_seed_live()
+{
+    // A node learns the seed's state (its claim included) in its first exchange, but sees the
+    // seed live only at its second heartbeat. Claiming meanwhile must not make it a second owner.
+    let (nodes, _probes) = cluster("names-newcomer", &["a", "b"]).await;
+    let _held = nodes[0].register_name("leader").await.unwrap();
+    for n in &nodes {
+        wait_owner(n, "leader", Some("a")).await;
+    }
+    let (rc, _pc) = recorder();
+    let c = node("c", "names-newcomer")
+        .gossip_interval(Duration::from_millis(100))
+        .seed(nodes[0].addr().to_string())
+        .start(rc)
+        .await
+        .unwrap();
+    let claim = c.claim_name("leader").await.unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let mut saw_a = false;
+    while tokio::time::Instant::now() < until {
+        assert!(!claim.is_owner(), "c took the name a holds");
+        let owner = c.whereis("leader").map(|m| m.id().to_string());
+        assert!(
+            owner.is_none() || owner.as_deref() == Some("a"),
+            "c sees {owner:?} own it"
+        );
+        saw_a |= owner.as_deref() == Some("a");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(saw_a, "c never saw a own the name");
+    for n in nodes.iter().chain([&c]) {
+        wait_owner(n, "leader", Some("a")).await;
+    }
+}
+
+#[tokio::test]
+async fn a_crashed_owner_restarted_and_crashed_again_leaves_the_name_with_its_new_owner() {
+    // a holds the name and crashes; b takes it over. a comes back (a new incarnation) and
+    // crashes again. The first incarnation's claim, older than b's and still gossiped with its
+    // dead state, must not take the name from b.
+    let (nodes, _probes) = cluster("names-restart", &["a", "b"]).await;
+    let mut first = nodes[0].claim_name("leader").await.unwrap();
+    tokio::time::timeout(WAIT, first.acquired())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut b = nodes[1].claim_name("leader").await.unwrap();
+    wait_owner(&nodes[1], "leader", Some("a")).await;
+    nodes[0].shutdown().await.unwrap();
+    tokio::time::timeout(WAIT, b.acquired())
+        .await
+        .expect("b takes over after a's failure is detected")
+        .unwrap();
+    let (ra, _pa) = recorder();
+    let again = node("a", "names-restart")
+        .gossip_interval(Duration::from_millis(100))
+        .seed(nodes[1].addr().to_string())
+        .start(ra)
+        .await
+        .unwrap();
+    wait_members(&nodes[1], &["a", "b"]).await;
+    let lost = b.lost();
+    again.shutdown().await.unwrap();
+    wait_members(&nodes[1], &["b"]).await;
+    // Longer than a claimant not yet judged keeps its rank (10 gossip intervals).
+    let outcome = tokio::time::timeout(Duration::from_millis(1_500), lost).await;
+    assert!(outcome.is_err(), "b lost the name: {outcome:?}");
+    assert!(b.is_owner());
+    assert_eq!(nodes[1].whereis("leader").unwrap().id(), "b");
+}

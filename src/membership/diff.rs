@@ -82,6 +82,7 @@ mod tests {
                 .map(|(id, g)| (id.to_string(), *g))
                 .collect(),
             claims: Default::default(),
+            unjudged: Default::default(),
         }
     }
 

@@ -148,6 +148,7 @@ mod tests {
                 members: incarnations.choose(candidates, |_, g| all.contains(&g)),
                 departed: BTreeSet::new(),
                 claims: Default::default(),
+                unjudged: Default::default(),
             };
             events.extend(diff("a", &prev, &next));
             prev = next;

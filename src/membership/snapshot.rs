@@ -8,7 +8,7 @@ use chitchat::{Chitchat, ChitchatId, NodeState};
 
 use super::incarnations::Incarnations;
 use super::keys;
-use crate::names::table::Claim;
+use crate::names::table::{Claim, Unjudged};
 use crate::Member;
 
 /// The cluster as one node sees it at one moment.
@@ -22,6 +22,12 @@ pub(crate) struct Snapshot {
     pub(crate) departed: BTreeSet<(String, u64)>,
     /// The name claims of each member (by id) that holds any: see [`crate::names`].
     pub(crate) claims: BTreeMap<String, Vec<(String, Claim)>>,
+    /// The name claims of incarnations whose state this node holds but that are neither members
+    /// nor leaving: a peer this node has not yet judged live (a node that just started sees every
+    /// peer so until its second heartbeat), one that is dead, or an id's other incarnation. The
+    /// resolver keeps the claim of one whose id has no member from being passed over while it is
+    /// new ([`crate::names`]).
+    pub(crate) unjudged: Unjudged,
 }
 
 impl Snapshot {
@@ -77,10 +83,33 @@ impl Snapshot {
                 (!claims.is_empty()).then(|| (member.id.clone(), claims))
             })
             .collect();
+        let unjudged = all
+            .iter()
+            .filter(|(id, state)| {
+                id.node_id != me.node_id
+                    && members
+                        .get(&*id.node_id)
+                        .is_none_or(|member| member.generation != id.generation_id)
+                    && !keys::is_leaving(state)
+            })
+            .filter_map(|(id, state)| {
+                let claims = keys::name_claims(state);
+                let member = Member {
+                    id: id.node_id.to_string(),
+                    addr: id.gossip_advertise_addr,
+                    generation: id.generation_id,
+                    tags: keys::tags(state),
+                    rpc: keys::rpc_addr(state),
+                };
+                (!claims.is_empty())
+                    .then(|| ((id.node_id.to_string(), id.generation_id), (member, claims)))
+            })
+            .collect();
         Snapshot {
             members,
             departed,
             claims,
+            unjudged,
         }
     }
 

@@ -77,6 +77,8 @@ pub(crate) struct Watcher {
     pub(crate) names: watch::Sender<Arc<Table>>,
     /// Set when the node was given an expected cluster size.
     pub(crate) quorum: Option<QuorumRule>,
+    /// How long the claims of a peer not yet seen live keep their rank ([`crate::names`]).
+    pub(crate) settle: Duration,
     /// Where the transport records two-way contact with peers.
     pub(crate) counters: Arc<Counters>,
 }
@@ -99,11 +101,16 @@ impl Watcher {
         }
         loop {
             self.refresh(&mut state).await;
-            // With quorum names, the majority and the leases change with time alone.
-            let tick = self.quorum.map(|_| {
-                let tick = tokio::time::Instant::now() + QuorumRule::TICK;
-                state.resolver.next_expiry().map_or(tick, |at| at.min(tick))
-            });
+            // With quorum names, the majority and the leases change with time alone; a claimant
+            // not yet judged stops keeping its rank with time alone too.
+            let expiry = state.resolver.next_expiry();
+            let tick = match self.quorum {
+                Some(_) => {
+                    let tick = tokio::time::Instant::now() + QuorumRule::TICK;
+                    Some(expiry.map_or(tick, |at| at.min(tick)))
+                }
+                None => expiry,
+            };
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
@@ -137,6 +144,8 @@ impl Watcher {
             departed: &next.departed,
             quorum: self.has_quorum(&next, &mut state.majority_since),
             lease: self.quorum.map_or(Duration::ZERO, |rule| rule.lease),
+            unjudged: &next.unjudged,
+            settle: self.settle,
             now: tokio::time::Instant::now(),
         }));
         self.names.send_if_modified(|current| {

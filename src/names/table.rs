@@ -118,8 +118,11 @@ struct Ghost {
 }
 
 /// One claim ranked for a name: its rank `(ticket, id)`, the claimant, the claim, and whether the
-/// claimant is live (false: a ghost).
+/// claimant is live (false: a ghost, or a claimant not yet judged).
 type Ranked<'a> = ((u64, &'a str), &'a Member, Claim, bool);
+
+/// The claims of incarnations that are not members, by `(id, generation)`, with the claimant.
+pub(crate) type Unjudged = BTreeMap<(String, u64), (Member, Vec<(String, Claim)>)>;
 
 /// Computes a [`Table`] from each snapshot, remembering ghosts between snapshots.
 #[derive(Debug, Default)]
@@ -127,6 +130,15 @@ pub(crate) struct Resolver {
     /// Quorum claims of the members in the previous snapshot, by member id.
     prev: BTreeMap<String, (Member, Vec<(String, Claim)>)>,
     ghosts: BTreeMap<String, Ghost>,
+    /// Incarnations `(id, generation)` this node has seen as members, while chitchat holds their
+    /// state: one that stops being a member was judged (failed), it is no newcomer.
+    judged: BTreeSet<(String, u64)>,
+    /// Claimants not yet judged, with when this node first saw their claims.
+    newcomers: BTreeMap<(String, u64), Instant>,
+    /// The settling time of the last input.
+    settle: Duration,
+    /// The time of the last input.
+    last: Option<Instant>,
 }
 
 /// What the resolver reads from one snapshot.
@@ -142,13 +154,21 @@ pub(crate) struct Input<'a> {
     pub(crate) quorum: bool,
     /// How long a vanished quorum claimant keeps its rank.
     pub(crate) lease: Duration,
+    /// The claims of incarnations that are neither members nor leaving, by `(id, generation)`
+    /// (an id's member may be another incarnation).
+    pub(crate) unjudged: &'a Unjudged,
+    /// How long a claimant first seen not yet judged keeps its rank: time for this node to see it
+    /// live (two heartbeats) if it is.
+    pub(crate) settle: Duration,
     pub(crate) now: Instant,
 }
 
 impl Resolver {
     /// The table for one snapshot.
     pub(crate) fn resolve(&mut self, input: Input<'_>) -> Table {
+        self.last = Some(input.now);
         self.track_ghosts(&input);
+        self.track_newcomers(&input);
         let mut ranked: BTreeMap<&str, Vec<Ranked<'_>>> = BTreeMap::new();
         for (id, claims) in input.claims {
             let Some(member) = input.members.get(id) else {
@@ -168,6 +188,19 @@ impl Resolver {
                 ranked.entry(name.as_str()).or_default().push((
                     (claim.ticket, id.as_str()),
                     &ghost.member,
+                    *claim,
+                    false,
+                ));
+            }
+        }
+        for (key, (member, claims)) in input.unjudged {
+            if input.members.contains_key(&key.0) || !self.settling(key, input.now) {
+                continue;
+            }
+            for (name, claim) in claims {
+                ranked.entry(name.as_str()).or_default().push((
+                    (claim.ticket, member.id.as_str()),
+                    member,
                     *claim,
                     false,
                 ));
@@ -204,18 +237,17 @@ impl Resolver {
                     .filter(|_| input.quorum)
                     .map(|(_, member, claim, _)| ((*member).clone(), *claim))
             } else {
+                // A claimant not yet judged that ranks first holds it in limbo: this node may
+                // not see the owner live yet.
                 claims
-                    .iter()
-                    .find(|(_, _, _, live)| *live)
+                    .first()
+                    .filter(|(_, _, _, live)| *live)
                     .map(|(_, member, claim, _)| ((*member).clone(), *claim))
             };
             let first = match (&owner, quorum) {
                 (Some((member, _)), _) => member.clone(),
                 _ => claims[0].1.clone(),
             };
-            if !quorum && owner.is_none() {
-                continue;
-            }
             table.names.insert(
                 name.to_string(),
                 Entry {
@@ -274,9 +306,47 @@ impl Resolver {
         }
     }
 
-    /// When the next ghost's lease ends, if any: the table changes then.
+    /// Remembers which incarnations were members, and since when each claimant not yet judged
+    /// has been seen; forgets both once chitchat no longer holds the incarnation. A newcomer
+    /// keeps its rank until it becomes a member or `settle` passes.
+    fn track_newcomers(&mut self, input: &Input<'_>) {
+        for member in input.members.values() {
+            self.judged.insert((member.id.clone(), member.generation));
+        }
+        self.judged.retain(|key| {
+            input.unjudged.contains_key(key)
+                || input
+                    .members
+                    .get(&key.0)
+                    .is_some_and(|member| member.generation == key.1)
+        });
+        let judged = &self.judged;
+        self.newcomers
+            .retain(|key, _| input.unjudged.contains_key(key) && !judged.contains(key));
+        for key in input.unjudged.keys() {
+            if !self.judged.contains(key) {
+                self.newcomers.entry(key.clone()).or_insert(input.now);
+            }
+        }
+        self.settle = input.settle;
+    }
+
+    /// Whether the claims of unjudged incarnation `key` still keep their rank.
+    fn settling(&self, key: &(String, u64), now: Instant) -> bool {
+        self.newcomers
+            .get(key)
+            .is_some_and(|seen| now < *seen + self.settle)
+    }
+
+    /// When the next ghost's lease or newcomer's settling time ends, if any: the table changes
+    /// then.
     pub(crate) fn next_expiry(&self) -> Option<Instant> {
-        self.ghosts.values().map(|ghost| ghost.until).min()
+        let ghosts = self.ghosts.values().map(|ghost| ghost.until);
+        let newcomers = self.newcomers.values().map(|seen| *seen + self.settle);
+        ghosts
+            .chain(newcomers)
+            .filter(|at| self.last.is_none_or(|last| *at > last))
+            .min()
     }
 }
 
@@ -298,6 +368,7 @@ mod tests {
         members: BTreeMap<String, Member>,
         claims: BTreeMap<String, Vec<(String, Claim)>>,
         departed: BTreeSet<(String, u64)>,
+        unjudged: Unjudged,
         quorum: bool,
     }
 
@@ -307,6 +378,7 @@ mod tests {
                 members: ids.iter().map(|id| (id.to_string(), member(id))).collect(),
                 claims: BTreeMap::new(),
                 departed: BTreeSet::new(),
+                unjudged: BTreeMap::new(),
                 quorum: true,
             }
         }
@@ -335,6 +407,23 @@ mod tests {
             self.claims.remove(id);
         }
 
+        /// `id`'s state is known with its claims, but it is not a member: not yet seen live, or
+        /// dead.
+        fn unjudged(&mut self, id: &str) {
+            self.members.remove(id);
+            let claims = self.claims.remove(id).unwrap_or_default();
+            self.unjudged
+                .insert((id.to_string(), 1), (member(id), claims));
+        }
+
+        /// `id` is judged live: a member with the claims it had.
+        fn live(&mut self, id: &str) {
+            if let Some((member, claims)) = self.unjudged.remove(&(id.to_string(), 1)) {
+                self.members.insert(id.to_string(), member);
+                self.claims.insert(id.to_string(), claims);
+            }
+        }
+
         fn resolve(&self, resolver: &mut Resolver, now: Instant) -> Table {
             resolver.resolve(Input {
                 self_id: "a",
@@ -343,6 +432,8 @@ mod tests {
                 departed: &self.departed,
                 quorum: self.quorum,
                 lease: Duration::from_secs(3),
+                unjudged: &self.unjudged,
+                settle: Duration::from_secs(2),
                 now,
             })
         }
@@ -524,5 +615,91 @@ mod tests {
         let table = world.resolve(&mut Resolver::default(), now);
         assert_eq!(owner(&table, "x").as_deref(), Some("b"));
         assert!(table.mine.is_empty());
+    }
+
+    #[test]
+    fn a_claimant_not_yet_seen_live_keeps_its_rank_while_it_settles_and_a_dead_one_not_after() {
+        // A node that just started holds b's state (b owns the name) but does not see b live
+        // yet: the name has no owner here, so a's later claim does not take it.
+        let mut world = World::new(&["a", "b"]);
+        world.claim("b", "job", 10, false);
+        world.claim("a", "job", 20, false);
+        world.unjudged("b");
+        let mut resolver = Resolver::default();
+        let t0 = Instant::now();
+        let table = world.resolve(&mut resolver, t0);
+        assert_eq!(owner(&table, "job"), None);
+        assert_eq!(&*table.names["job"].first.id, "b");
+        assert_eq!(resolver.next_expiry(), Some(t0 + Duration::from_secs(2)));
+        // b turns out live: it owns the name.
+        world.live("b");
+        let table = world.resolve(&mut resolver, t0 + Duration::from_millis(300));
+        assert_eq!(owner(&table, "job").as_deref(), Some("b"));
+        // Once judged, b failing hands the name on at once: it is no newcomer.
+        world.unjudged("b");
+        let table = world.resolve(&mut resolver, t0 + Duration::from_millis(400));
+        assert_eq!(owner(&table, "job").as_deref(), Some("a"));
+
+        // A claimant never seen live (a dead node's state, still gossiped) holds the name in
+        // limbo only while it settles.
+        let mut world = World::new(&["a", "c"]);
+        world.claim("c", "cron", 10, false);
+        world.claim("a", "cron", 20, false);
+        world.unjudged("c");
+        let mut resolver = Resolver::default();
+        let table = world.resolve(&mut resolver, t0);
+        assert_eq!(owner(&table, "cron"), None);
+        let table = world.resolve(&mut resolver, t0 + Duration::from_millis(1_999));
+        assert_eq!(owner(&table, "cron"), None);
+        let table = world.resolve(&mut resolver, t0 + Duration::from_secs(2));
+        assert_eq!(owner(&table, "cron").as_deref(), Some("a"));
+        assert_eq!(resolver.next_expiry(), None);
+        // A newcomer that ranks below the owner changes nothing.
+        let mut world = World::new(&["a", "d"]);
+        world.claim("a", "lock", 10, false);
+        world.claim("d", "lock", 20, false);
+        world.unjudged("d");
+        let table = world.resolve(&mut Resolver::default(), t0);
+        assert_eq!(owner(&table, "lock").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn an_earlier_incarnation_of_a_member_is_no_newcomer_once_the_member_fails() {
+        // f ran as generation 1 and held the name, died, and came back as generation 2; g holds
+        // the name now. When generation 2 fails too, generation 1's stale claim (still gossiped,
+        // older than g's) must not hold the name in limbo: this node judged it long ago.
+        let mut world = World::new(&["a", "f", "g"]);
+        world.claim("g", "job", 20, false);
+        let old = Member {
+            generation: 1,
+            ..member("f")
+        };
+        let new = Member {
+            generation: 2,
+            ..member("f")
+        };
+        world.members.insert("f".into(), old.clone());
+        world
+            .claims
+            .insert("f".into(), vec![("job".into(), Claim::new(10, false))]);
+        let mut resolver = Resolver::default();
+        let t0 = Instant::now();
+        assert_eq!(
+            owner(&world.resolve(&mut resolver, t0), "job").as_deref(),
+            Some("f")
+        );
+        // Generation 1 fails; generation 2 is a member (with no claim on the name).
+        world.members.insert("f".into(), new.clone());
+        let stale = world.claims.remove("f").unwrap();
+        world
+            .unjudged
+            .insert(("f".into(), 1), (old.clone(), stale.clone()));
+        let table = world.resolve(&mut resolver, t0 + Duration::from_millis(100));
+        assert_eq!(owner(&table, "job").as_deref(), Some("g"));
+        // Generation 2 fails: both incarnations are unjudged states now.
+        world.members.remove("f");
+        world.unjudged.insert(("f".into(), 2), (new, Vec::new()));
+        let table = world.resolve(&mut resolver, t0 + Duration::from_millis(200));
+        assert_eq!(owner(&table, "job").as_deref(), Some("g"));
     }
 }

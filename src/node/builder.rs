@@ -67,6 +67,11 @@ const SAMPLING_WINDOW: usize = 200;
 /// and slow the next detection (measured: 1.5 s to the first, 3 s after a few partitions).
 const MAX_HEARTBEAT_GAP_ROUNDS: u32 = 10;
 
+/// How many gossip intervals the name claims of a peer this node holds state for but does not
+/// yet see live keep their rank (see [`crate::names`]): a node that just started sees each peer
+/// live only at its second heartbeat, and must not take a name that peer holds meanwhile.
+const NAME_SETTLE_ROUNDS: u32 = 10;
+
 /// Settings for a [`Node`], built with [`Node::builder`] and consumed by [`NodeBuilder::start`].
 #[derive(Clone, Debug)]
 pub struct NodeBuilder {
@@ -530,6 +535,7 @@ impl NodeBuilder {
                 nudge,
                 names: names_tx,
                 quorum,
+                settle: self.gossip_interval * NAME_SETTLE_ROUNDS,
                 counters: counters.clone(),
                 founder,
                 members: members_tx,
