@@ -7,8 +7,8 @@
 //! | `GET /v1/members` | live members: id, addr, generation, tags, and the config each holds (`config_version`, `config_checksum`, from its gossiped head; absent while it holds none) |
 //! | `GET /v1/names` | every global name this node knows a claim on, sorted: `name`, `owner` (`{id, addr}`, or null while nobody holds it), `quorum`, and `waiting` (the claimant ranked first, when nobody holds it: a quorum name in its lease or without a majority here) |
 //! | `GET /v1/workers[?node=ID]` | every node's workers, from gossip state |
-//! | `POST /v1/workers/{name}/start\|stop\|restart[?node=ID]` | acts on the worker on node ID, or on every node that has it, reporting per node |
-//! | `DELETE /v1/workers/{name}[?node=ID]` | stops and forgets the worker (there) until the config changes it |
+//! | `POST /v1/workers/{name}/start\|stop\|restart[?node=ID\|?all=true]` | acts on the worker on this node, on node ID, or with `all=true` on every node that has it, reporting per node |
+//! | `DELETE /v1/workers/{name}[?node=ID\|?all=true]` | stops and forgets the worker (on this node, node ID, or every node) until the config changes it |
 //! | `GET /v1/workers/{name}/logs?node=ID&tail=N&since=SEQ&follow=1` | the worker's output lines on node ID (default: here, else where gossip lists it running): the last N (default 100, at most 10,000; more is a 400), or from line SEQ on; `follow=1` streams new lines as newline-delimited JSON (`logs`) |
 //! | `POST /v1/workers/{name}/call` | `{"method", "params"?, "node"?, "timeout_ms"?}`: calls a jsonl worker wherever it runs |
 //! | `GET /v1/config` | the cluster config this node holds (version 0: none yet): version, pushed_by, pushed_at_ms, checksum, signature, parent (`{version, checksum}` of the config the accepting node held; absent when unknown), toml, workers |
@@ -195,7 +195,7 @@ async fn worker_action(
     Path((name, action)): Path<(String, String)>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    query(&params, &["node"])?;
+    query(&params, &["node", "all"])?;
     let action = match WorkerAction::parse(&action) {
         Some(action) if action != WorkerAction::Delete => action,
         _ => {
@@ -204,7 +204,7 @@ async fn worker_action(
             )))
         }
     };
-    act(&agent, &name, action, params.get("node")).await
+    act(&agent, &name, action, Targets::of(&params)?).await
 }
 
 async fn delete_worker(
@@ -212,21 +212,51 @@ async fn delete_worker(
     Path(name): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    query(&params, &["node"])?;
-    act(&agent, &name, WorkerAction::Delete, params.get("node")).await
+    query(&params, &["node", "all"])?;
+    act(&agent, &name, WorkerAction::Delete, Targets::of(&params)?).await
 }
 
-/// Acts on `name` on `node`, or on every node that has it; reports per node. Fails (with the
-/// first failure's status) only when every node failed.
+/// Where a worker action acts: `?node=ID`, `?all=true`, or (neither) this node.
+enum Targets {
+    Here,
+    Node(String),
+    All,
+}
+
+impl Targets {
+    fn of(params: &HashMap<String, String>) -> Result<Targets, ApiError> {
+        let all = match params.get("all").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "query parameter all={other:?}: use true or false"
+                )))
+            }
+        };
+        match (params.get("node"), all) {
+            (Some(_), true) => Err(ApiError::bad_request(
+                "give node=ID (one node) or all=true (every node), not both",
+            )),
+            (Some(node), false) => Ok(Targets::Node(node.clone())),
+            (None, true) => Ok(Targets::All),
+            (None, false) => Ok(Targets::Here),
+        }
+    }
+}
+
+/// Acts on `name` on the targeted nodes (with `all`, every node that has it); reports per node.
+/// Fails (with the first failure's status) only when every node failed.
 async fn act(
     agent: &Agent,
     name: &str,
     action: WorkerAction,
-    node: Option<&String>,
+    targets: Targets,
 ) -> Result<Json<Value>, ApiError> {
-    let targets = match node {
-        Some(node) => vec![node.clone()],
-        None => {
+    let targets = match targets {
+        Targets::Here => vec![agent.node().id().to_string()],
+        Targets::Node(node) => vec![node],
+        Targets::All => {
             let mut nodes: Vec<String> = agent
                 .cluster_workers()
                 .await

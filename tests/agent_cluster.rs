@@ -51,8 +51,28 @@ fn actions_and_calls_through_one_agent_reach_workers_on_every_agent() {
     assert_eq!(pid(&after, "a", "sleeper"), pid(&before, "a", "sleeper"));
     assert_eq!(pid(&after, "c", "sleeper"), pid(&before, "c", "sleeper"));
 
-    // Without --node: every node that runs it, reported per node.
+    // Without node= or all=: only the agent's own node (c), never the whole cluster.
     let (status, body) = http("POST", &c.url("/v1/workers/sleeper/restart"), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(body["results"][0]["node"], "c", "{body}");
+    let here = a.wait_workers("c's sleeper replaced", |w| {
+        all_running(w) && pid(w, "c", "sleeper") != pid(&after, "c", "sleeper")
+    });
+    assert_eq!(pid(&here, "a", "sleeper"), pid(&after, "a", "sleeper"));
+    assert_eq!(pid(&here, "b", "sleeper"), pid(&after, "b", "sleeper"));
+    // node= and all= together, or a bad all=: 400, naming them.
+    for query in ["?node=a&all=true", "?all=yes"] {
+        let (status, body) = http(
+            "POST",
+            &c.url(&format!("/v1/workers/sleeper/restart{query}")),
+            None,
+        );
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("all"), "{body}");
+    }
+    // all=true: every node that runs it, reported per node.
+    let (status, body) = http("POST", &c.url("/v1/workers/sleeper/restart?all=true"), None);
     assert_eq!(status, 200, "{body}");
     let nodes: Vec<&str> = body["results"]
         .as_array()
@@ -65,7 +85,30 @@ fn actions_and_calls_through_one_agent_reach_workers_on_every_agent() {
         all_running(w)
             && ["a", "b", "c"]
                 .iter()
-                .all(|n| pid(w, n, "sleeper") != pid(&after, n, "sleeper"))
+                .all(|n| pid(w, n, "sleeper") != pid(&here, n, "sleeper"))
+    });
+    // The CLI prints the state each node's own answer gave, not a gossip view.
+    let out = b.cli_ok(&["stop", "sleeper"]);
+    assert_eq!(out.trim(), "stopped sleeper on b: stopped", "{out}");
+    let out = b.cli_ok(&["start", "sleeper"]);
+    assert!(out.starts_with("started sleeper on b: "), "{out}");
+    // A rolling restart, node by node: each new process running before the next.
+    let before_roll = a.wait_workers("b's sleeper back", |w| running(w, "b", "sleeper"));
+    let out = a.cli_ok(&["restart", "sleeper", "--rolling", "--ready-timeout", "20s"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for (i, node) in ["a", "b", "c"].iter().enumerate() {
+        assert!(
+            lines[i].starts_with(&format!("restarted sleeper on {node}: running (pid "))
+                && lines[i].ends_with(&format!("[{}/3]", i + 1)),
+            "{out}"
+        );
+    }
+    a.wait_workers("every sleeper rolled", |w| {
+        all_running(w)
+            && ["a", "b", "c"]
+                .iter()
+                .all(|n| pid(w, n, "sleeper") != pid(&before_roll, n, "sleeper"))
     });
 
     // Stop and start on another node.

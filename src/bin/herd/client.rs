@@ -192,7 +192,7 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
             .enumerate()
             .map(|(i, c)| format!("{c:<width$}", width = widths[i]))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        outln!("{}", padded.join("  ").trim_end());
     };
     line(headers.to_vec());
     for row in rows {
@@ -202,7 +202,7 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
 
 /// Prints JSON, pretty.
 pub fn print_json(value: &Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );

@@ -94,7 +94,7 @@ pub fn run(command: Command, api: &ApiArgs) -> anyhow::Result<()> {
                     Some(signature) => format!(", signed by {}", field(signature, "key")),
                     None => String::new(),
                 };
-                println!(
+                outln!(
                     "pushed {} ({} workers) as version {} through {}{signed}",
                     file.display(),
                     config.workers.len(),
@@ -118,7 +118,7 @@ pub fn run(command: Command, api: &ApiArgs) -> anyhow::Result<()> {
                 if api.json {
                     answer["wait"] = json!(done);
                 } else {
-                    println!("{done}");
+                    outln!("{done}");
                 }
             }
             if api.json {
@@ -130,14 +130,14 @@ pub fn run(command: Command, api: &ApiArgs) -> anyhow::Result<()> {
             if api.json {
                 print_json(&config);
             } else if config.get("version").and_then(|v| v.as_u64()) == Some(0) {
-                println!("# no cluster config yet: push one with `herd config push FILE`");
+                outln!("# no cluster config yet: push one with `herd config push FILE`");
             } else {
-                println!(
+                outln!(
                     "# version {}, pushed through {}",
                     field(&config, "version"),
                     field(&config, "pushed_by")
                 );
-                print!(
+                out!(
                     "{}",
                     config
                         .get("toml")

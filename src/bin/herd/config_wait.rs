@@ -3,13 +3,14 @@
 //! until every live node holds the pushed one (exit 0; a member whose head has not arrived yet, or
 //! that holds no config, counts as behind), a config accepted
 //! elsewhere without knowing it wins (exit 1, naming its version and the node it was pushed
-//! through, from `GET /v1/config` once the agent asked holds it), or the timeout passes (exit 1,
-//! naming the nodes still behind). A later push built on the pushed one counts as arrived.
+//! through, from `GET /v1/config` once the agent asked holds it), or the timeout passes (exit 3,
+//! partial, naming the nodes still behind). A later push built on the pushed one counts as
+//! arrived.
 //! Progress goes to stderr, one line whenever the nodes behind change.
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use herd::config::ConfigId;
 use serde_json::Value;
 
@@ -148,14 +149,16 @@ pub fn wait(client: &Client, pushed: ConfigId, timeout: Duration) -> anyhow::Res
                     );
                 }
                 if Instant::now() >= deadline {
-                    return Err(anyhow!(
+                    // Some nodes hold it (the one that accepted it, at least): partial.
+                    return Err(crate::output::Partial(format!(
                         "timed out after {}: {} of {} nodes hold version {}; still behind: {}",
                         humantime::format_duration(timeout),
                         holding,
                         heads.len(),
                         pushed.version,
                         names(&behind)
-                    ));
+                    ))
+                    .into());
                 }
                 shown = Some(behind);
             }

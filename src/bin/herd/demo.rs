@@ -34,7 +34,7 @@ struct Timeline {
 impl Timeline {
     fn say(&self, cx: &Context, what: String, heard: Heard) {
         let t = self.start.elapsed().as_secs_f64();
-        println!("  [{t:6.3}s] {:<4} {what}", cx.node_id());
+        outln!("  [{t:6.3}s] {:<4} {what}", cx.node_id());
         let _ = self.heard.send(heard);
     }
 }
@@ -112,9 +112,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let names: Vec<String> = (0..n)
         .map(|i| ((b'a' + i as u8) as char).to_string())
         .collect();
-    println!("herd demo: {n} nodes on 127.0.0.1 (free ports), default gossip settings\n");
+    outln!("herd demo: {n} nodes on 127.0.0.1 (free ports), default gossip settings\n");
 
-    println!(
+    outln!(
         "== {} founds the cluster; the others join with it as their seed",
         names[0]
     );
@@ -133,7 +133,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         };
         let node = builder.start(timeline).await?;
         let t = start.elapsed().as_secs_f64();
-        println!("  [{t:6.3}s] {name:<4} started on {}", node.addr());
+        outln!("  [{t:6.3}s] {name:<4} started on {}", node.addr());
         nodes.push(node);
     }
     // Each node hears of each other one: by its welcome (the founder's is empty) or a join.
@@ -143,10 +143,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         _ => 0,
     })
     .await?;
-    println!("  every node sees all {n} members\n");
+    outln!("  every node sees all {n} members\n");
 
     let tagged = nodes[1].clone();
-    println!("== {} sets the tag load=0.3", tagged.id());
+    outln!("== {} sets the tag load=0.3", tagged.id());
     tagged.set_tag("load", "0.3").await?;
     hear(
         &mut heard,
@@ -154,11 +154,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         |h| matches!(h, Heard::Updated(id) if id == tagged.id()),
     )
     .await?;
-    println!();
+    outln!();
 
     let crasher = nodes.pop().context("a node to crash")?;
     let leaver = nodes.pop().context("a node to leave")?;
-    println!("== {} leaves gracefully", leaver.id());
+    outln!("== {} leaves gracefully", leaver.id());
     let t = Instant::now();
     let id = leaver.id().to_string();
     let leaving = tokio::spawn(async move { leaver.leave().await });
@@ -166,14 +166,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         *h == Heard::Left(id.clone(), LeaveReason::Graceful)
     })
     .await?;
-    println!(
+    outln!(
         "  all {} peers heard it within {:.3}s\n",
         n - 1,
         t.elapsed().as_secs_f64()
     );
     leaving.await??;
 
-    println!("== {} crashes (stops without a goodbye)", crasher.id());
+    outln!("== {} crashes (stops without a goodbye)", crasher.id());
     let t = Instant::now();
     let id = crasher.id().to_string();
     crasher.shutdown().await?;
@@ -181,13 +181,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         *h == Heard::Left(id.clone(), LeaveReason::Failed)
     })
     .await?;
-    println!(
+    outln!(
         "  all {} peers detected it within {:.3}s\n",
         n - 2,
         t.elapsed().as_secs_f64()
     );
 
-    println!("== the rest leave, one by one");
+    outln!("== the rest leave, one by one");
     while let Some(node) = nodes.pop() {
         let id = node.id().to_string();
         node.leave().await?;
@@ -196,6 +196,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         })
         .await?;
     }
-    println!("\ndone in {:.3}s", start.elapsed().as_secs_f64());
+    outln!("\ndone in {:.3}s", start.elapsed().as_secs_f64());
     Ok(())
 }

@@ -24,7 +24,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if !args.signing {
-        println!("{}", herd::trust::SecretKey::generate().to_base64());
+        outln!("{}", herd::trust::SecretKey::generate().to_base64());
         return Ok(());
     }
     let key = SecretKey::generate();
@@ -45,13 +45,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             file.write_all(key.to_file_text().as_bytes())
                 .and_then(|()| file.sync_all())
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            println!("{}", key.public());
+            outln!("{}", key.public());
         }
         None => {
-            println!("# secret key: keep it private; save this line (mode 0600) for `herd config push FILE --sign KEYFILE`");
-            print!("{}", key.to_file_text());
-            println!("# public key: for `herd agent --config-signers`");
-            println!("{}", key.public());
+            outln!("# secret key: keep it private; save this line (mode 0600) for `herd config push FILE --sign KEYFILE`");
+            out!("{}", key.to_file_text());
+            outln!("# public key: for `herd agent --config-signers`");
+            outln!("{}", key.public());
         }
     }
     Ok(())

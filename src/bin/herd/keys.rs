@@ -71,11 +71,15 @@ pub fn run(command: Command, api: &ApiArgs) -> anyhow::Result<()> {
     );
     if failed.is_empty() {
         if !api.json {
-            println!("{line}");
+            outln!("{line}");
         }
         return Ok(());
     }
-    anyhow::bail!("{line}; failed: {}", failed.join(", "))
+    let message = format!("{line}; failed: {}", failed.join(", "));
+    if answer.get("done").and_then(serde_json::Value::as_u64) > Some(0) {
+        return Err(crate::output::Partial(message).into());
+    }
+    anyhow::bail!(message)
 }
 
 fn list(client: &Client, api: &ApiArgs) -> anyhow::Result<()> {

@@ -1,5 +1,25 @@
 //! The `herd` command line. One file per verb; `main` parses, runs, prints any error once with
-//! its causes, and turns it into the exit code.
+//! its causes, and turns it into the exit code ([`EXIT_CODES`]).
+
+/// `println!` that ends the process quietly with status 0 when stdout is closed (a pipe to
+/// `head`), and with status 1 naming the error for any other failure to write.
+macro_rules! outln {
+    () => {
+        $crate::output::write_bytes(b"\n")
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
+
+/// `print!` with the manners of [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_bytes(format!($($arg)*).as_bytes())
+    };
+}
+
+mod output;
 
 mod action;
 mod agent;
@@ -19,9 +39,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// What `herd --help` says of exit status.
+const EXIT_CODES: &str = "Exit status: 0 all done; 1 an error (the message names it); 2 a usage \
+error; 3 partial: some nodes did it and others failed (each named). `herd agent`: 0 after a \
+graceful leave, 1 when it cannot start, 75 after its supervisor gave up with on_give_up = \"exit\", \
+130 after a second signal.";
+
 /// herd: gossip membership and OTP-style supervision of external workers.
 #[derive(Parser)]
-#[command(name = "herd", version, about)]
+#[command(name = "herd", version, about, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,13 +67,13 @@ enum Command {
     Names,
     /// List the workers of every node.
     Workers(workers::Args),
-    /// Start a worker on the agent's node.
+    /// Start a worker on the agent's node (--node ID: on that node; --all: on every node).
     Start(action::Args),
-    /// Stop a worker on the agent's node (it stays stopped until started).
+    /// Stop a worker on the agent's node, or --node ID, or --all (it stays stopped until started).
     Stop(action::Args),
-    /// Restart a worker on the agent's node.
-    Restart(action::Args),
-    /// Stop and forget a worker on the agent's node until the config changes it.
+    /// Restart a worker on the agent's node, or --node ID, or --all, or --rolling: node by node.
+    Restart(action::RestartArgs),
+    /// Stop and forget a worker on the agent's node (or --node, --all) until the config changes it.
     Delete(action::Args),
     /// Call a jsonl worker wherever it runs: herd call NAME METHOD 'JSON' [--node ID].
     Call(call::Args),
@@ -63,6 +89,11 @@ enum Command {
     /// The cluster's gossip keys on every node: list, install, use, remove (rotation).
     #[command(subcommand)]
     Keys(keys::Command),
+    /// Print a shell completion script: herd completions bash|zsh|fish > FILE.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -89,7 +120,7 @@ fn main() -> ExitCode {
         Command::Workers(args) => workers::run(args, &api),
         Command::Start(args) => action::run("start", args, &api),
         Command::Stop(args) => action::run("stop", args, &api),
-        Command::Restart(args) => action::run("restart", args, &api),
+        Command::Restart(args) => action::restart(args, &api),
         Command::Delete(args) => action::run("delete", args, &api),
         Command::Call(args) => call::run(args, &api),
         Command::Logs(args) => logs::run(args, &api),
@@ -97,15 +128,25 @@ fn main() -> ExitCode {
         Command::Status => status::run(&api),
         Command::Keygen(args) => keygen::run(args),
         Command::Keys(command) => keys::run(command, &api),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "herd", &mut script);
+            output::write_bytes(&script);
+            Ok(())
+        }
     };
     log.flush(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("herd: {err:#}");
-            match err.downcast_ref::<agent::GaveUp>() {
-                Some(_) => ExitCode::from(herd::config::EXIT_GAVE_UP),
-                None => ExitCode::FAILURE,
+            if err.downcast_ref::<agent::GaveUp>().is_some() {
+                ExitCode::from(herd::config::EXIT_GAVE_UP)
+            } else if err.downcast_ref::<output::Partial>().is_some() {
+                ExitCode::from(output::EXIT_PARTIAL)
+            } else {
+                ExitCode::FAILURE
             }
         }
     }

@@ -21,16 +21,16 @@ pub fn run(api: &ApiArgs) -> anyhow::Result<()> {
         .iter()
         .filter(|w| field(w, "state") == "running")
         .count();
-    println!(
+    outln!(
         "node {} | {} members | config version {} | {running}/{} workers running",
         field(&health, "node"),
         list(&members).len(),
         field(&health, "config_version"),
         workers_list.len(),
     );
-    println!();
+    outln!();
     print_members(&members, "MEMBER");
-    println!();
+    outln!();
     print_workers(&workers);
     Ok(())
 }

@@ -22,6 +22,11 @@ pub fn run(args: Args, api: &ApiArgs) -> anyhow::Result<()> {
         print_json(&workers);
     } else {
         print_workers(&workers);
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            eprintln!(
+                "(the agent's own rows are current; other nodes' are as gossip last brought them, about a gossip round old)"
+            );
+        }
     }
     Ok(())
 }
