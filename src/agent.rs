@@ -16,6 +16,7 @@
 
 mod core;
 mod error;
+pub mod events;
 pub(crate) mod intent;
 pub(crate) mod keys;
 mod log_writer;
@@ -93,6 +94,8 @@ struct Inner {
     followers: Arc<tokio::sync::Semaphore>,
     /// Why the supervisor gave up, once it has.
     gave_up: watch::Receiver<Option<String>>,
+    /// What happened on and around this node (`events.rs`).
+    events: Arc<events::EventLog>,
 }
 
 /// The API's token, from `settings.api_token_file` (created when missing); refuses a
@@ -118,19 +121,46 @@ fn api_token(settings: &AgentSettings) -> Result<Option<ApiToken>, AgentError> {
     Ok(Some(loaded.token))
 }
 
-/// Logs membership changes; the agent's own reactions come from gossip state, not callbacks.
-struct AgentMember;
+/// Logs membership changes and records them in the event log; the agent's own reactions come
+/// from gossip state, not callbacks.
+struct AgentMember {
+    events: Arc<events::EventLog>,
+}
 
 #[async_trait]
 impl ClusterMember for AgentMember {
     async fn on_join(&mut self, cx: &Context, members: &[Member]) {
         info!(node = %cx.node_id(), members = members.len(), "joined the cluster");
+        for member in members.iter().filter(|m| m.id() != cx.node_id()) {
+            self.events.member("member-join", member, None);
+        }
     }
     async fn on_node_joined(&mut self, cx: &Context, member: &Member) {
         info!(node = %cx.node_id(), member = %member.id(), addr = %member.addr(), "member joined");
+        self.events.member("member-join", member, None);
     }
     async fn on_node_left(&mut self, cx: &Context, member: &Member, reason: LeaveReason) {
         info!(node = %cx.node_id(), member = %member.id(), %reason, "member left");
+        let event = match reason {
+            LeaveReason::Failed => "member-failed",
+            _ => "member-leave",
+        };
+        let reason = serde_json::json!({ "reason": reason.to_string() });
+        self.events.member(event, member, Some(reason));
+    }
+    async fn on_member_updated(&mut self, _cx: &Context, member: &Member) {
+        let tags = serde_json::to_value(member.tags()).unwrap_or_default();
+        self.events.member(
+            "member-update",
+            member,
+            Some(serde_json::json!({ "tags": tags })),
+        );
+    }
+    async fn on_name_owner_changed(&mut self, _cx: &Context, name: &str, owner: Option<&Member>) {
+        self.events.push(
+            "name-owner-changed",
+            serde_json::json!({ "name": name, "owner": owner.map(|m| m.id()) }),
+        );
     }
 }
 
@@ -223,7 +253,12 @@ impl Agent {
             builder = builder.tag(key.clone(), value.clone());
         }
         let started = tokio::time::Instant::now();
-        let node = builder.start(AgentMember).await?;
+        let events = events::EventLog::new(&settings.node_id);
+        let node = builder
+            .start(AgentMember {
+                events: events.clone(),
+            })
+            .await?;
         let gate = view::SyncGate::new(node.clone(), started);
         // Each worker carries its own restart intensity (from the config), judged first; every
         // restart also counts against the node's, over which the supervisor gives up.
@@ -232,6 +267,7 @@ impl Agent {
             .max_restarts(settings.max_restarts, settings.period)
             .count_every_restart(true)
             .start();
+        let worker_events = sup.subscribe(); // before any worker starts
 
         let (current_tx, current) = watch::channel(None);
         let (gave_up_tx, gave_up) = watch::channel(None);
@@ -270,6 +306,7 @@ impl Agent {
             ),
             metrics: metrics.clone(),
             placed: placed::Placed::default(),
+            events: events.clone(),
         };
         let restored = restored.filter(|config| core.trust.admit_stored(config));
         let (commands, commands_rx) = mpsc::channel(64);
@@ -291,6 +328,11 @@ impl Agent {
             core.run(commands_rx, cancel).await;
         });
         tracker.spawn(recorder.run(api_cancel.clone()));
+        tracker.spawn(
+            events
+                .clone()
+                .record_workers(worker_events, api_cancel.clone()),
+        );
         let agent = Agent {
             inner: Arc::new(Inner {
                 gave_up,
@@ -305,6 +347,7 @@ impl Agent {
                 api_cancel: api_cancel.clone(),
                 tracker: tracker.clone(),
                 followers: logs::followers(),
+                events: events.clone(),
             }),
         };
         let access = crate::api::Access {
@@ -331,6 +374,11 @@ impl Agent {
             None => info!(url = %format!("http://{api_addr}/"), "dashboard"),
         }
         Ok(agent)
+    }
+
+    /// The agent's event log: what happened on and around this node.
+    pub fn events(&self) -> &Arc<events::EventLog> {
+        &self.inner.events
     }
 
     /// The agent's node.

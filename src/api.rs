@@ -5,6 +5,7 @@
 //! | `GET /` | the live dashboard page (see `dashboard`) |
 //! | `GET /v1/health` | `{"status":"ok", node, members, config_version}`; 503 with `"status":"gossip_down"` and a `reason` once gossip stopped |
 //! | `GET /v1/members` | live members: id, addr, generation, tags, and the config each holds (`config_version`, `config_checksum`, from its gossiped head; absent while it holds none) |
+//! | `GET /v1/events?since=SEQ&follow=1` | this agent's events (member joined, left, failed; worker started, exited, restarting, failed; config adopted; name owners: [`crate::agent::events`]) after number SEQ as `{events, next, missed}`; `follow=1` streams them as newline-delimited JSON (`events`) |
 //! | `GET /v1/names` | every global name this node knows a claim on, sorted: `name`, `owner` (`{id, addr}`, or null while nobody holds it), `quorum`, and `waiting` (the claimant ranked first, when nobody holds it: a quorum name in its lease or without a majority here) |
 //! | `GET /v1/workers[?node=ID]` | every node's workers, from gossip state |
 //! | `POST /v1/workers/{name}/start\|stop\|restart[?node=ID\|?all=true]` | acts on the worker on this node, on node ID, or with `all=true` on every node that has it, reporting per node |
@@ -46,6 +47,7 @@
 
 mod dashboard;
 mod error;
+mod events;
 mod guard;
 mod host;
 mod keys;
@@ -78,6 +80,7 @@ pub fn router(agent: Agent, access: Access) -> Router {
         .route("/", get(dashboard::page))
         .route("/v1/health", get(health))
         .route("/v1/members", get(members))
+        .route("/v1/events", get(events::events))
         .route("/v1/names", get(names))
         .route("/v1/workers", get(workers))
         .route("/v1/workers/{name}", delete(delete_worker))
@@ -90,7 +93,7 @@ pub fn router(agent: Agent, access: Access) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::not_found(
-                "no such endpoint; see /v1/health, /v1/members, /v1/workers, /v1/config, /v1/keys",
+                "no such endpoint; see /v1/health, /v1/members, /v1/events, /v1/workers, /v1/config, /v1/keys",
             )
         })
         .with_state(agent)

@@ -86,6 +86,8 @@ pub(crate) struct Core {
     pub(crate) metrics: Arc<Metrics>,
     /// Where the placed workers run ([`placed`](super::placed)).
     pub(crate) placed: Placed,
+    /// The agent's event log, for `config-adopted`.
+    pub(crate) events: Arc<super::events::EventLog>,
 }
 
 impl Core {
@@ -285,7 +287,7 @@ impl Core {
         config.signature = signature;
         info!(node = %self.node.id(), version = config.version, workers = config.config().workers.len(), signed_by = ?config.signature.as_ref().map(|s| s.key.to_string()), "config pushed");
         let config = Arc::new(config);
-        self.adopt(config.clone(), true, true).await;
+        self.adopt(config.clone(), true, true, "push").await;
         // Only the pusher pushes: every peer hears within a round trip, and a config larger
         // than one datagram follows with the repushes.
         self.node.push().await;
@@ -315,7 +317,7 @@ impl Core {
         {
             info!(node = %self.node.id(), version = offer.version, from = %offer.pushed_by, "adopting the cluster config from gossip");
             self.report_if_lost(current.as_deref(), &offer);
-            self.adopt(Arc::new(offer), true, false).await;
+            self.adopt(Arc::new(offer), true, false, "gossip").await;
             return;
         }
         self.settle_publishing(&nodes).await;
@@ -353,22 +355,28 @@ impl Core {
             Some(offer) => {
                 info!(node = %me, stored = stored.version, version = offer.version, from = %offer.pushed_by, view = view.as_str(), waited_ms, "the cluster's config supersedes the one on disk; running the cluster's");
                 self.report_if_lost(Some(&stored), &offer);
-                self.adopt(Arc::new(offer), true, false).await;
+                self.adopt(Arc::new(offer), true, false, "gossip").await;
             }
             None if view == View::Behind => {
                 warn!(node = %me, version = stored.version, waited_ms, "peers answer but this node has not caught up with any; running the config on disk until a newer one arrives");
-                self.adopt(stored, false, true).await;
+                self.adopt(stored, false, true, "disk").await;
             }
             None => {
                 info!(node = %me, version = stored.version, view = view.as_str(), waited_ms, "running the config restored from disk");
-                self.adopt(stored, false, true).await;
+                self.adopt(stored, false, true, "disk").await;
             }
         }
     }
 
     /// Makes `config` the one this node holds: persists it, publishes it (in full when asked),
-    /// and reconciles the workers.
-    pub(crate) async fn adopt(&mut self, config: Arc<VersionedConfig>, persist: bool, full: bool) {
+    /// records a `config-adopted` event (`via`: push, gossip or disk) and reconciles the workers.
+    pub(crate) async fn adopt(
+        &mut self,
+        config: Arc<VersionedConfig>,
+        persist: bool,
+        full: bool,
+        via: &'static str,
+    ) {
         if persist {
             // On the blocking pool: the agent's runtime has one thread, and its fsyncs can take
             // seconds on a busy disk, long enough for peers to think this node failed.
@@ -384,6 +392,15 @@ impl Core {
         self.settle_intents(&config).await;
         self.current.send_replace(Some(config.clone()));
         self.publish_config(&config, full).await;
+        self.events.push(
+            "config-adopted",
+            serde_json::json!({
+                "version": config.version,
+                "checksum": config.checksum,
+                "pushed_by": config.pushed_by,
+                "via": via,
+            }),
+        );
         self.reconcile().await;
     }
 

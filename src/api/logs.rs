@@ -40,7 +40,8 @@ pub const DEFAULT_TAIL: usize = 100;
 /// Polls without output before a keep-alive line (5 s).
 const KEEPALIVE_POLLS: u32 = 25;
 
-fn flag(params: &HashMap<String, String>, key: &str) -> Result<bool, ApiError> {
+/// A `0|1|true|false` query flag, absent meaning false.
+pub(super) fn flag(params: &HashMap<String, String>, key: &str) -> Result<bool, ApiError> {
     match params.get(key).map(String::as_str) {
         None | Some("0" | "false") => Ok(false),
         Some("1" | "true") => Ok(true),
@@ -92,15 +93,7 @@ pub(super) async fn logs(
             .map_err(|(code, message)| ApiError::with_status(code, message))?,
     };
     let permit = match follow {
-        true => Some(agent.follow_permit().ok_or_else(|| {
-            ApiError::with_status(
-                503,
-                format!(
-                    "{} logs are followed through this agent already; try again later",
-                    crate::agent::MAX_FOLLOWERS
-                ),
-            )
-        })?),
+        true => Some(follow_permit(&agent, "logs")?),
         false => None,
     };
     let batch = agent
@@ -131,16 +124,38 @@ pub(super) async fn logs(
         _permit: permit,
     };
     follower.queue(batch);
-    let stream = futures::stream::unfold(follower, |mut f| async move {
-        f.next_chunk()
-            .await
-            .map(|chunk| (Ok::<_, Infallible>(chunk), f))
-    });
-    Ok((
+    Ok(ndjson(follower, |mut f| async move {
+        f.next_chunk().await.map(|chunk| (chunk, f))
+    }))
+}
+
+/// A newline-delimited JSON answer whose chunks `step` makes from `state`, until it gives `None`.
+pub(super) fn ndjson<T, F, Fut>(state: T, step: F) -> Response
+where
+    T: Send + 'static,
+    F: FnMut(T) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Option<(Bytes, T)>> + Send + 'static,
+{
+    use futures::StreamExt as _;
+    let stream = futures::stream::unfold(state, step).map(Ok::<_, Infallible>);
+    (
         [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(stream),
     )
-        .into_response())
+        .into_response()
+}
+
+/// A permit to follow a stream, or the 503 that says all are taken.
+pub(super) fn follow_permit(agent: &Agent, what: &str) -> Result<OwnedSemaphorePermit, ApiError> {
+    agent.follow_permit().ok_or_else(|| {
+        ApiError::with_status(
+            503,
+            format!(
+                "{} {what} are followed through this agent already; try again later",
+                crate::agent::MAX_FOLLOWERS
+            ),
+        )
+    })
 }
 
 /// One follow stream's state; dropping it (the client went away) gives its permit back.

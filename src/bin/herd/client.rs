@@ -123,6 +123,22 @@ impl Client {
         Err(anyhow!("{path}: the API answered with an error"))
     }
 
+    /// The objects of a newline-delimited JSON stream (a `follow=1` answer), keep-alive lines
+    /// skipped.
+    pub fn follow(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Value>>> {
+        use std::io::BufRead as _;
+        let body = self.get_stream(path)?;
+        let lines = std::io::BufReader::new(body.into_reader()).lines();
+        Ok(lines.filter_map(|line| match line {
+            Ok(line) if line.is_empty() => None,
+            Ok(line) => Some(serde_json::from_str(&line).map_err(anyhow::Error::from)),
+            Err(err) => Some(Err(err.into())),
+        }))
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

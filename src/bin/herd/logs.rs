@@ -3,7 +3,7 @@
 //! agent picks the node: its own if it has the worker, else the first that gossip lists running
 //! it. A closed stdout ends the command quietly with status 0.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 
 use serde_json::Value;
 
@@ -43,13 +43,8 @@ pub fn run(args: Args, api: &ApiArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     path.push_str("&follow=1");
-    let body = client.get_stream(&path)?;
-    for record in BufReader::new(body.into_reader()).lines() {
-        let record = record?;
-        if record.is_empty() {
-            continue; // a keep-alive
-        }
-        let value: Value = serde_json::from_str(&record)?;
+    for value in client.follow(&path)? {
+        let value = value?;
         if let Some(message) = value.get("error").and_then(Value::as_str) {
             return Err(anyhow::anyhow!("{message}"));
         }

@@ -27,6 +27,7 @@ mod call;
 mod client;
 mod config_cmd;
 mod demo;
+mod events;
 mod keygen;
 mod keys;
 mod logs;
@@ -79,6 +80,9 @@ enum Command {
     Call(call::Args),
     /// Print a worker's output from any node: herd logs NAME [--node ID] [-n 100] [-f].
     Logs(logs::Args),
+    /// Follow the agent's events live: members joining, leaving, failing; workers starting,
+    /// exiting, restarting; configs adopted.
+    Events(events::Args),
     /// Push or show the cluster config.
     #[command(subcommand)]
     Config(config_cmd::Command),
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
         Command::Delete(args) => action::run("delete", args, &api),
         Command::Call(args) => call::run(args, &api),
         Command::Logs(args) => logs::run(args, &api),
+        Command::Events(args) => events::run(args, &api),
         Command::Config(command) => config_cmd::run(command, &api),
         Command::Status => status::run(&api),
         Command::Keygen(args) => keygen::run(args),
