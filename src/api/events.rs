@@ -26,9 +26,9 @@ use serde_json::json;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use super::logs::{flag, follow_permit, ndjson};
+use super::logs::{flag, follow_permit, ndjson, ndjson_chunk};
 use super::{query, ApiError};
-use crate::agent::events::{Batch, EventLog, EVENT_BUFFER};
+use crate::agent::events::{EventLog, EVENT_BUFFER};
 use crate::agent::Agent;
 
 /// How long a follow stream stays silent before it sends a keep-alive line.
@@ -88,11 +88,10 @@ impl Follower {
         loop {
             self.newest.borrow_and_update();
             let batch = self.log.since(self.next, EVENT_BUFFER);
-            if let Some(chunk) = encode(&batch) {
-                self.next = batch.next;
+            self.next = batch.next;
+            if let Some(chunk) = ndjson_chunk(batch.missed, &batch.events) {
                 return Some(chunk);
             }
-            self.next = batch.next;
             tokio::select! {
                 _ = self.stop.cancelled() => return None,
                 changed = self.newest.changed() => {
@@ -104,19 +103,4 @@ impl Follower {
             }
         }
     }
-}
-
-/// A batch as ndjson lines; `None` when it holds nothing.
-fn encode(batch: &Batch) -> Option<Bytes> {
-    let mut chunk = Vec::new();
-    if batch.missed > 0 {
-        chunk.extend_from_slice(json!({ "missed": batch.missed }).to_string().as_bytes());
-        chunk.push(b'\n');
-    }
-    for event in &batch.events {
-        if serde_json::to_writer(&mut chunk, event).is_ok() {
-            chunk.push(b'\n');
-        }
-    }
-    (!chunk.is_empty()).then(|| chunk.into())
 }

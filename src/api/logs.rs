@@ -145,6 +145,21 @@ where
         .into_response()
 }
 
+/// `{"missed": N}` (when N > 0) and each item, one JSON line each; `None` when that is nothing.
+pub(super) fn ndjson_chunk<T: serde::Serialize>(missed: u64, items: &[T]) -> Option<Bytes> {
+    let mut chunk = Vec::new();
+    if missed > 0 {
+        chunk.extend_from_slice(json!({ "missed": missed }).to_string().as_bytes());
+        chunk.push(b'\n');
+    }
+    for item in items {
+        if serde_json::to_writer(&mut chunk, item).is_ok() {
+            chunk.push(b'\n');
+        }
+    }
+    (!chunk.is_empty()).then(|| chunk.into())
+}
+
 /// A permit to follow a stream, or the 503 that says all are taken.
 pub(super) fn follow_permit(agent: &Agent, what: &str) -> Result<OwnedSemaphorePermit, ApiError> {
     agent.follow_permit().ok_or_else(|| {
@@ -174,19 +189,9 @@ struct Follower {
 impl Follower {
     fn queue(&mut self, batch: LogBatch) {
         self.next = batch.next;
-        let mut chunk = Vec::new();
-        if batch.missed > 0 {
-            chunk.extend_from_slice(json!({ "missed": batch.missed }).to_string().as_bytes());
-            chunk.push(b'\n');
-        }
-        for line in &batch.lines {
-            if serde_json::to_writer(&mut chunk, line).is_ok() {
-                chunk.push(b'\n');
-            }
-        }
-        if !chunk.is_empty() {
+        if let Some(chunk) = ndjson_chunk(batch.missed, &batch.lines) {
             self.quiet = 0;
-            self.pending.push_back(chunk.into());
+            self.pending.push_back(chunk);
         }
     }
 
