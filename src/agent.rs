@@ -17,6 +17,7 @@
 mod core;
 mod error;
 pub mod events;
+pub mod handlers;
 pub(crate) mod intent;
 pub(crate) mod keys;
 mod log_writer;
@@ -149,12 +150,7 @@ impl ClusterMember for AgentMember {
         self.events.member(event, member, Some(reason));
     }
     async fn on_member_updated(&mut self, _cx: &Context, member: &Member) {
-        let tags = serde_json::to_value(member.tags()).unwrap_or_default();
-        self.events.member(
-            "member-update",
-            member,
-            Some(serde_json::json!({ "tags": tags })),
-        );
+        self.events.member("member-update", member, None);
     }
     async fn on_name_owner_changed(&mut self, _cx: &Context, name: &str, owner: Option<&Member>) {
         self.events.push(
@@ -269,6 +265,7 @@ impl Agent {
             .start();
         let worker_events = sup.subscribe(); // before any worker starts
 
+        let handlers = handlers::Handlers::new(&settings.handlers);
         let (current_tx, current) = watch::channel(None);
         let (gave_up_tx, gave_up) = watch::channel(None);
         let metrics = Metrics::new(
@@ -276,6 +273,7 @@ impl Agent {
             sup.clone(),
             current.clone(),
             settings.log_writer.clone(),
+            handlers.collector(),
         );
         let recorder = metrics.recorder(); // subscribed before any worker starts
         let observed = Arc::downgrade(&metrics);
@@ -332,6 +330,13 @@ impl Agent {
             events
                 .clone()
                 .record_workers(worker_events, api_cancel.clone()),
+        );
+        handlers.spawn(
+            &events,
+            &settings.node_id,
+            (sup.clone(), current.clone()),
+            &tracker,
+            &api_cancel,
         );
         let agent = Agent {
             inner: Arc::new(Inner {

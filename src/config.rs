@@ -9,7 +9,8 @@
 //!   binds (text, version, cluster id), and the check before a config is adopted.
 //! - [`ConfigStore`] (store.rs): the last config on disk, written atomically;
 //!   a corrupt file is set aside, never lost; the dir is private (0700, files 0600).
-//! - [`AgentFile`] (agent_file.rs): the settings of one `herd agent`.
+//! - [`AgentFile`] (agent_file.rs): the settings of one `herd agent`; its `[[handler]]`
+//!   tables are [`HandlerConfig`]s (handler.rs).
 //! - [`ConfigError`] (error.rs): why a text was rejected, with its line and column.
 //!
 //! Everything here is pure parsing and validation, except the store and
@@ -28,6 +29,7 @@
 //! period = "5s"                    # ...before the worker is given up on
 //! shutdown_timeout = "5s"          # between the stop signal and SIGKILL
 //! protocol = "jsonl"               # optional; JSON-lines calls on stdin/stdout
+//! events = true                    # optional, with jsonl: the agent's events on stdin
 //! env = { LOG_LEVEL = "info" }
 //! cwd = "/srv/app"                 # optional working directory
 //! user = "media"                   # optional; run as this user (the agent must be root)
@@ -50,6 +52,7 @@
 mod agent_file;
 mod cluster;
 mod error;
+mod handler;
 pub mod signature;
 pub(crate) mod store;
 mod toml_read;
@@ -63,6 +66,7 @@ pub use cluster::{
 };
 pub use cluster::{parse_size, LogConfig, MAX_LOG_KEEP};
 pub use error::{ConfigError, Scope};
+pub use handler::{HandlerConfig, HandlerFormat, DEFAULT_HANDLER_TIMEOUT, MAX_HANDLERS};
 pub use signature::{ConfigSignature, PublicKey, Refusal, SecretKey, Signers};
 pub(crate) use store::replace_file;
 pub use store::{ConfigStore, Loaded, StoreError, DIR_MODE, FILE_MODE, STORE_FILE};

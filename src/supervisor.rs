@@ -164,6 +164,7 @@ use tokio_util::task::TaskTracker;
 
 pub use error::{Error, Result};
 pub use event::WorkerEvent;
+pub use jsonl::NOTIFY_QUEUE;
 pub use output::{
     LogBatch, LogFileSpec, LogLine, LogQuery, LogSource, OutputStats, DEFAULT_LOG_KEEP,
     DEFAULT_LOG_MAX_SIZE, MAX_LINE_BYTES, MAX_LOG_BYTES, MAX_LOG_LINES, TAIL_BYTES, TAIL_LINES,
@@ -478,14 +479,27 @@ impl Supervisor {
         params: Value,
         timeout: Duration,
     ) -> Result<Value> {
-        let worker = name.to_owned();
-        let channel = self
-            .request(|reply| Command::Channel {
-                name: worker,
-                reply,
-            })
-            .await?;
-        channel.call(method, params, timeout).await
+        self.channel(name)
+            .await?
+            .call(method, params, timeout)
+            .await
+    }
+
+    /// The call channel of a running `.jsonl()` worker's process.
+    async fn channel(&self, name: &str) -> Result<Arc<jsonl::Channel>> {
+        let name = name.to_owned();
+        self.request(|reply| Command::Channel { name, reply }).await
+    }
+
+    /// Writes `message` to a running `.jsonl()` worker's stdin as one line with no `id`: a
+    /// notification, which the worker does not answer. Returns `Ok(false)`, writing nothing,
+    /// when [`NOTIFY_QUEUE`] notifications already wait for its stdin
+    /// (a worker that does not read them) or its process has just ended.
+    ///
+    /// # Errors
+    /// No such worker, it is not `.jsonl()`, or it is not running.
+    pub async fn notify(&self, name: &str, message: &Value) -> Result<bool> {
+        Ok(self.channel(name).await?.notify(message))
     }
 
     /// Receives every [`WorkerEvent`] from now on.

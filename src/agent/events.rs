@@ -3,9 +3,9 @@
 //!
 //! | `event` | when | fields |
 //! |---|---|---|
-//! | `member-join` | a member joined (as this node sees it) | `member`, `addr` |
-//! | `member-leave` | a member left gracefully, or a new incarnation took its place | `member`, `addr`, `reason` (`graceful`, `restarted`) |
-//! | `member-failed` | the failure detector declared a member dead | `member`, `addr`, `reason` (`failed`) |
+//! | `member-join` | a member joined (as this node sees it) | `member`, `addr`, `tags` |
+//! | `member-leave` | a member left gracefully, or a new incarnation took its place | `member`, `addr`, `tags`, `reason` (`graceful`, `restarted`) |
+//! | `member-failed` | the failure detector declared a member dead | `member`, `addr`, `tags`, `reason` (`failed`) |
 //! | `member-update` | a member's tags changed | `member`, `addr`, `tags` |
 //! | `worker-started` | a process was spawned for a worker of this node | `worker`, `pid` |
 //! | `worker-ready` | its readiness check passed | `worker`, `pid` |
@@ -37,6 +37,26 @@ use crate::Member;
 
 /// How many events the log keeps.
 pub const EVENT_BUFFER: usize = 1024;
+
+/// Every event name the log records, in the order of the [module docs](self).
+pub const EVENT_KINDS: &[&str] = &[
+    "member-join",
+    "member-leave",
+    "member-failed",
+    "member-update",
+    "worker-started",
+    "worker-ready",
+    "worker-exited",
+    "worker-restarting",
+    "worker-stopped",
+    "worker-finished",
+    "worker-failed",
+    "worker-deleted",
+    "supervisor-gave-up",
+    "config-adopted",
+    "name-owner-changed",
+    "events-lost",
+];
 
 /// One event as `GET /v1/events` and `herd events --json` show it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -139,10 +159,14 @@ impl EventLog {
         self.newest.subscribe()
     }
 
-    /// Records a membership event about `member`.
+    /// Records a membership event about `member`, with its address and tags.
     pub(crate) fn member(&self, event: &'static str, member: &Member, extra: Option<Value>) {
-        let mut fields =
-            serde_json::json!({ "member": member.id(), "addr": member.addr().to_string() });
+        let tags = serde_json::to_value(member.tags()).unwrap_or_default();
+        let mut fields = serde_json::json!({
+            "member": member.id(),
+            "addr": member.addr().to_string(),
+            "tags": tags,
+        });
         if let (Some(Value::Object(extra)), Value::Object(map)) = (extra, &mut fields) {
             map.extend(extra);
         }

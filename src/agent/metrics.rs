@@ -43,7 +43,8 @@
 //! | `herd_rpc_rejected_total` | counter: connections, requests and frames the messaging layer refused | `reason`: the handshake's (closed, malformed, no_common_key, bad_proof, plaintext, timeout, forged_frame), over_cap, read_timeout, system_busy, overloaded, oversized_reply, not_member (a call or cast from a node outside this node's view), expired (a call whose deadline had passed) |
 //! | `herd_api_rejected_total` | counter | `reason`: unauthorized, host, origin, content_type, too_large |
 //!
-//! The workers' output counters and `herd_log_dropped_total` are listed in `metrics/output.rs`.
+//! The workers' output counters and `herd_log_dropped_total` are listed in `metrics/output.rs`,
+//! the event handlers' in `handlers.rs`.
 
 mod output;
 
@@ -145,6 +146,7 @@ impl Metrics {
         sup: Supervisor,
         config: watch::Receiver<Option<Arc<VersionedConfig>>>,
         log: Option<crate::agent::LogWriter>,
+        handlers: crate::agent::handlers::HandlerMetrics,
     ) -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("herd");
         let joins = Counter::default();
@@ -251,6 +253,7 @@ impl Metrics {
             node: node.clone(),
             config,
         }));
+        registry.register_collector(Box::new(handlers));
         registry.register_collector(Box::new(output::OutputMetrics {
             sup: sup.clone(),
             log,
@@ -649,7 +652,13 @@ mod tests {
             .unwrap();
         let sup = Supervisor::builder().start();
         let (config_tx, config) = watch::channel(None);
-        let metrics = Metrics::new(node.clone(), sup.clone(), config, None);
+        let metrics = Metrics::new(
+            node.clone(),
+            sup.clone(),
+            config,
+            None,
+            crate::agent::handlers::Handlers::default().collector(),
+        );
         (node, sup, metrics, config_tx)
     }
 

@@ -83,6 +83,8 @@ pub struct AgentSettings {
     /// The writer the agent's own log goes through, if the binary set one up; its dropped
     /// lines are `herd_log_dropped_total` (absent without one).
     pub log_writer: Option<super::LogWriter>,
+    /// Programs run for this agent's events ([`super::handlers`]).
+    pub handlers: Vec<crate::config::HandlerConfig>,
 }
 
 impl AgentSettings {
@@ -111,6 +113,7 @@ impl AgentSettings {
             on_give_up: OnGiveUp::Stay,
             expected_nodes: None,
             log_writer: None,
+            handlers: Vec::new(),
         }
     }
 }

@@ -29,6 +29,10 @@
 //!
 //! [tags]
 //! group = "media,gpu"
+//!
+//! [[handler]]                # run for each matching event; see HandlerConfig
+//! events = ["member-failed"]
+//! command = "/usr/local/bin/page-oncall"
 //! ```
 
 use std::collections::BTreeMap;
@@ -38,6 +42,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::error::{ConfigError, Scope};
+use super::handler::{read_handlers, HandlerConfig};
 use super::signature::PublicKey;
 use super::toml_read::{Source, Table};
 
@@ -62,6 +67,7 @@ const KEYS: &[&str] = &[
     "on_give_up",
     "log_level",
     "expected_nodes",
+    "handler",
 ];
 
 /// The contents of an agent file; `None` or empty where the file says nothing.
@@ -111,6 +117,8 @@ pub struct AgentFile {
     /// The cluster's expected size (`--expected-nodes`): a worker with `quorum = true` runs
     /// only on a node that sees a majority of it.
     pub expected_nodes: Option<u32>,
+    /// Programs run for the agent's events (`[[handler]]`, see [`HandlerConfig`]).
+    pub handlers: Vec<HandlerConfig>,
 }
 
 /// What an agent does when its supervisor gives up (restarts over `max_restarts` in `period`).
@@ -187,6 +195,7 @@ impl AgentFile {
             },
             log_level: t.string("log_level")?,
             expected_nodes: t.u32("expected_nodes")?,
+            handlers: read_handlers(src, &t)?,
         };
         if file.expected_nodes == Some(0) {
             return Err(t.invalid("expected_nodes", "must be at least 1"));
@@ -339,7 +348,7 @@ zone = "eu-1"
             "herd.toml:2:1: unknown field \"data-dir\"; expected one of node_id, listen, \
              advertise, seeds, cluster_id, tags, data_dir, api, config_signers, api_token_file, api_hosts, \
              encrypt_key_file, encrypt_verify_incoming, allow_plaintext, log_dir, max_restarts, \
-             period, on_give_up, log_level, expected_nodes"
+             period, on_give_up, log_level, expected_nodes, handler"
         );
     }
 

@@ -48,6 +48,7 @@ const WORKER_KEYS: &[&str] = &[
     "ready_timeout",
     "placement",
     "quorum",
+    "events",
 ];
 const PLACEMENT_KEYS: &[&str] = &["instances"];
 /// Most instances a worker may be placed on.
@@ -121,6 +122,10 @@ pub struct WorkerConfig {
     /// agents' `expected_nodes` (see [`crate::names`]).
     #[serde(default)]
     pub quorum: bool,
+    /// With `protocol = "jsonl"`: the worker gets each event of its agent
+    /// ([`crate::agent::events`]) on stdin as the line `{"event": {...}}`.
+    #[serde(default)]
+    pub events: bool,
 }
 
 /// A worker's `placement`: which of the nodes of its group run it. The nodes are chosen by
@@ -324,7 +329,7 @@ pub fn is_valid_name(name: &str) -> bool {
     name_problem(name).is_none()
 }
 
-fn name_problem(name: &str) -> Option<String> {
+pub(super) fn name_problem(name: &str) -> Option<String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if name.is_empty() {
         Some("must not be empty".into())
@@ -351,15 +356,8 @@ fn no_nul(table: &Table<'_, '_>, field: &str, value: &str) -> Result<(), ConfigE
     Ok(())
 }
 
-/// Reads one `[[worker]]` table, naming it in errors once its name is known.
-fn read_worker(t: &mut Table<'_, '_>) -> Result<WorkerConfig, ConfigError> {
-    let name = t.required_string("name")?;
-    if let Some(problem) = name_problem(&name) {
-        return Err(t.invalid("name", problem));
-    }
-    t.set_scope(Scope::Worker(name.clone()));
-    t.deny_unknown(WORKER_KEYS)?;
-
+/// Reads `command` (required, not blank) and `args`, neither holding a NUL.
+pub(super) fn read_argv(t: &Table<'_, '_>) -> Result<(String, Vec<String>), ConfigError> {
     let command = t.required_string("command")?;
     if command.trim().is_empty() {
         return Err(t.invalid("command", "must not be empty"));
@@ -369,6 +367,19 @@ fn read_worker(t: &mut Table<'_, '_>) -> Result<WorkerConfig, ConfigError> {
     for arg in &args {
         no_nul(t, "args", arg)?;
     }
+    Ok((command, args))
+}
+
+/// Reads one `[[worker]]` table, naming it in errors once its name is known.
+fn read_worker(t: &mut Table<'_, '_>) -> Result<WorkerConfig, ConfigError> {
+    let name = t.required_string("name")?;
+    if let Some(problem) = name_problem(&name) {
+        return Err(t.invalid("name", problem));
+    }
+    t.set_scope(Scope::Worker(name.clone()));
+    t.deny_unknown(WORKER_KEYS)?;
+
+    let (command, args) = read_argv(t)?;
     let group = t.string("group")?;
     if let Some(problem) = group.as_deref().and_then(name_problem) {
         return Err(t.invalid("group", problem));
@@ -424,9 +435,14 @@ fn read_worker(t: &mut Table<'_, '_>) -> Result<WorkerConfig, ConfigError> {
     if quorum && placement != Placement::One {
         return Err(t.invalid("quorum", r#"needs placement = "one""#));
     }
+    let events = t.bool("events")?.unwrap_or(false);
+    if events && protocol != Some(Protocol::Jsonl) {
+        return Err(t.invalid("events", r#"needs protocol = "jsonl""#));
+    }
     Ok(WorkerConfig {
         placement,
         quorum,
+        events,
         log,
         name,
         command,

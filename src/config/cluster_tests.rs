@@ -107,7 +107,7 @@ fn an_unknown_key_is_rejected_with_its_line_and_column() {
         error(text),
         "cluster.toml:7:1: worker \"thumbnailer\": unknown field \"comand\"; expected one of \
          name, command, args, group, restart, max_restarts, period, shutdown_timeout, protocol, \
-         env, cwd, user, log, ready, ready_timeout, placement, quorum"
+         env, cwd, user, log, ready, ready_timeout, placement, quorum, events"
     );
 }
 
@@ -610,4 +610,17 @@ fn placement_is_each_one_or_k_instances_and_quorum_needs_one() {
     );
     let err = error(&one_worker("placement = 3\n"));
     assert!(err.contains("field \"placement\""), "{err}");
+}
+
+#[test]
+fn events_are_for_json_lines_workers_only() {
+    let base = "[[worker]]\nname = \"w\"\ncommand = \"x\"\nevents = true\n";
+    let config = ClusterConfig::parse(&format!("{base}protocol = \"jsonl\"\n"), "c.toml").unwrap();
+    assert!(config.workers[0].events);
+    assert_eq!(
+        error(base),
+        "cluster.toml:4:10: worker \"w\": field \"events\": needs protocol = \"jsonl\""
+    );
+    let plain = ClusterConfig::parse("[[worker]]\nname = \"w\"\ncommand = \"x\"\n", "c.toml");
+    assert!(!plain.unwrap().workers[0].events);
 }

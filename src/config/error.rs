@@ -17,6 +17,8 @@ pub enum Scope {
     Worker(String),
     /// The n-th `[[worker]]` (1-based), when its name is missing or invalid.
     WorkerNumber(usize),
+    /// The n-th `[[handler]]` of an agent file (1-based).
+    Handler(usize),
 }
 
 impl fmt::Display for Scope {
@@ -25,6 +27,7 @@ impl fmt::Display for Scope {
             Scope::File => f.write_str("top level"),
             Scope::Worker(name) => write!(f, "worker {name:?}"),
             Scope::WorkerNumber(n) => write!(f, "worker #{n}"),
+            Scope::Handler(n) => write!(f, "handler #{n}"),
         }
     }
 }

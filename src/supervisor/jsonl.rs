@@ -20,7 +20,7 @@
 //! worker only; for other workers they are output like any line.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,12 +43,43 @@ struct Calls {
     ended: Option<Option<Exit>>,
 }
 
+/// Notifications ([`Channel::notify`]) queued for one process at most; more are dropped.
+pub const NOTIFY_QUEUE: usize = 256;
+
+/// A line queued for the worker's stdin.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    line: String,
+    /// A notification (counted against [`NOTIFY_QUEUE`]) rather than a call.
+    note: bool,
+}
+
+/// The receiving end of a channel's lines, drained by [`write_requests`].
+#[derive(Debug)]
+pub(crate) struct Requests {
+    rx: mpsc::UnboundedReceiver<Queued>,
+    notes: Arc<AtomicUsize>,
+}
+
+impl Requests {
+    /// The next queued line; `None` once the channel is dropped.
+    pub(crate) async fn recv(&mut self) -> Option<String> {
+        let queued = self.rx.recv().await?;
+        if queued.note {
+            self.notes.fetch_sub(1, Ordering::Relaxed);
+        }
+        Some(queued.line)
+    }
+}
+
 /// The call channel to one process of a worker.
 pub(crate) struct Channel {
     worker: Arc<str>,
     next_id: AtomicU64,
     calls: Mutex<Calls>,
-    requests: mpsc::UnboundedSender<String>,
+    requests: mpsc::UnboundedSender<Queued>,
+    /// Notifications queued and not yet taken by the writer.
+    notes: Arc<AtomicUsize>,
     ready: Mutex<ReadyLine>,
 }
 
@@ -66,16 +97,36 @@ enum ReadyLine {
 
 impl Channel {
     /// A channel and the receiving end its writer task drains.
-    pub(crate) fn new(worker: Arc<str>) -> (Arc<Self>, mpsc::UnboundedReceiver<String>) {
+    pub(crate) fn new(worker: Arc<str>) -> (Arc<Self>, Requests) {
         let (requests, rx) = mpsc::unbounded_channel();
+        let notes = Arc::new(AtomicUsize::new(0));
         let ch = Channel {
             worker,
             next_id: AtomicU64::new(1),
             calls: Mutex::new(Calls::default()),
             requests,
+            notes: notes.clone(),
             ready: Mutex::new(ReadyLine::NotExpected),
         };
-        (Arc::new(ch), rx)
+        (Arc::new(ch), Requests { rx, notes })
+    }
+
+    /// Queues `message` as one line with no id (a notification: no reply is expected).
+    /// Returns false, queuing nothing, when [`NOTIFY_QUEUE`] notifications already wait for
+    /// the worker's stdin, or the process has ended.
+    pub(crate) fn notify(&self, message: &Value) -> bool {
+        if self.notes.fetch_add(1, Ordering::Relaxed) >= NOTIFY_QUEUE {
+            self.notes.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        let mut line = message.to_string();
+        line.push('\n');
+        let queued = Queued { line, note: true };
+        if self.requests.send(queued).is_err() {
+            self.notes.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     fn calls(&self) -> std::sync::MutexGuard<'_, Calls> {
@@ -111,7 +162,7 @@ impl Channel {
         let mut line =
             serde_json::json!({"id": id, "method": method, "params": params}).to_string();
         line.push('\n');
-        if self.requests.send(line).is_err() {
+        if self.requests.send(Queued { line, note: false }).is_err() {
             let exit = self.calls().ended.flatten();
             return Err(self.died(method, exit));
         }
@@ -229,7 +280,7 @@ impl Drop for Forget<'_> {
 /// channel is dropped, or `cancel`.
 pub(crate) async fn write_requests(
     mut stdin: ChildStdin,
-    mut requests: mpsc::UnboundedReceiver<String>,
+    mut requests: Requests,
     cancel: CancellationToken,
 ) {
     loop {
@@ -339,5 +390,20 @@ mod tests {
         let r = ch.call("x", Value::Null, Duration::from_millis(10)).await;
         assert!(matches!(r, Err(Error::CallTimeout { .. })));
         assert_eq!(ch.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn notifications_are_bounded_and_a_taken_one_makes_room() {
+        let (ch, mut rx) = Channel::new("w".into());
+        let note = serde_json::json!({"event": {"seq": 1}});
+        for _ in 0..NOTIFY_QUEUE {
+            assert!(ch.notify(&note));
+        }
+        assert!(!ch.notify(&note), "a full queue drops the notification");
+        assert_eq!(rx.recv().await.unwrap(), "{\"event\":{\"seq\":1}}\n");
+        assert!(ch.notify(&note));
+        let (ch, rx) = Channel::new("w".into());
+        drop(rx);
+        assert!(!ch.notify(&note), "nobody writes once the writer is gone");
     }
 }

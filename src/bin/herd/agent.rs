@@ -220,6 +220,7 @@ fn settings(
         .expected_nodes
         .or(file.expected_nodes)
         .map(|n| n as usize);
+    settings.handlers = file.handlers;
     Ok(settings)
 }
 
