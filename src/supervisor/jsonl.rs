@@ -43,7 +43,7 @@ struct Calls {
     ended: Option<Option<Exit>>,
 }
 
-/// Notifications ([`Channel::notify`]) queued for one process at most; more are dropped.
+/// Notifications ([`Supervisor::notify`](crate::supervisor::Supervisor::notify)) queued for one process at most; more are dropped.
 pub const NOTIFY_QUEUE: usize = 256;
 
 /// A line queued for the worker's stdin.
