@@ -23,6 +23,9 @@ WORKDIR /srv/app
 VOLUME /var/lib/herd
 USER herd:herd
 EXPOSE 7946/udp 7947/tcp
+# GET /v1/health (no token needed): unhealthy when gossip is down, the supervisor gave up, or the
+# config has lagged a member's for over a minute.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s CMD ["herd", "health"]
 ENTRYPOINT ["tini", "--", "herd"]
 # Gossip off loopback needs the cluster key (`herd keygen`), mounted as the secret gossip_key; an
 # API off loopback needs a token: created in the data dir on first start; the CLI in the

@@ -18,6 +18,7 @@ mod core;
 mod error;
 pub mod events;
 pub mod handlers;
+pub mod health;
 pub(crate) mod intent;
 pub(crate) mod keys;
 mod log_writer;
@@ -97,6 +98,10 @@ struct Inner {
     gave_up: watch::Receiver<Option<String>>,
     /// What happened on and around this node (`events.rs`).
     events: Arc<events::EventLog>,
+    /// Since when a live member has held a newer config than this node (`health.rs`).
+    lag: health::LagCell,
+    /// How long that may last before this node is unhealthy.
+    health_config_lag: Duration,
 }
 
 /// The API's token, from `settings.api_token_file` (created when missing); refuses a
@@ -331,6 +336,13 @@ impl Agent {
                 .clone()
                 .record_workers(worker_events, api_cancel.clone()),
         );
+        let lag = health::LagCell::default();
+        tracker.spawn(health::watch_lag(
+            node.clone(),
+            current.clone(),
+            lag.clone(),
+            api_cancel.clone(),
+        ));
         handlers.spawn(
             &events,
             &settings.node_id,
@@ -353,6 +365,8 @@ impl Agent {
                 tracker: tracker.clone(),
                 followers: logs::followers(),
                 events: events.clone(),
+                lag,
+                health_config_lag: settings.health_config_lag,
             }),
         };
         let access = crate::api::Access {

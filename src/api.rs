@@ -3,7 +3,7 @@
 //! | method and path | what it does |
 //! |---|---|
 //! | `GET /` | the live dashboard page (see `dashboard`) |
-//! | `GET /v1/health` | `{"status":"ok", node, members, config_version}`; 503 with `"status":"gossip_down"` and a `reason` once gossip stopped |
+//! | `GET /v1/health` | `{"status":"ok", node, members, config_version}`; 503 with `status` `gossip_down`, `supervisor_gave_up` or `config_behind`, its `reason`, and every one in `problems` ([`crate::agent::health`]) |
 //! | `GET /v1/members` | live members: id, addr, generation, tags, and the config each holds (`config_version`, `config_checksum`, from its gossiped head; absent while it holds none) |
 //! | `GET /v1/events?since=SEQ&follow=1` | this agent's events (member joined, left, failed; worker started, exited, restarting, failed; config adopted; name owners: [`crate::agent::events`]) after number SEQ as `{events, next, missed}`; `follow=1` streams them as newline-delimited JSON (`events`) |
 //! | `GET /v1/names` | every global name this node knows a claim on, sorted: `name`, `owner` (`{id, addr}`, or null while nobody holds it), `quorum`, and `waiting` (the claimant ranked first, when nobody holds it: a quorum name in its lease or without a majority here) |
@@ -103,23 +103,18 @@ pub fn router(agent: Agent, access: Access) -> Router {
 
 async fn health(State(agent): State<Agent>) -> (axum::http::StatusCode, Json<Value>) {
     let node = agent.node();
-    let body = |status: &str| {
-        json!({
-            "status": status,
-            "node": node.id(),
-            "members": node.members().len(),
-            "config_version": agent.config().map(|c| c.version).unwrap_or(0),
-        })
+    let problems = agent.health_problems();
+    let mut body = json!({
+        "status": problems.first().map_or("ok", |p| p.status),
+        "node": node.id(),
+        "members": node.members().len(),
+        "config_version": agent.config().map(|c| c.version).unwrap_or(0),
+    });
+    let Some(first) = problems.first() else {
+        return (axum::http::StatusCode::OK, Json(body));
     };
-    if node.gossip_alive() {
-        return (axum::http::StatusCode::OK, Json(body("ok")));
-    }
-    let reason = node
-        .membership_health()
-        .gossip_failure
-        .unwrap_or_else(|| "the node has stopped".into());
-    let mut body = body("gossip_down");
-    body["reason"] = Value::String(reason);
+    body["reason"] = Value::String(first.reason.clone());
+    body["problems"] = json!(problems);
     (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body))
 }
 

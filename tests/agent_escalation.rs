@@ -100,6 +100,15 @@ fn with_stay_the_agent_runs_on_and_shows_the_failed_workers() {
         "{metrics}"
     );
     assert!(a.child.try_wait().unwrap().is_none(), "the agent exited");
+    // Its health says so, for a readiness probe.
+    let (status, health) = a.request("GET", "/v1/health", None);
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["status"], "supervisor_gave_up", "{health}");
+    assert!(
+        health["reason"].as_str().unwrap().contains("gave up"),
+        "{health}"
+    );
+    assert_eq!(health["problems"][0]["status"], "supervisor_gave_up");
 }
 
 fn metrics_of(a: &AgentProc) -> String {

@@ -128,6 +128,12 @@ fn the_image_runs_as_a_non_root_user_owning_its_data_dir() {
     assert!(lines
         .iter()
         .any(|l| l.starts_with("CMD") && l.contains(r#""--data-dir", "/var/lib/herd""#)));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("HEALTHCHECK") && l.ends_with(r#"CMD ["herd", "health"]"#)),
+        "the image checks its health with herd health"
+    );
 }
 
 #[test]
@@ -160,6 +166,7 @@ fn compose_and_kubernetes_pass_a_data_dir_on_their_volume_and_run_as_herd() {
         "allowPrivilegeEscalation: false",
         "--data-dir=/var/lib/herd/data",
         "{ name: data, mountPath: /var/lib/herd }",
+        r#"exec: { command: ["herd", "health"] }"#,
     ] {
         assert!(k8s.contains(needle), "deploy/k8s/herd.yaml has {needle}");
     }

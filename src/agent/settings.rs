@@ -83,6 +83,9 @@ pub struct AgentSettings {
     /// The writer the agent's own log goes through, if the binary set one up; its dropped
     /// lines are `herd_log_dropped_total` (absent without one).
     pub log_writer: Option<super::LogWriter>,
+    /// How long a live member may hold a newer config than this node's before
+    /// `GET /v1/health` reports this node unhealthy ([`super::health`]).
+    pub health_config_lag: Duration,
     /// Programs run for this agent's events ([`super::handlers`]).
     pub handlers: Vec<crate::config::HandlerConfig>,
 }
@@ -114,6 +117,7 @@ impl AgentSettings {
             expected_nodes: None,
             log_writer: None,
             handlers: Vec::new(),
+            health_config_lag: super::health::DEFAULT_HEALTH_CONFIG_LAG,
         }
     }
 }

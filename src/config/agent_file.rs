@@ -26,6 +26,7 @@
 //! on_give_up = "stay"     # or "exit": leave gracefully, exit 75 for systemd/Kubernetes
 //! log_level = "info"      # like HERD_LOG; applied again at SIGHUP
 //! expected_nodes = 5      # the cluster's size, for quorum = true singletons
+//! health_config_lag = "1m"  # /v1/health is 503 once a member's newer config waits this long
 //!
 //! [tags]
 //! group = "media,gpu"
@@ -67,6 +68,7 @@ const KEYS: &[&str] = &[
     "on_give_up",
     "log_level",
     "expected_nodes",
+    "health_config_lag",
     "handler",
 ];
 
@@ -117,6 +119,10 @@ pub struct AgentFile {
     /// The cluster's expected size (`--expected-nodes`): a worker with `quorum = true` runs
     /// only on a node that sees a majority of it.
     pub expected_nodes: Option<u32>,
+    /// How long a live member may hold a newer config than this node's before the node's
+    /// health is 503 (`--health-config-lag`), like "1m".
+    #[serde(with = "humantime_serde_opt")]
+    pub health_config_lag: Option<std::time::Duration>,
     /// Programs run for the agent's events (`[[handler]]`, see [`HandlerConfig`]).
     pub handlers: Vec<HandlerConfig>,
 }
@@ -195,10 +201,14 @@ impl AgentFile {
             },
             log_level: t.string("log_level")?,
             expected_nodes: t.u32("expected_nodes")?,
+            health_config_lag: t.duration("health_config_lag")?,
             handlers: read_handlers(src, &t)?,
         };
         if file.expected_nodes == Some(0) {
             return Err(t.invalid("expected_nodes", "must be at least 1"));
+        }
+        if file.health_config_lag.is_some_and(|p| p.is_zero()) {
+            return Err(t.invalid("health_config_lag", "must be longer than zero"));
         }
         if file.period.is_some_and(|p| p.is_zero()) {
             return Err(t.invalid("period", "must be longer than zero"));
@@ -348,7 +358,7 @@ zone = "eu-1"
             "herd.toml:2:1: unknown field \"data-dir\"; expected one of node_id, listen, \
              advertise, seeds, cluster_id, tags, data_dir, api, config_signers, api_token_file, api_hosts, \
              encrypt_key_file, encrypt_verify_incoming, allow_plaintext, log_dir, max_restarts, \
-             period, on_give_up, log_level, expected_nodes, handler"
+             period, on_give_up, log_level, expected_nodes, health_config_lag, handler"
         );
     }
 

@@ -107,6 +107,10 @@ pub struct Args {
     /// a majority of it [default: none; such workers do not run].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     expected_nodes: Option<u32>,
+    /// How long a live member may hold a newer cluster config than this node's (one this node
+    /// refused, or cannot read) before GET /v1/health answers 503 [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    health_config_lag: Option<Duration>,
 }
 
 fn parse_tag(tag: &str) -> Result<(String, String), String> {
@@ -220,6 +224,13 @@ fn settings(
         .expected_nodes
         .or(file.expected_nodes)
         .map(|n| n as usize);
+    if let Some(lag) = args.health_config_lag.or(file.health_config_lag) {
+        anyhow::ensure!(
+            !lag.is_zero(),
+            "--health-config-lag must be longer than zero"
+        );
+        settings.health_config_lag = lag;
+    }
     settings.handlers = file.handlers;
     Ok(settings)
 }

@@ -84,6 +84,27 @@ impl Client {
         self.finish(path, self.authorize(self.http.get(&self.url(path))).call())
     }
 
+    /// A GET whose JSON answer is wanted whatever its status (a 503 health report, say); the
+    /// status comes with it. A 401 is an error, as for [`Client::get`].
+    pub fn get_any(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        let mut response = self
+            .authorize(self.http.get(&self.url(path)))
+            .call()
+            .map_err(|err| self.unreachable(err))?;
+        let status = response.status();
+        if status == 401 {
+            return self.finish(path, Ok(response)).map(|body| (401, body));
+        }
+        let body: Value = response.body_mut().read_json().with_context(|| {
+            format!("{path}: the API answered {status} with a body that is not JSON")
+        })?;
+        Ok((status.as_u16(), body))
+    }
+
+    fn unreachable(&self, err: ureq::Error) -> anyhow::Error {
+        anyhow!("cannot reach the herd API at {}: {err} (is `herd agent` running there? set --api or HERD_API)", self.base)
+    }
+
     /// A POST without a body; it still says JSON, as the API asks of every state change.
     pub fn post(&self, path: &str) -> anyhow::Result<Value> {
         let request = self.json(self.http.post(&self.url(path)));
@@ -113,9 +134,7 @@ impl Client {
             .config()
             .timeout_global(None)
             .build();
-        let response = request.call().map_err(|err| {
-            anyhow!("cannot reach the herd API at {}: {err} (is `herd agent` running there? set --api or HERD_API)", self.base)
-        })?;
+        let response = request.call().map_err(|err| self.unreachable(err))?;
         if response.status().is_success() {
             return Ok(response.into_body());
         }
@@ -162,9 +181,7 @@ impl Client {
         path: &str,
         response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> anyhow::Result<Value> {
-        let mut response = response.map_err(|err| {
-            anyhow!("cannot reach the herd API at {}: {err} (is `herd agent` running there? set --api or HERD_API)", self.base)
-        })?;
+        let mut response = response.map_err(|err| self.unreachable(err))?;
         let status = response.status();
         if status == 401 {
             return Err(match &self.token {

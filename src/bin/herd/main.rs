@@ -28,6 +28,7 @@ mod client;
 mod config_cmd;
 mod demo;
 mod events;
+mod health;
 mod keygen;
 mod keys;
 mod logs;
@@ -88,6 +89,9 @@ enum Command {
     Config(config_cmd::Command),
     /// One screen: members, workers, config version.
     Status,
+    /// Whether the agent can do its job (exit 0) or not (exit 1, each reason printed): gossip
+    /// down, its supervisor gave up, its config behind a member's. For readiness probes.
+    Health,
     /// Print a new gossip encryption key, or make a config signing key pair (--signing).
     Keygen(keygen::Args),
     /// The cluster's gossip keys on every node: list, install, use, remove (rotation).
@@ -131,6 +135,7 @@ fn main() -> ExitCode {
         Command::Events(args) => events::run(args, &api),
         Command::Config(command) => config_cmd::run(command, &api),
         Command::Status => status::run(&api),
+        Command::Health => health::run(&api),
         Command::Keygen(args) => keygen::run(args),
         Command::Keys(command) => keys::run(command, &api),
         Command::Completions { shell } => {

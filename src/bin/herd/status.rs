@@ -8,7 +8,7 @@ use crate::workers::print_workers;
 
 pub fn run(api: &ApiArgs) -> anyhow::Result<()> {
     let client = Client::new(api)?;
-    let health = client.get("/v1/health")?;
+    let (_, health) = client.get_any("/v1/health")?;
     let members = client.get("/v1/members")?;
     let workers = client.get("/v1/workers")?;
     if api.json {
@@ -28,6 +28,15 @@ pub fn run(api: &ApiArgs) -> anyhow::Result<()> {
         field(&health, "config_version"),
         workers_list.len(),
     );
+    if let Some(problems) = health["problems"].as_array() {
+        for problem in problems {
+            outln!(
+                "UNHEALTHY {}: {}",
+                field(problem, "status"),
+                field(problem, "reason")
+            );
+        }
+    }
     outln!();
     print_members(&members, "MEMBER");
     outln!();
