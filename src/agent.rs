@@ -15,6 +15,7 @@
 //! spread, stop the workers, stop the API.
 
 mod core;
+pub mod departed;
 mod error;
 pub mod events;
 pub mod handlers;
@@ -98,6 +99,8 @@ struct Inner {
     gave_up: watch::Receiver<Option<String>>,
     /// What happened on and around this node (`events.rs`).
     events: Arc<events::EventLog>,
+    /// The members this node saw go (`departed.rs`).
+    departed: Arc<departed::DepartedLog>,
     /// Since when a live member has held a newer config than this node (`health.rs`).
     lag: health::LagCell,
     /// How long that may last before this node is unhealthy.
@@ -131,6 +134,7 @@ fn api_token(settings: &AgentSettings) -> Result<Option<ApiToken>, AgentError> {
 /// from gossip state, not callbacks.
 struct AgentMember {
     events: Arc<events::EventLog>,
+    departed: Arc<departed::DepartedLog>,
 }
 
 #[async_trait]
@@ -138,15 +142,18 @@ impl ClusterMember for AgentMember {
     async fn on_join(&mut self, cx: &Context, members: &[Member]) {
         info!(node = %cx.node_id(), members = members.len(), "joined the cluster");
         for member in members.iter().filter(|m| m.id() != cx.node_id()) {
+            self.departed.joined(member);
             self.events.member("member-join", member, None);
         }
     }
     async fn on_node_joined(&mut self, cx: &Context, member: &Member) {
         info!(node = %cx.node_id(), member = %member.id(), addr = %member.addr(), "member joined");
+        self.departed.joined(member);
         self.events.member("member-join", member, None);
     }
     async fn on_node_left(&mut self, cx: &Context, member: &Member, reason: LeaveReason) {
         info!(node = %cx.node_id(), member = %member.id(), %reason, "member left");
+        self.departed.left(member, reason);
         let event = match reason {
             LeaveReason::Failed => "member-failed",
             _ => "member-leave",
@@ -255,9 +262,11 @@ impl Agent {
         }
         let started = tokio::time::Instant::now();
         let events = events::EventLog::new(&settings.node_id);
+        let departed = Arc::new(departed::DepartedLog::default());
         let node = builder
             .start(AgentMember {
                 events: events.clone(),
+                departed: departed.clone(),
             })
             .await?;
         let gate = view::SyncGate::new(node.clone(), started);
@@ -366,6 +375,7 @@ impl Agent {
                 followers: logs::followers(),
                 events: events.clone(),
                 lag,
+                departed,
                 health_config_lag: settings.health_config_lag,
             }),
         };
@@ -393,6 +403,12 @@ impl Agent {
             None => info!(url = %format!("http://{api_addr}/"), "dashboard"),
         }
         Ok(agent)
+    }
+
+    /// The members this node saw fail or leave and has not forgotten, most recent first
+    /// ([`departed`]).
+    pub fn departed(&self) -> Vec<departed::Departed> {
+        self.inner.departed.list()
     }
 
     /// The agent's event log: what happened on and around this node.

@@ -118,7 +118,12 @@ async fn health(State(agent): State<Agent>) -> (axum::http::StatusCode, Json<Val
     (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body))
 }
 
-async fn members(State(agent): State<Agent>) -> Json<Value> {
+async fn members(
+    State(agent): State<Agent>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    query(&params, &["all"])?;
+    let all = logs::flag(&params, "all")?;
     let heads = agent.config_heads().await;
     let members: Vec<Value> = agent
         .node()
@@ -139,7 +144,15 @@ async fn members(State(agent): State<Agent>) -> Json<Value> {
             member
         })
         .collect();
-    Json(Value::Array(members))
+    let mut members = members;
+    if all {
+        for gone in agent.departed() {
+            if !members.iter().any(|m| m["id"] == gone.id.as_str()) {
+                members.push(json!(gone));
+            }
+        }
+    }
+    Ok(Json(Value::Array(members)))
 }
 
 async fn names(State(agent): State<Agent>) -> Json<Value> {

@@ -63,8 +63,9 @@ enum Command {
     Agent(Box<agent::Args>),
     /// Start a small cluster inside this process and show members joining, leaving and failing.
     Demo(demo::Args),
-    /// List the live members.
-    Members,
+    /// List the live members and the config version each holds; --all adds those that failed
+    /// or left, with when.
+    Members(members::Args),
     /// List the global names and who holds each.
     Names,
     /// List the workers of every node.
@@ -123,7 +124,7 @@ fn main() -> ExitCode {
             set_log_filter,
         )),
         Command::Demo(args) => block_on(demo::run(args)),
-        Command::Members => members::run(&api),
+        Command::Members(args) => members::run(args, &api),
         Command::Names => names::run(&api),
         Command::Workers(args) => workers::run(args, &api),
         Command::Start(args) => action::run("start", args, &api),

@@ -1,11 +1,25 @@
-//! `herd members`: the live members, as the agent at `--api` sees them.
+//! `herd members [--all]`: the live members, as the agent at `--api` sees them, each with the
+//! config version it holds; with `--all`, also the members it saw fail or leave, with when.
 
 use serde_json::Value;
 
 use crate::client::{field, print_json, print_table, ApiArgs, Client};
 
-pub fn run(api: &ApiArgs) -> anyhow::Result<()> {
-    let members = Client::new(api)?.get("/v1/members")?;
+/// Options of `herd members`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Also list the members that failed or left (forgotten an hour after they went), with
+    /// when and why.
+    #[arg(long)]
+    all: bool,
+}
+
+pub fn run(args: Args, api: &ApiArgs) -> anyhow::Result<()> {
+    let path = match args.all {
+        true => "/v1/members?all=true",
+        false => "/v1/members",
+    };
+    let members = Client::new(api)?.get(path)?;
     if api.json {
         print_json(&members);
         return Ok(());
@@ -14,23 +28,49 @@ pub fn run(api: &ApiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints members as a table whose first column is headed `first`.
+/// Prints members as a table whose first column is headed `first`: a live member's config
+/// version is marked `(behind)` when another live member holds a newer one; a departed member's
+/// status says how long ago it went.
 pub fn print_members(members: &Value, first: &str) {
-    let rows: Vec<Vec<String>> = members
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    let list = members.as_array().map(Vec::as_slice).unwrap_or_default();
+    let newest = list
+        .iter()
+        .filter_map(|m| m.get("config_version").and_then(Value::as_u64))
+        .max();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let rows: Vec<Vec<String>> = list
         .iter()
         .map(|m| {
-            vec![
-                field(m, "id"),
-                field(m, "addr"),
-                field(m, "status"),
-                tags(m),
-            ]
+            let status = match m.get("since_ms").and_then(Value::as_u64) {
+                Some(since) => format!(
+                    "{} {} ago",
+                    field(m, "status"),
+                    ago(now_ms.saturating_sub(since))
+                ),
+                None => field(m, "status"),
+            };
+            let config = match m.get("config_version").and_then(Value::as_u64) {
+                Some(v) if Some(v) < newest => format!("{v} (behind)"),
+                Some(v) => v.to_string(),
+                None if m.get("since_ms").is_some() => String::new(),
+                None => "none".to_string(),
+            };
+            vec![field(m, "id"), field(m, "addr"), status, config, tags(m)]
         })
         .collect();
-    print_table(&[first, "ADDRESS", "STATUS", "TAGS"], &rows);
+    print_table(&[first, "ADDRESS", "STATUS", "CONFIG", "TAGS"], &rows);
+}
+
+/// A duration in ms, shortly: `42s`, `5m`, `2h`.
+fn ago(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        _ => format!("{}h", s / 3600),
+    }
 }
 
 fn tags(member: &Value) -> String {
