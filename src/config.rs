@@ -11,6 +11,7 @@
 //!   a corrupt file is set aside, never lost; the dir is private (0700, files 0600).
 //! - [`AgentFile`] (agent_file.rs): the settings of one `herd agent`; its `[[handler]]`
 //!   tables are [`HandlerConfig`]s (handler.rs).
+//! - [`diff`] (diff.rs): what pushing a config would start, stop or replace on which nodes.
 //! - [`ConfigError`] (error.rs): why a text was rejected, with its line and column.
 //!
 //! Everything here is pure parsing and validation, except the store and
@@ -51,6 +52,7 @@
 
 mod agent_file;
 mod cluster;
+mod diff;
 mod error;
 mod handler;
 pub mod signature;
@@ -65,6 +67,7 @@ pub use cluster::{
     MAX_NAME_LEN,
 };
 pub use cluster::{parse_size, LogConfig, MAX_LOG_KEEP};
+pub use diff::{diff, Change, ChangeKind};
 pub use error::{ConfigError, Scope};
 pub use handler::{HandlerConfig, HandlerFormat, DEFAULT_HANDLER_TIMEOUT, MAX_HANDLERS};
 pub use signature::{ConfigSignature, PublicKey, Refusal, SecretKey, Signers};

@@ -1,5 +1,5 @@
-//! `herd config push FILE [--sign KEYFILE] [--wait [--timeout 30s]]` and `herd config show`.
-//! `--wait` is in `config_wait.rs`.
+//! `herd config push FILE [--sign KEYFILE] [--wait [--timeout 30s]]`, `herd config show` and
+//! `herd config diff FILE`. `--wait` is in `config_wait.rs`, `diff` in `config_diff.rs`.
 //!
 //! A signed push chooses its version: it reads the version the agent holds (or takes
 //! `--base-version`), signs the next one for `--cluster-id`, and pushes with that base version,
@@ -18,6 +18,9 @@ use crate::client::{field, print_json, ApiArgs, Client};
 
 #[path = "config_wait.rs"]
 mod config_wait;
+
+#[path = "config_diff.rs"]
+mod config_diff;
 
 /// `herd config` verbs.
 #[derive(clap::Subcommand)]
@@ -45,6 +48,12 @@ pub enum Command {
     },
     /// Print the cluster config the agent holds.
     Show,
+    /// Show what pushing FILE would start (+), replace (~) or stop (-) on which nodes, without
+    /// pushing it.
+    Diff {
+        /// The cluster config (TOML).
+        file: PathBuf,
+    },
 }
 
 /// Reads a secret key file (at most 4 KB); errors name the file.
@@ -125,6 +134,7 @@ pub fn run(command: Command, api: &ApiArgs) -> anyhow::Result<()> {
                 print_json(&answer);
             }
         }
+        Command::Diff { file } => config_diff::run(&client, &file, api)?,
         Command::Show => {
             let config = client.get("/v1/config")?;
             if api.json {
