@@ -473,6 +473,29 @@ impl Agent {
             .collect()
     }
 
+    /// How far each live node's workers are with the config it holds, by node id: that
+    /// config and `running`, `starting` or `failed` (see [`crate::agent::status`]). A node
+    /// that holds none, or whose agent does not say, is absent.
+    pub async fn config_applied(&self) -> BTreeMap<String, (crate::config::ConfigId, String)> {
+        let nodes = self
+            .inner
+            .node
+            .keys_with_prefix(crate::membership::keys::APPLIED, false)
+            .await;
+        nodes
+            .iter()
+            .filter_map(|node| {
+                let text = node.keys.get(crate::membership::keys::APPLIED)?;
+                let mut parts = text.splitn(3, ':');
+                let id = crate::config::ConfigId {
+                    version: parts.next()?.parse().ok()?,
+                    checksum: parts.next()?.parse().ok()?,
+                };
+                Some((node.id.clone(), (id, parts.next()?.to_string())))
+            })
+            .collect()
+    }
+
     /// Validates `toml` and makes it the cluster config, with a version above any seen. With
     /// `base_version`, refuses if the cluster has moved past it. Waits first until this node's
     /// view of the cluster is fresh ([`view`]: at most [`view::CATCH_UP_LIMIT`] after the

@@ -125,6 +125,7 @@ async fn members(
     query(&params, &["all"])?;
     let all = logs::flag(&params, "all")?;
     let heads = agent.config_heads().await;
+    let applied = agent.config_applied().await;
     let members: Vec<Value> = agent
         .node()
         .members()
@@ -140,6 +141,15 @@ async fn members(
             if let Some(head) = heads.get(m.id()) {
                 member["config_version"] = json!(head.version);
                 member["config_checksum"] = json!(head.checksum);
+                // Its workers' state for another config: it has not reconciled to this one yet.
+                if let Some((id, state)) = applied.get(m.id()) {
+                    let state = if id == head {
+                        state.as_str()
+                    } else {
+                        "starting"
+                    };
+                    member["config_workers"] = json!(state);
+                }
             }
             member
         })

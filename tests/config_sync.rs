@@ -202,7 +202,7 @@ fn a_push_that_loses_a_tie_is_reported_and_its_wait_names_the_winner() {
         "{stderr}"
     );
 
-    // A push every node takes: --wait succeeds once all four hold it.
+    // A push every node takes: --wait succeeds once all four hold it and run its workers.
     let last = write(tmp.path(), "last.toml", &sleeper("s", 500));
     let (ok, stdout, stderr) = run(a.cli_command(&[
         "config",
@@ -216,7 +216,7 @@ fn a_push_that_loses_a_tie_is_reported_and_its_wait_names_the_winner() {
     ]));
     assert!(ok, "{stdout}{stderr}");
     assert!(
-        stdout.contains("version 4 is held by every node (4)"),
+        stdout.contains("version 4 runs on every node (4)"),
         "{stdout}"
     );
     assert_eq!(d.config_id(), (4, checksum(&sleeper("s", 500))));

@@ -641,10 +641,16 @@ impl Core {
         workers.extend(held);
         workers.sort_by(|a, b| a.name.cmp(&b.name));
         let value = status::encode(&workers);
-        let _ = self
-            .node
-            .publish(vec![(keys::WORKERS.to_string(), value)], Vec::new())
-            .await;
+        let mut publish = vec![(keys::WORKERS.to_string(), value)];
+        if let Some(config) = self.config() {
+            let id = config.id();
+            let state = status::applied(&desired, &workers);
+            publish.push((
+                keys::APPLIED.to_string(),
+                format!("{}:{}:{state}", id.version, id.checksum),
+            ));
+        }
+        let _ = self.node.publish(publish, Vec::new()).await;
     }
 }
 

@@ -141,6 +141,32 @@ pub(crate) fn cluster_workers(nodes: &[NodeKeys]) -> Vec<WorkerInfo> {
     all
 }
 
+/// How far `workers` (this node's, as published) are with `desired` (what this node's config
+/// asks of it): `running` when every desired worker is running, ended by its restart type
+/// (`exited`) or kept stopped by an operator, and no other worker is still about; `failed` when
+/// a desired worker failed (or could not start); `starting` otherwise.
+pub(crate) fn applied(
+    desired: &std::collections::BTreeMap<String, crate::supervisor::WorkerSpec>,
+    workers: &[WorkerInfo],
+) -> &'static str {
+    let mut state = "running";
+    for name in desired.keys() {
+        match workers.iter().find(|w| &w.name == name) {
+            Some(w) if w.state == "failed" => return "failed",
+            Some(w) if w.state == "running" || w.state == "exited" => {}
+            Some(w) if w.intent.is_some() => {}
+            _ => state = "starting",
+        }
+    }
+    let extra = workers
+        .iter()
+        .any(|w| !desired.contains_key(&w.name) && w.state != "stopped");
+    match extra {
+        true => "starting",
+        false => state,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +190,42 @@ mod tests {
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].node, "b");
         assert_eq!(all[0].state, "failed");
+    }
+
+    #[test]
+    fn applied_is_running_only_when_every_wanted_worker_runs_or_rests() {
+        use crate::supervisor::WorkerSpec;
+        let desired: std::collections::BTreeMap<String, WorkerSpec> = ["a", "b"]
+            .iter()
+            .map(|n| (n.to_string(), WorkerSpec::new(*n, "sleep")))
+            .collect();
+        let info = |name: &str, state: &str| WorkerInfo {
+            name: name.into(),
+            state: state.into(),
+            ..WorkerInfo::not_started(name, "x")
+        };
+        let running = [info("a", "running"), info("b", "exited")];
+        assert_eq!(applied(&desired, &running), "running");
+        assert_eq!(applied(&desired, &[info("a", "running")]), "starting");
+        assert_eq!(
+            applied(&desired, &[info("a", "running"), info("b", "starting")]),
+            "starting"
+        );
+        assert_eq!(
+            applied(&desired, &[info("a", "failed"), info("b", "running")]),
+            "failed"
+        );
+        let mut stopped = info("b", "stopped");
+        stopped.intent = Some("stopped".into());
+        assert_eq!(
+            applied(&desired, &[info("a", "running"), stopped]),
+            "running"
+        );
+        let leftover = [
+            info("a", "running"),
+            info("b", "running"),
+            info("old", "stopping"),
+        ];
+        assert_eq!(applied(&desired, &leftover), "starting");
     }
 }

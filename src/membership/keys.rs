@@ -37,6 +37,12 @@ pub(crate) fn config_chunk_key(version: u64, index: usize) -> String {
 /// Set in an agent's initial keys: the node runs workers, so placement counts it.
 pub(crate) const AGENT: &str = "herd.agent";
 
+/// How far a node's workers are with the config it holds: `version:checksum:state`, the state
+/// being `running` (every worker this node should run for it runs, or ended or stays stopped as
+/// its restart type or an operator says), `starting` or `failed` (one could not start, or the
+/// supervisor gave up on it). Published by its agent with its workers' status.
+pub(crate) const APPLIED: &str = "herd.applied";
+
 /// The compact status of a node's workers (JSON), published by its agent.
 pub(crate) const WORKERS: &str = "herd.workers";
 

@@ -1,12 +1,14 @@
 //! `herd config push FILE --wait [--timeout 30s]`: after the push was accepted, follows the
-//! config every live node gossips (`GET /v1/members`: `config_version`, `config_checksum`)
-//! until every live node holds the pushed one (exit 0; a member whose head has not arrived yet, or
-//! that holds no config, counts as behind), a config accepted
+//! config every live node gossips (`GET /v1/members`: `config_version`, `config_checksum`,
+//! `config_workers`) until every live node holds the pushed one and runs its workers (exit 0; a
+//! member whose head has not arrived yet, that holds no config, or whose workers are still
+//! `starting` or `failed`, counts as behind), a config accepted
 //! elsewhere without knowing it wins (exit 1, naming its version and the node it was pushed
 //! through, from `GET /v1/config` once the agent asked holds it), or the timeout passes (exit 3,
 //! partial, naming the nodes still behind). A later push built on the pushed one counts as
 //! arrived.
-//! Progress goes to stderr, one line whenever the nodes behind change.
+//! Progress goes to stderr: on a terminal a bar redrawn in place, otherwise one line whenever
+//! the nodes behind change.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,16 @@ const POLL: Duration = Duration::from_millis(100);
 pub struct Head {
     pub node: String,
     pub id: Option<ConfigId>,
+    /// Its workers with that config: `running`, `starting`, `failed`; `None` from an agent
+    /// that does not say (taken as running).
+    pub workers: Option<String>,
+}
+
+impl Head {
+    /// Whether its workers run its config.
+    fn running(&self) -> bool {
+        self.workers.as_deref().is_none_or(|w| w == "running")
+    }
 }
 
 /// What the heads say about the pushed config.
@@ -48,6 +60,10 @@ pub fn heads(members: &Value) -> Vec<Head> {
             Some(Head {
                 node: m.get("id")?.as_str()?.to_string(),
                 id: config_of(m),
+                workers: m
+                    .get("config_workers")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
             })
         })
         .collect()
@@ -73,7 +89,7 @@ pub fn progress(pushed: ConfigId, heads: &[Head]) -> Progress {
     }
     let behind: Vec<Head> = heads
         .iter()
-        .filter(|h| h.id.is_none_or(|id| id.version < pushed.version))
+        .filter(|h| h.id.is_none_or(|id| id.version < pushed.version) || !h.running())
         .cloned()
         .collect();
     if behind.is_empty() {
@@ -101,9 +117,12 @@ fn held(config: &Value) -> Option<(ConfigId, String, Option<ConfigId>)> {
 fn names(heads: &[Head]) -> String {
     heads
         .iter()
-        .map(|h| match h.id {
-            Some(id) => format!("{} (at version {})", h.node, id.version),
-            None => format!("{} (no config yet)", h.node),
+        .map(|h| match (h.id, h.workers.as_deref()) {
+            (Some(id), Some(workers)) if workers != "running" => {
+                format!("{} (version {}, workers {workers})", h.node, id.version)
+            }
+            (Some(id), _) => format!("{} (at version {})", h.node, id.version),
+            (None, _) => format!("{} (no config yet)", h.node),
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -113,14 +132,16 @@ fn names(heads: &[Head]) -> String {
 pub fn wait(client: &Client, pushed: ConfigId, timeout: Duration) -> anyhow::Result<String> {
     let deadline = Instant::now() + timeout;
     let mut shown: Option<Vec<Head>> = None;
+    let mut progress_bar = Bar::new(pushed.version);
     loop {
         let heads = heads(&client.get("/v1/members")?);
         match progress(pushed, &heads) {
             Progress::Everywhere(nodes) => {
+                progress_bar.finish(nodes, nodes);
                 return Ok(format!(
-                    "version {} is held by every node ({nodes})",
+                    "version {} runs on every node ({nodes})",
                     pushed.version
-                ))
+                ));
             }
             Progress::Replaced(winner) => {
                 // Who pushed it, and on what, is in the config itself: wait until the agent
@@ -140,18 +161,21 @@ pub fn wait(client: &Client, pushed: ConfigId, timeout: Duration) -> anyhow::Res
                 }
             }
             Progress::Behind { holding, behind } => {
-                if shown.as_ref() != Some(&behind) {
+                if progress_bar.tty {
+                    progress_bar.draw(holding, heads.len(), &names(&behind));
+                } else if shown.as_ref() != Some(&behind) {
                     eprintln!(
-                        "waiting: {holding} of {} nodes hold version {}; behind: {}",
+                        "waiting: {holding} of {} nodes run version {}; behind: {}",
                         heads.len(),
                         pushed.version,
                         names(&behind)
                     );
                 }
                 if Instant::now() >= deadline {
+                    progress_bar.finish(holding, heads.len());
                     // Some nodes hold it (the one that accepted it, at least): partial.
                     return Err(crate::output::Partial(format!(
-                        "timed out after {}: {} of {} nodes hold version {}; still behind: {}",
+                        "timed out after {}: {} of {} nodes run version {}; still behind: {}",
                         humantime::format_duration(timeout),
                         holding,
                         heads.len(),
@@ -174,6 +198,49 @@ pub fn wait(client: &Client, pushed: ConfigId, timeout: Duration) -> anyhow::Res
     }
 }
 
+/// The progress bar `--wait` draws on a terminal (stderr), redrawn in place.
+struct Bar {
+    tty: bool,
+    version: u64,
+    drawn: bool,
+}
+
+impl Bar {
+    fn new(version: u64) -> Bar {
+        use std::io::IsTerminal as _;
+        Bar {
+            tty: std::io::stderr().is_terminal(),
+            version,
+            drawn: false,
+        }
+    }
+
+    fn draw(&mut self, done: usize, of: usize, behind: &str) {
+        const WIDTH: usize = 30;
+        let filled = (done * WIDTH).checked_div(of).unwrap_or(0);
+        let mut behind = behind.to_string();
+        if behind.chars().count() > 60 {
+            behind = behind.chars().take(57).collect::<String>() + "...";
+        }
+        eprint!(
+            "\r\x1b[2K[{}{}] {done}/{of} nodes run version {}; waiting for {behind}",
+            "#".repeat(filled),
+            "-".repeat(WIDTH - filled),
+            self.version
+        );
+        self.drawn = true;
+    }
+
+    /// Ends the bar's line, if one was drawn.
+    fn finish(&mut self, done: usize, of: usize) {
+        if self.drawn {
+            self.draw(done, of, "nothing");
+            eprintln!();
+            self.drawn = false;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +254,7 @@ mod tests {
         Head {
             node: node.into(),
             id: Some(id(version, checksum)),
+            workers: None,
         }
     }
 
@@ -194,6 +262,7 @@ mod tests {
         Head {
             node: node.into(),
             id: None,
+            workers: None,
         }
     }
 
@@ -246,6 +315,25 @@ mod tests {
             Progress::Replaced(id(7, 3)),
             "the highest replacement"
         );
+    }
+
+    #[test]
+    fn a_node_holding_the_config_whose_workers_do_not_run_it_yet_is_behind() {
+        let pushed = id(5, 1);
+        let mut starting = head("b", 5, 1);
+        starting.workers = Some("starting".into());
+        let mut running = head("a", 5, 1);
+        running.workers = Some("running".into());
+        assert_eq!(
+            progress(pushed, &[running.clone(), starting.clone()]),
+            Progress::Behind {
+                holding: 1,
+                behind: vec![starting.clone()]
+            }
+        );
+        assert_eq!(names(&[starting]), "b (version 5, workers starting)");
+        let members = json!([{"id": "a", "config_version": 5, "config_checksum": 1, "config_workers": "running"}]);
+        assert_eq!(heads(&members), [running]);
     }
 
     #[test]

@@ -29,8 +29,9 @@ pub fn run(args: Args, api: &ApiArgs) -> anyhow::Result<()> {
 }
 
 /// Prints members as a table whose first column is headed `first`: a live member's config
-/// version is marked `(behind)` when another live member holds a newer one; a departed member's
-/// status says how long ago it went.
+/// version, marked `(behind)` when another live member holds a newer one, else followed by its
+/// workers' state with it (`running`, `starting`, `failed`); a departed member's status says how
+/// long ago it went.
 pub fn print_members(members: &Value, first: &str) {
     let list = members.as_array().map(Vec::as_slice).unwrap_or_default();
     let newest = list
@@ -51,9 +52,13 @@ pub fn print_members(members: &Value, first: &str) {
                 ),
                 None => field(m, "status"),
             };
+            let workers = m.get("config_workers").and_then(Value::as_str);
             let config = match m.get("config_version").and_then(Value::as_u64) {
                 Some(v) if Some(v) < newest => format!("{v} (behind)"),
-                Some(v) => v.to_string(),
+                Some(v) => match workers {
+                    Some(workers) => format!("{v} {workers}"),
+                    None => v.to_string(),
+                },
                 None if m.get("since_ms").is_some() => String::new(),
                 None => "none".to_string(),
             };

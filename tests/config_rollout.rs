@@ -1,6 +1,7 @@
-//! `herd config diff FILE` against real agents: before a push, which workers would start, be
-//! replaced or stop on which nodes, from the config the cluster holds and the nodes' groups; it
-//! pushes nothing.
+//! Rollouts against real agents: `herd config diff FILE` says, before a push, which workers
+//! would start, be replaced or stop on which nodes (and pushes nothing); `herd config push
+//! --wait` returns once every node runs the pushed config's workers, and fails naming the node
+//! whose worker cannot start; `herd members` shows each node's version and its workers' state.
 
 #[path = "support/agent.rs"]
 mod support;
@@ -109,4 +110,68 @@ fn a_diff_names_the_workers_a_push_would_start_replace_and_stop_on_each_node() {
         String::from_utf8_lossy(&out.stderr).contains("same.toml:1:1"),
         "{out:?}"
     );
+}
+
+#[test]
+fn push_wait_returns_once_every_node_runs_the_config_and_names_a_node_whose_worker_cannot_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Spec::new("a", tmp.path(), "rollout")
+        .tag("group=web")
+        .start();
+    let b = Spec::new("b", tmp.path(), "rollout")
+        .tag("group=web")
+        .seed(&a)
+        .start();
+    let c = Spec::new("c", tmp.path(), "rollout")
+        .tag("group=odd")
+        .seed(&a)
+        .start();
+    for agent in [&a, &b, &c] {
+        agent.wait_members(3);
+    }
+    let good = tmp.path().join("good.toml");
+    std::fs::write(&good, OLD).unwrap();
+    let out = a.cli_ok(&["config", "push", good.to_str().unwrap(), "--wait"]);
+    assert!(out.contains("runs on every node (3)"), "{out}");
+    // Every node runs it: the table says so.
+    let (version, _) = a.config_id();
+    let table = a.cli_ok(&["members"]);
+    for node in ["a", "b", "c"] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(&format!("{node} ")))
+            .unwrap();
+        assert!(line.contains(&format!("{version} running")), "{table}");
+    }
+
+    // A worker c's group runs, whose program does not exist: c never runs the config.
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("{OLD}\n[[worker]]\nname = \"broken\"\ncommand = \"/nonexistent/herd-test-program\"\ngroup = \"odd\"\n"),
+    )
+    .unwrap();
+    let out = a.cli(&[
+        "config",
+        "push",
+        bad.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "5s",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2 of 3 nodes run version"), "{stderr}");
+    assert!(
+        stderr.contains("still behind: c (version") && stderr.contains("workers failed"),
+        "{stderr}"
+    );
+    let members = a.get("/v1/members");
+    let c_entry = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "c")
+        .unwrap();
+    assert_eq!(c_entry["config_workers"], "failed", "{c_entry}");
 }
