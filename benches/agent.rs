@@ -7,7 +7,8 @@
 //!
 //! Prints, per N: the median time from `PUT /v1/config` on one agent to the new worker running on
 //! every agent (each worker writes the time it started to a file named after its node: that is
-//! "running"); then, with 10 idle workers per agent, each agent's resident memory and CPU over 20
+//! "running"); then the median time from the last of those starts to the return of
+//! `herd config push --wait` (negative: it returned before the last shell wrote its mark); then, with 10 idle workers per agent, each agent's resident memory and CPU over 20
 //! idle seconds (the agent process alone, not its workers).
 //!
 //! With `--failover`: five agents and one `placement = "one"` worker that writes the time it
@@ -260,6 +261,37 @@ fn bench(n: usize, runs: usize, encrypt: bool) {
         );
         times.push(took);
     }
+
+    // herd config push --wait: from the last worker's start to the command's return.
+    let mut lags = Vec::new();
+    for run in 0..runs {
+        let marks = data.path().join(format!("wait-marks{run}"));
+        std::fs::create_dir_all(&marks).unwrap();
+        let file = data.path().join(format!("wait{run}.toml"));
+        let config = marker_config(runs + run, &marks);
+        std::fs::write(&file, config).unwrap();
+        let out = Command::new(HERD)
+            .args(["config", "push", "--wait", "--timeout", "60s", "--api"])
+            .arg(&agents[run % n].api)
+            .arg(&file)
+            .output()
+            .expect("herd config push --wait");
+        let returned = now_ns();
+        assert!(out.status.success(), "{out:?}");
+        // A worker is running once spawned; its shell writes the mark a moment later.
+        wait("every agent's mark", Duration::from_secs(5), || {
+            last_marks(&marks).len() == n
+        });
+        let last = last_marks(&marks).into_values().max().unwrap();
+        let lag = (returned as f64 - last as f64) / 1e9;
+        eprintln!("  N={n} push --wait {run}: returned {lag:.3} s after the last worker started");
+        lags.push(lag);
+    }
+    println!(
+        "N={n:<3} pushes={runs} | push --wait returns after the last worker started: median {:.3} s (max {:.3} s)",
+        median(&mut lags.clone()),
+        lags.iter().cloned().fold(0.0, f64::max)
+    );
 
     push(&agents[0].api, &idle_config());
     wait(
