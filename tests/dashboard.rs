@@ -1,8 +1,10 @@
 //! The dashboard at `GET /` in a real headless Chromium (Debian's `chromium` and
 //! `chromium-driver`, driven over WebDriver): a real `herd agent` with an API token and a pushed
 //! config, the page opened at `/#token=...` takes the token out of its address, shows the node,
-//! the members with their tags and the workers with their pids, and its restart button restarts
-//! the worker (the page shows the new pid) or shows the API's error. Opened without the token,
+//! the members with their tags and the config each holds, the workers with their pids, and its
+//! restart button restarts the worker (the page shows the new pid) or shows the API's error; the
+//! event feed shows the config's adoption and a member's failure, the crashed member stays listed
+//! as failed, and a click on a worker's name shows its recent output. Opened without the token,
 //! the page shows that it is unauthorised and how to open it; given the token, it goes live.
 //!
 //! `HERD_DASHBOARD_SCREENSHOT=/path.png` also saves a screenshot of the page.
@@ -27,6 +29,11 @@ args = ["3600"]
 [[worker]]
 name = "broken"
 command = "/nonexistent/herd-dashboard-test"
+
+[[worker]]
+name = "talker"
+command = "sh"
+args = ["-c", "echo hello from talker; echo oops >&2; exec sleep 3600"]
 "#;
 
 const SLEEPER: &str = r#"tr[data-node="a"][data-worker="sleeper"]"#;
@@ -108,6 +115,43 @@ fn the_dashboard_shows_workers_and_its_restart_button_changes_the_pid() {
         t.contains("restart broken on a failed: cannot start worker broken")
             && t.contains("No such file or directory")
     });
+
+    // The config each member holds, with its workers' state (broken cannot start).
+    browser.wait_text(r#"tr[data-member="a"] td.config"#, "a's config", |t| {
+        t == "1 failed"
+    });
+    // The event feed shows the config's adoption.
+    browser.wait_text(
+        r#"#events li[data-event="config-adopted"]"#,
+        "the config-adopted event",
+        |t| t.contains("version=1") && t.contains("via=push"),
+    );
+    // A worker's recent output, on a click on its name.
+    browser.click(r#"tr[data-node="a"][data-worker="talker"] button[data-output]"#);
+    browser.wait_text("#output-text", "talker's output", |t| {
+        t.contains("hello from talker") && t.contains("oops")
+    });
+    browser.wait_text("#output-title", "the output's title", |t| {
+        t.starts_with("Output of talker on a")
+    });
+    // A member that crashes stays listed, as failed, and the feed says so.
+    let b = Spec::new("b", tmp.path(), "dash")
+        .seed(&agent)
+        .token_file(&tmp.path().join("api-token"))
+        .start();
+    browser.wait_text(r#"tr[data-member="b"] td.status"#, "b alive", |t| {
+        t == "alive"
+    });
+    b.kill();
+    browser.wait_text(r#"tr[data-member="b"] td.status"#, "b failed", |t| {
+        t == "failed"
+    });
+    browser.wait_text(
+        r#"#events li[data-event="member-failed"]"#,
+        "the member-failed event",
+        |t| t.contains("member=b"),
+    );
+    assert!(browser.find("#health").is_ok());
 
     if let Some(path) = std::env::var_os("HERD_DASHBOARD_SCREENSHOT") {
         browser.screenshot(std::path::Path::new(&path));

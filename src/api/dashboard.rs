@@ -1,13 +1,18 @@
 //! The live web dashboard at `GET /`: one self-contained HTML page (inline CSS and vanilla JS,
 //! no external resources), embedded in the binary from `dashboard.html`.
 //!
-//! The page polls `/v1/health`, `/v1/members` and `/v1/workers` every second and shows this
-//! node, the member and config-version counts, the members with their tags, and every node's
-//! workers (state coloured, pid, restarts, time in state, detail) with restart / stop / start
-//! buttons that `POST /v1/workers/{name}/{action}?node={row's node}`; a failed action's
-//! `{"error": ...}` is shown in the page. Rows carry `data-node` / `data-worker` (workers) and
-//! `data-member` (members), cells a class per column, buttons `data-action`, so tests and
-//! scripts can find them.
+//! The page polls `/v1/health`, `/v1/members?all=true`, `/v1/workers` and `/v1/events?since=N`
+//! every second and shows this node, the member and config-version counts, the health problems
+//! when there are any (`#health`), the members with their tags, state (failed and left members
+//! stay listed until the agent forgets them) and the config each holds with its workers' state
+//! (`td.config`, marked when behind), every node's workers (state coloured, pid, restarts, time
+//! in state, detail) with restart / stop / start buttons that
+//! `POST /v1/workers/{name}/{action}?node={row's node}`, this node's event feed (`#events`,
+//! newest first, the last 200) and, after a click on a worker's name, its last 100 output lines
+//! (`#output-text`, from `/v1/workers/{name}/logs`). A failed action's `{"error": ...}` is shown
+//! in the page. Rows carry `data-node` / `data-worker` (workers) and `data-member` (members),
+//! events `data-seq` / `data-event`, cells a class per column, buttons `data-action` or
+//! `data-output`, so tests and scripts can find them.
 //!
 //! The page holds no data and is served without a token. An agent with a token is opened as
 //! `http://<api>/#token=<token>`: the page moves the token from the fragment (which browsers
