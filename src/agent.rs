@@ -324,6 +324,9 @@ impl Agent {
         let (commands, commands_rx) = mpsc::channel(64);
         let local = Local {
             sup: sup.clone(),
+            node: node.downgrade(),
+            departed: departed.clone(),
+            events: events.clone(),
             commands,
             keys: keyring.map(|ring| KeyStore {
                 ring,
@@ -589,7 +592,10 @@ impl Agent {
         };
         match self.ask_node(node, &request, REMOTE_TIMEOUT).await? {
             RemoteAnswer::Done(status) => Ok(status),
-            RemoteAnswer::Called(_) | RemoteAnswer::Keys(_) | RemoteAnswer::Logs(_) => Err((
+            RemoteAnswer::Called(_)
+            | RemoteAnswer::Keys(_)
+            | RemoteAnswer::Logs(_)
+            | RemoteAnswer::Forced(_) => Err((
                 500,
                 format!("node {node:?} answered an action with another request's result"),
             )),
@@ -629,7 +635,10 @@ impl Agent {
             .await?
         {
             RemoteAnswer::Called(value) => Ok(value),
-            RemoteAnswer::Done(_) | RemoteAnswer::Keys(_) | RemoteAnswer::Logs(_) => Err((
+            RemoteAnswer::Done(_)
+            | RemoteAnswer::Keys(_)
+            | RemoteAnswer::Logs(_)
+            | RemoteAnswer::Forced(_) => Err((
                 500,
                 format!("node {node:?} answered a call with another request's result"),
             )),
@@ -651,7 +660,10 @@ impl Agent {
         let request = RemoteRequest::Keys(op.clone());
         match self.ask_node(node, &request, REMOTE_TIMEOUT).await? {
             RemoteAnswer::Keys(state) => Ok(state),
-            RemoteAnswer::Done(_) | RemoteAnswer::Called(_) | RemoteAnswer::Logs(_) => Err((
+            RemoteAnswer::Done(_)
+            | RemoteAnswer::Called(_)
+            | RemoteAnswer::Logs(_)
+            | RemoteAnswer::Forced(_) => Err((
                 500,
                 format!("node {node:?} answered a key request with another request's result"),
             )),
@@ -674,6 +686,50 @@ impl Agent {
         let answers =
             futures::future::join_all(nodes.iter().map(|node| self.keys_on(node, op))).await;
         nodes.into_iter().zip(answers).collect()
+    }
+
+    /// Marks failed member `id` as left on every live member, this node included (`herd
+    /// force-leave`): each forgets its gossip state now instead of after the dead-node grace
+    /// period, so it is no longer gossiped to, and lists it as left with the reason `forced`.
+    /// Answers per node, in member order.
+    ///
+    /// # Errors
+    /// `id` is a live member of this node's view (409), or is this node (409): nothing changed.
+    pub async fn force_leave(
+        &self,
+        id: &str,
+    ) -> Result<Vec<(String, Result<String, (u16, String)>)>, (u16, String)> {
+        let members = self.node().members();
+        if members.iter().any(|m| m.id() == id) {
+            return Err((
+                409,
+                format!("{id:?} is a live member; only a failed member can be forced to leave (stop its agent to make it leave)"),
+            ));
+        }
+        let nodes: Vec<String> = members.iter().map(|m| m.id().to_string()).collect();
+        let request = RemoteRequest::ForceLeave {
+            node: id.to_string(),
+        };
+        let ask = |node: String| {
+            let request = &request;
+            async move {
+                if node == self.node().id() {
+                    return self.inner.local.force_leave(id).await;
+                }
+                match self.ask_node(&node, request, REMOTE_TIMEOUT).await? {
+                    RemoteAnswer::Forced(what) => Ok(what),
+                    RemoteAnswer::Failed { status, message } => Err((status, message)),
+                    _ => Err((
+                        500,
+                        format!(
+                            "node {node:?} answered a force-leave with another request's result"
+                        ),
+                    )),
+                }
+            }
+        };
+        let answers = futures::future::join_all(nodes.iter().cloned().map(ask)).await;
+        Ok(nodes.into_iter().zip(answers).collect())
     }
 
     /// Whether this node has a keyring.

@@ -3,6 +3,7 @@
 //! | method and path | what it does |
 //! |---|---|
 //! | `GET /` | the live dashboard page (see `dashboard`) |
+//! | `POST /v1/members/{id}/force-leave` | marks failed member `id` as left on every live member (each forgets its gossip state now and lists it as left, reason `forced`): `{member, results: [{node, done}|{node, error}], done, total}`; 409 while `id` is a live member |
 //! | `GET /v1/health` | `{"status":"ok", node, members, config_version}`; 503 with `status` `gossip_down`, `supervisor_gave_up` or `config_behind`, its `reason`, and every one in `problems` ([`crate::agent::health`]) |
 //! | `GET /v1/members` | live members: id, addr, generation, tags, and the config each holds (`config_version`, `config_checksum`, from its gossiped head; absent while it holds none) |
 //! | `GET /v1/events?since=SEQ&follow=1` | this agent's events (member joined, left, failed; worker started, exited, restarting, failed; config adopted; name owners: [`crate::agent::events`]) after number SEQ as `{events, next, missed}`; `follow=1` streams them as newline-delimited JSON (`events`) |
@@ -88,6 +89,7 @@ pub fn router(agent: Agent, access: Access) -> Router {
         .route("/v1/workers/{name}/logs", get(logs::logs))
         .route("/v1/workers/{name}/{action}", post(worker_action))
         .route("/v1/config", get(get_config).put(put_config))
+        .route("/v1/members/{id}/force-leave", post(force_leave))
         .route("/v1/keys", get(keys::list))
         .route("/v1/keys/{op}", post(keys::change))
         .route("/metrics", get(metrics))
@@ -163,6 +165,29 @@ async fn members(
         }
     }
     Ok(Json(Value::Array(members)))
+}
+
+/// `POST /v1/members/{id}/force-leave`: every live member marks failed member `id` as left.
+async fn force_leave(
+    State(agent): State<Agent>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let answers = agent
+        .force_leave(&id)
+        .await
+        .map_err(|(status, message)| ApiError::with_status(status, message))?;
+    let total = answers.len();
+    let results: Vec<Value> = answers
+        .into_iter()
+        .map(|(node, answer)| match answer {
+            Ok(done) => json!({ "node": node, "done": done }),
+            Err((_, message)) => json!({ "node": node, "error": message }),
+        })
+        .collect();
+    let done = results.iter().filter(|r| r.get("error").is_none()).count();
+    Ok(Json(
+        json!({ "member": id, "results": results, "done": done, "total": total }),
+    ))
 }
 
 async fn names(State(agent): State<Agent>) -> Json<Value> {

@@ -327,6 +327,20 @@ impl Node {
         Ok(())
     }
 
+    /// Forgets every incarnation of node `id` that the failure detector holds dead, now rather
+    /// than after the dead-node grace period: its state goes (with a tombstone of its last
+    /// heartbeat, so older gossip does not bring it back) and it is no longer gossiped to.
+    /// Returns how many incarnations were forgotten; a live node is never forgotten.
+    pub(crate) async fn forget_dead(&self, id: &str) -> usize {
+        let mut chitchat = self.inner.chitchat.lock().await;
+        let dead: Vec<_> = chitchat
+            .dead_nodes()
+            .filter(|c| &*c.node_id == id)
+            .cloned()
+            .collect();
+        dead.iter().filter(|c| chitchat.forget_dead_node(c)).count()
+    }
+
     /// Removes one of this node's tags, if it has it.
     ///
     /// # Errors

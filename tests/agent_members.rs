@@ -84,3 +84,65 @@ fn failed_and_left_members_are_listed_with_when_and_why_until_they_come_back() {
     });
     a.wait_members(2);
 }
+
+#[test]
+fn force_leave_marks_a_failed_member_left_on_every_node_and_refuses_a_live_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Spec::new("a", tmp.path(), "force-leave").start();
+    let b = Spec::new("b", tmp.path(), "force-leave").seed(&a).start();
+    let c = Spec::new("c", tmp.path(), "force-leave").seed(&a).start();
+    for agent in [&a, &b, &c] {
+        agent.wait_members(3);
+    }
+    // A live member is refused, and nothing changes.
+    let out = a.cli(&["force-leave", "b"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("\"b\" is a live member"),
+        "{out:?}"
+    );
+
+    c.kill();
+    for agent in [&a, &b] {
+        wait_until("c failed on a and b", || {
+            departed(agent)
+                .iter()
+                .any(|m| m["id"] == "c" && m["status"] == "failed")
+        });
+    }
+    let out = a.cli_ok(&["force-leave", "c"]);
+    assert!(out.contains("c left on 2/2 nodes"), "{out}");
+    for node in ["a", "b"] {
+        assert!(
+            out.contains(&format!(
+                "{node} marked \"c\" as left (forgot the gossip state of 1 incarnation)"
+            )),
+            "{out}"
+        );
+    }
+    for agent in [&a, &b] {
+        let gone = departed(agent);
+        let c_gone = gone.iter().find(|m| m["id"] == "c").unwrap();
+        assert_eq!(
+            (c_gone["status"].as_str(), c_gone["reason"].as_str()),
+            (Some("left"), Some("forced")),
+            "{c_gone}"
+        );
+        let events = agent.get("/v1/events?since=0")["events"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert!(
+            events.iter().any(|e| e["event"] == "member-leave"
+                && e["member"] == "c"
+                && e["reason"] == "forced"),
+            "{events:?}"
+        );
+    }
+    // Forcing it again finds nothing more to forget.
+    let again = a.cli_ok(&["force-leave", "c"]);
+    assert!(
+        again.contains("forgot the gossip state of 0 incarnations"),
+        "{again}"
+    );
+}

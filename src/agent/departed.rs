@@ -33,7 +33,8 @@ pub struct Departed {
     pub tags: BTreeMap<String, String>,
     /// `failed` or `left`.
     pub status: &'static str,
-    /// Why: `failed` (the failure detector), `graceful` (it said goodbye).
+    /// Why: `failed` (the failure detector), `graceful` (it said goodbye), `forced` (an
+    /// operator's `herd force-leave` after it failed).
     pub reason: String,
     /// When this node saw it go, in milliseconds since the Unix epoch.
     pub since_ms: u64,
@@ -74,6 +75,20 @@ impl DepartedLog {
                 Some(id) => gone.remove(&id),
                 None => break,
             };
+        }
+    }
+
+    /// Marks `id` as made to leave by an operator (`herd force-leave`): a record this node holds
+    /// becomes `left` with the reason `forced`. Returns whether there was one.
+    pub(crate) fn forced(&self, id: &str) -> bool {
+        let mut gone = self.gone.lock().expect("departed lock");
+        match gone.get_mut(id) {
+            Some(departed) => {
+                departed.status = "left";
+                departed.reason = "forced".to_string();
+                true
+            }
+            None => false,
         }
     }
 

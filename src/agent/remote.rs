@@ -65,6 +65,10 @@ pub(crate) enum RemoteRequest {
         worker: String,
         query: LogQuery,
     },
+    /// Mark failed member `node` as left and forget its gossip state now (`herd force-leave`).
+    ForceLeave {
+        node: String,
+    },
 }
 
 /// The answer: the worker's status after an action, or a call's result; or an error with the
@@ -75,7 +79,12 @@ pub(crate) enum RemoteAnswer {
     Called(Value),
     Keys(KeyState),
     Logs(LogBatch),
-    Failed { status: u16, message: String },
+    /// A force-leave's outcome on the node: what it did.
+    Forced(String),
+    Failed {
+        status: u16,
+        message: String,
+    },
 }
 
 /// What an agent does to its own workers.
@@ -85,6 +94,10 @@ pub(crate) struct Local {
     pub(crate) commands: mpsc::Sender<Command>,
     /// This node's keyring and its file, if it has one.
     pub(crate) keys: Option<KeyStore>,
+    /// The node (weakly: the node holds this handler), its departed members and its events.
+    pub(crate) node: crate::node::WeakNode,
+    pub(crate) departed: Arc<super::departed::DepartedLog>,
+    pub(crate) events: Arc<super::events::EventLog>,
 }
 
 impl Local {
@@ -133,6 +146,36 @@ impl Local {
     /// Applies a key change (or a look) to this node's keyring.
     pub(crate) fn keys(&self, op: &KeyOp) -> Result<KeyState, AgentError> {
         self.keys.as_ref().ok_or(AgentError::NoKeyring)?.apply(op)
+    }
+
+    /// Makes failed member `id` left here: refused while it is a live member; otherwise its
+    /// gossip state is forgotten now, its departed record says `forced`, and the event log
+    /// records a `member-leave` with the reason `forced`. Says what it did.
+    pub(crate) async fn force_leave(&self, id: &str) -> Result<String, (u16, String)> {
+        let node = self
+            .node
+            .upgrade()
+            .ok_or((503, "the agent is stopping".to_string()))?;
+        if node.members().iter().any(|m| m.id() == id) {
+            return Err((
+                409,
+                format!("{id:?} is a live member of {}'s view; only a failed member can be forced to leave", node.id()),
+            ));
+        }
+        let forgotten = node.forget_dead(id).await;
+        let recorded = self.departed.forced(id);
+        if forgotten == 0 && !recorded {
+            return Ok(format!("{} does not know {id:?}", node.id()));
+        }
+        self.events.push(
+            "member-leave",
+            serde_json::json!({ "member": id, "reason": "forced" }),
+        );
+        Ok(format!(
+            "{} marked {id:?} as left (forgot the gossip state of {forgotten} incarnation{})",
+            node.id(),
+            if forgotten == 1 { "" } else { "s" }
+        ))
     }
 
     pub(crate) async fn ask<T>(
@@ -220,6 +263,10 @@ impl SystemHandler for RemoteHandler {
                     },
                 }
             }
+            RemoteRequest::ForceLeave { node } => match self.local.force_leave(&node).await {
+                Ok(what) => RemoteAnswer::Forced(what),
+                Err((status, message)) => RemoteAnswer::Failed { status, message },
+            },
             RemoteRequest::Keys(op) => match self.local.keys(&op) {
                 Ok(state) => RemoteAnswer::Keys(state),
                 Err(err) => RemoteAnswer::Failed {

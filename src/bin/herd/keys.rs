@@ -69,17 +69,8 @@ pub fn run(command: Command, api: &ApiArgs) -> anyhow::Result<()> {
         field(&answer, "done"),
         field(&answer, "total")
     );
-    if failed.is_empty() {
-        if !api.json {
-            outln!("{line}");
-        }
-        return Ok(());
-    }
-    let message = format!("{line}; failed: {}", failed.join(", "));
-    if answer.get("done").and_then(serde_json::Value::as_u64) > Some(0) {
-        return Err(crate::output::Partial(message).into());
-    }
-    anyhow::bail!(message)
+    let done = answer.get("done").and_then(Value::as_u64).unwrap_or(0);
+    crate::output::fan_out_result(line, &failed, done, api.json)
 }
 
 fn list(client: &Client, api: &ApiArgs) -> anyhow::Result<()> {

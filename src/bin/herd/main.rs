@@ -28,6 +28,7 @@ mod client;
 mod config_cmd;
 mod demo;
 mod events;
+mod force_leave;
 mod health;
 mod keygen;
 mod keys;
@@ -66,6 +67,9 @@ enum Command {
     /// List the live members and the config version each holds; --all adds those that failed
     /// or left, with when.
     Members(members::Args),
+    /// Mark a failed member as left on every node now (no longer gossiped to, listed as left,
+    /// reason forced) instead of after the dead-node grace period of 1 h.
+    ForceLeave(force_leave::Args),
     /// List the global names and who holds each.
     Names,
     /// List the workers of every node.
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
         )),
         Command::Demo(args) => block_on(demo::run(args)),
         Command::Members(args) => members::run(args, &api),
+        Command::ForceLeave(args) => force_leave::run(args, &api),
         Command::Names => names::run(&api),
         Command::Workers(args) => workers::run(args, &api),
         Command::Start(args) => action::run("start", args, &api),

@@ -20,6 +20,27 @@ impl std::fmt::Display for Partial {
 
 impl std::error::Error for Partial {}
 
+/// Ends a verb that acted on every node: prints `line` (how many nodes did it) unless `json`
+/// when none failed; else fails naming the `failed` nodes, as [`Partial`] when `done` > 0.
+pub fn fan_out_result(
+    line: String,
+    failed: &[String],
+    done: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    if failed.is_empty() {
+        if !json {
+            outln!("{line}");
+        }
+        return Ok(());
+    }
+    let message = format!("{line}; failed: {}", failed.join(", "));
+    if done > 0 {
+        return Err(Partial(message).into());
+    }
+    anyhow::bail!(message)
+}
+
 /// Writes one line to stdout (see [`write_bytes`]).
 pub fn write_line(line: std::fmt::Arguments<'_>) {
     let mut text = line.to_string();

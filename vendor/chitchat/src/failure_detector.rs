@@ -76,6 +76,16 @@ impl FailureDetector {
         }
     }
 
+    /// herd patch: forgets a node the detector holds dead at once, as [`Self::garbage_collect`]
+    /// does after the dead-node grace period; false if it is not dead.
+    pub fn forget_dead(&mut self, chitchat_id: &ChitchatId) -> bool {
+        if self.dead_nodes.remove(chitchat_id).is_none() {
+            return false;
+        }
+        self.node_samples.remove(chitchat_id);
+        true
+    }
+
     /// Removes and returns the list of garbage collectible nodes.
     pub fn garbage_collect(&mut self) -> Vec<ChitchatId> {
         let mut garbage_collected_nodes = Vec::new();

@@ -289,6 +289,18 @@ impl Chitchat {
         }
     }
 
+    /// herd patch: forgets a dead node now, as the garbage collection after the dead-node grace
+    /// period does (its state goes, with a tombstone of its last heartbeat so older gossip does
+    /// not bring it back); false if the node is not dead.
+    pub fn forget_dead_node(&mut self, chitchat_id: &ChitchatId) -> bool {
+        if chitchat_id == self.self_chitchat_id() || !self.failure_detector.forget_dead(chitchat_id)
+        {
+            return false;
+        }
+        self.cluster_state.remove_node(chitchat_id);
+        true
+    }
+
     pub fn node_states(&self) -> &BTreeMap<ChitchatId, NodeState> {
         self.cluster_state.node_states()
     }

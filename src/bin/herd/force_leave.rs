@@ -1,0 +1,42 @@
+//! `herd force-leave NODE`: every live member marks failed member NODE as left at once (it is no
+//! longer gossiped to, and is listed as left with the reason `forced`), instead of after the
+//! dead-node grace period. Refused while NODE is a live member.
+
+use serde_json::Value;
+
+use crate::client::{field, print_json, ApiArgs, Client};
+
+/// Options of `herd force-leave`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The failed member's node id.
+    node: String,
+}
+
+pub fn run(args: Args, api: &ApiArgs) -> anyhow::Result<()> {
+    let client = Client::new(api)?;
+    let path = format!("/v1/members/{}/force-leave", args.node);
+    let answer = client.post(&path)?;
+    if api.json {
+        print_json(&answer);
+    }
+    let results = answer["results"].as_array().cloned().unwrap_or_default();
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| r.get("error").is_some())
+        .map(|r: &Value| format!("{} ({})", field(r, "node"), field(r, "error")))
+        .collect();
+    if !api.json {
+        for r in results.iter().filter(|r| r.get("done").is_some()) {
+            outln!("{}", field(r, "done"));
+        }
+    }
+    let line = format!(
+        "{} left on {}/{} nodes",
+        args.node,
+        field(&answer, "done"),
+        field(&answer, "total")
+    );
+    let done = answer.get("done").and_then(Value::as_u64).unwrap_or(0);
+    crate::output::fan_out_result(line, &failed, done, api.json)
+}
