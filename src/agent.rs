@@ -101,6 +101,8 @@ struct Inner {
     events: Arc<events::EventLog>,
     /// The members this node saw go (`departed.rs`).
     departed: Arc<departed::DepartedLog>,
+    /// The event handlers running (`handlers.rs`).
+    handlers: Arc<handlers::Handlers>,
     /// Since when a live member has held a newer config than this node (`health.rs`).
     lag: health::LagCell,
     /// How long that may last before this node is unhealthy.
@@ -379,6 +381,7 @@ impl Agent {
                 events: events.clone(),
                 lag,
                 departed,
+                handlers,
                 health_config_lag: settings.health_config_lag,
             }),
         };
@@ -406,6 +409,13 @@ impl Agent {
             None => info!(url = %format!("http://{api_addr}/"), "dashboard"),
         }
         Ok(agent)
+    }
+
+    /// Replaces this agent's event handlers (SIGHUP): the running ones end, a run under way is
+    /// killed, and `configs` run for the events recorded from now on. Returns whether they
+    /// differed from the running ones.
+    pub fn set_handlers(&self, configs: Vec<crate::config::HandlerConfig>) -> bool {
+        self.inner.handlers.replace(configs)
     }
 
     /// The members this node saw fail or leave and has not forgotten, most recent first

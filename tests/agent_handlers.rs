@@ -293,3 +293,36 @@ fn a_slow_handler_is_killed_at_its_timeout_and_delays_neither_other_handlers_nor
     assert!(a.log_contains("the handler timed out"));
     drop((b, c));
 }
+
+#[test]
+fn sighup_replaces_the_handlers_for_the_events_that_follow() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let handler = |name: &str| {
+        format!(
+            "[[handler]]\nname = \"{name}\"\nevents = [\"member-join\"]\ncommand = \"sh\"\nargs = [\"-c\", {}]\n",
+            toml_str(&format!("echo $HERD_MEMBER > {}/{name}-$HERD_MEMBER", out.display()))
+        )
+    };
+    let file = agent_file(tmp.path(), &handler("one"));
+    let a = Spec::new("a", tmp.path(), "handlers-hup")
+        .args(&["--config", &file])
+        .start();
+    let _b = Spec::new("b", tmp.path(), "handlers-hup").seed(&a).start();
+    wait_file(&out.join("one-b"));
+
+    std::fs::write(&file, handler("two")).unwrap();
+    let pid = nix::unistd::Pid::from_raw(a.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    assert!(
+        a.log_contains("event handlers replaced"),
+        "no SIGHUP line in the log"
+    );
+    let _c = Spec::new("c", tmp.path(), "handlers-hup").seed(&a).start();
+    assert_eq!(wait_file(&out.join("two-c")), "c\n");
+    // The new handler runs for the events after the SIGHUP only, the old one no more.
+    assert!(!out.join("two-b").exists());
+    assert!(!out.join("one-c").exists());
+    assert!(!a.log_contains("need a restart"));
+}

@@ -2,7 +2,7 @@
 //! of this agent's [`EventLog`] they ask for.
 //!
 //! Each handler has one task that follows the log with a cursor of its own, from the first
-//! event of the agent's run. For each event the handler wants it runs the program once, as
+//! event of the agent's run (for handlers set at SIGHUP, from the events recorded after it). For each event the handler wants it runs the program once, as
 //! argv (never through a shell), in a process group of its own, and waits for it before the
 //! next: a handler sees every event in the log's order, at once (there is no batching), and a
 //! handler still running when the next event comes gets it when it is done. Handlers do not
@@ -138,37 +138,55 @@ impl Stats {
 /// Notifications to each worker dropped because its stdin queue was full.
 type Dropped = Arc<Mutex<BTreeMap<String, u64>>>;
 
-/// The agent's handlers: their configs and counters, before and after their tasks start.
+/// The agent's handlers: the set running now, and the counters the metrics read. A set is
+/// replaced whole ([`Handlers::replace`], at SIGHUP): the old set's tasks end (killing a run
+/// under way, as at the agent's stop) and the new set follows the log from its newest event; a
+/// handler that keeps its name keeps its counters.
 #[derive(Debug, Default)]
 pub(crate) struct Handlers {
-    handlers: Vec<(HandlerConfig, Arc<Stats>)>,
+    stats: Arc<Mutex<Vec<Arc<Stats>>>>,
     dropped: Dropped,
+    set: Mutex<Set>,
+}
+
+/// The running set and what it needs to start another.
+#[derive(Debug, Default)]
+struct Set {
+    configs: Vec<HandlerConfig>,
+    cancel: Option<CancellationToken>,
+    context: Option<SetContext>,
+}
+
+#[derive(Debug, Clone)]
+struct SetContext {
+    log: Arc<EventLog>,
+    node: String,
+    tracker: TaskTracker,
+    /// The agent's stop: every set's token is its child.
+    stop: CancellationToken,
 }
 
 impl Handlers {
     /// Handlers for `configs`, not yet running.
-    pub(crate) fn new(configs: &[HandlerConfig]) -> Handlers {
-        Handlers {
-            handlers: configs
-                .iter()
-                .map(|c| (c.clone(), Arc::new(Stats::new(&c.name))))
-                .collect(),
-            dropped: Dropped::default(),
-        }
+    pub(crate) fn new(configs: &[HandlerConfig]) -> Arc<Handlers> {
+        let handlers = Handlers::default();
+        handlers.set.lock().expect("handlers lock").configs = configs.to_vec();
+        Arc::new(handlers)
     }
 
     /// Their metrics, read at each scrape.
     pub(crate) fn collector(&self) -> HandlerMetrics {
         HandlerMetrics {
-            stats: self.handlers.iter().map(|(_, s)| s.clone()).collect(),
+            stats: self.stats.clone(),
             dropped: self.dropped.clone(),
         }
     }
 
-    /// Starts one task per handler on `tracker`, following `log` until `cancel`, and the task
-    /// that gives the events to the `events = true` workers of the config `current` holds.
+    /// Starts one task per handler on `tracker`, following `log` from its first event until
+    /// `cancel`, and the task that gives the events to the `events = true` workers of the config
+    /// `current` holds.
     pub(crate) fn spawn(
-        self,
+        &self,
         log: &Arc<EventLog>,
         node: &str,
         to_workers: (Supervisor, ConfigWatch),
@@ -180,17 +198,65 @@ impl Handlers {
             log.clone(),
             sup,
             current,
-            self.dropped,
+            self.dropped.clone(),
             cancel.clone(),
         ));
-        for (config, stats) in self.handlers {
-            let runner = Runner {
-                config,
-                stats,
-                node: node.to_owned(),
-            };
-            tracker.spawn(runner.follow(log.clone(), cancel.clone()));
+        let mut set = self.set.lock().expect("handlers lock");
+        set.context = Some(SetContext {
+            log: log.clone(),
+            node: node.to_owned(),
+            tracker: tracker.clone(),
+            stop: cancel.clone(),
+        });
+        let configs = std::mem::take(&mut set.configs);
+        self.start_set(&mut set, configs, 0);
+    }
+
+    /// Replaces the running handlers with `configs`, which follow the log from its newest event
+    /// on. Returns whether anything changed.
+    pub(crate) fn replace(&self, configs: Vec<HandlerConfig>) -> bool {
+        let mut set = self.set.lock().expect("handlers lock");
+        if set.configs == configs {
+            return false;
         }
+        let Some(context) = set.context.clone() else {
+            set.configs = configs;
+            return true;
+        };
+        if let Some(cancel) = set.cancel.take() {
+            cancel.cancel();
+        }
+        self.start_set(&mut set, configs, context.log.newest());
+        true
+    }
+
+    fn start_set(&self, set: &mut Set, configs: Vec<HandlerConfig>, cursor: u64) {
+        let Some(context) = set.context.clone() else {
+            return;
+        };
+        let cancel = context.stop.child_token();
+        let mut stats = self.stats.lock().expect("handler stats lock");
+        for config in &configs {
+            let kept = stats.iter().find(|s| s.name == config.name).cloned();
+            let stat = match kept {
+                Some(stat) => stat,
+                None => {
+                    let stat = Arc::new(Stats::new(&config.name));
+                    stats.push(stat.clone());
+                    stat
+                }
+            };
+            let runner = Runner {
+                config: config.clone(),
+                stats: stat,
+                node: context.node.clone(),
+            };
+            context
+                .tracker
+                .spawn(runner.follow(context.log.clone(), cursor, cancel.clone()));
+        }
+        set.configs = configs;
+        set.cancel = Some(cancel);
     }
 }
 
@@ -202,10 +268,9 @@ struct Runner {
 }
 
 impl Runner {
-    /// Runs the handler for each event it wants, in order, until `cancel`.
-    async fn follow(self, log: Arc<EventLog>, cancel: CancellationToken) {
+    /// Runs the handler for each event after `cursor` it wants, in order, until `cancel`.
+    async fn follow(self, log: Arc<EventLog>, mut cursor: u64, cancel: CancellationToken) {
         let mut newest = log.watch();
-        let mut cursor = 0;
         loop {
             let batch = log.since(cursor, BATCH);
             if batch.missed > 0 {
@@ -495,27 +560,26 @@ async fn notify_workers(
 
 /// The handlers' counters, read at scrape time.
 pub(crate) struct HandlerMetrics {
-    stats: Vec<Arc<Stats>>,
+    stats: Arc<Mutex<Vec<Arc<Stats>>>>,
     dropped: Dropped,
 }
 
 impl fmt::Debug for HandlerMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HandlerMetrics")
-            .field("handlers", &self.stats.len())
-            .finish()
+        f.debug_struct("HandlerMetrics").finish_non_exhaustive()
     }
 }
 
 impl Collector for HandlerMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let stats = self.stats.lock().expect("handler stats lock").clone();
         let mut runs = encoder.encode_descriptor(
             "handler_runs",
             "Runs of each event handler, by outcome (ok, failed, timeout, spawn_error)",
             None,
             MetricType::Counter,
         )?;
-        for s in &self.stats {
+        for s in &stats {
             for (outcome, count) in Outcome::ALL.iter().zip(&s.runs) {
                 let labels = [("handler", s.name.as_str()), ("outcome", outcome.label())];
                 ConstCounter::new(count.load(Ordering::Relaxed))
@@ -528,7 +592,7 @@ impl Collector for HandlerMetrics {
             None,
             MetricType::Counter,
         )?;
-        for s in &self.stats {
+        for s in &stats {
             ConstCounter::new(s.missed.load(Ordering::Relaxed))
                 .encode(missed.encode_family(&[("handler", s.name.as_str())])?)?;
         }
@@ -538,7 +602,7 @@ impl Collector for HandlerMetrics {
             Some(&prometheus_client::registry::Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for s in &self.stats {
+        for s in &stats {
             s.delay
                 .encode(delay.encode_family(&[("handler", s.name.as_str())])?)?;
         }

@@ -1,7 +1,8 @@
 //! `herd agent`: run the daemon. Settings come from the agent file (`--config`), overridden by
 //! flags; with neither, a one-node cluster on loopback that works. SIGTERM or SIGINT leaves the
 //! cluster gracefully and stops the workers; a second signal stops at once. SIGHUP reads the
-//! agent file again and applies its tags and `log_level` without leaving the cluster (other
+//! agent file again and applies its tags, `log_level` and `[[handler]]`s without leaving the
+//! cluster (other
 //! changed keys are logged as needing a restart; a file that does not parse changes nothing).
 //! With `on_give_up = "exit"`, a supervisor that gave up makes the agent leave gracefully and
 //! exit with status 75 (`EXIT_GAVE_UP`).
@@ -271,6 +272,12 @@ impl Reload {
                 }
             }
         }
+        if agent.set_handlers(file.handlers.clone()) {
+            info!(
+                handlers = file.handlers.len(),
+                "SIGHUP: event handlers replaced; they run for events from now on"
+            );
+        }
         let restart = keys_needing_restart(&self.file, &file);
         if !restart.is_empty() {
             warn!(keys = ?restart, "SIGHUP: these agent file keys changed and need a restart of the agent to apply");
@@ -307,7 +314,7 @@ fn keys_needing_restart(old: &AgentFile, new: &AgentFile) -> Vec<String> {
     new.iter()
         .filter(|(key, value)| old.get(*key) != Some(*value))
         .map(|(key, _)| key.clone())
-        .filter(|key| key != "tags" && key != "log_level")
+        .filter(|key| !["tags", "log_level", "handlers"].contains(&key.as_str()))
         .collect()
 }
 
