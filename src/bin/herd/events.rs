@@ -94,6 +94,15 @@ fn line(event: &Value) -> String {
             }
             match value {
                 Value::String(s) => text.push_str(&format!(" {key}={s}")),
+                // Tags as k=v,k=v; none: left out.
+                Value::Object(map) if map.is_empty() => {}
+                Value::Object(map) if map.values().all(Value::is_string) => {
+                    let pairs: Vec<String> = map
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect();
+                    text.push_str(&format!(" {key}={}", pairs.join(",")));
+                }
                 other => text.push_str(&format!(" {key}={other}")),
             }
         }
@@ -115,5 +124,12 @@ mod tests {
             line(&event),
             "1970-01-01T00:00:00.000Z  #7  member-failed member=b pid=12 reason=failed"
         );
+        let join = serde_json::json!({
+            "seq": 8, "time_ms": 0, "event": "member-join", "node": "a",
+            "member": "b", "tags": {"group": "web", "zone": "z"},
+        });
+        assert!(line(&join).ends_with("member-join member=b tags=group=web,zone=z"));
+        let bare = serde_json::json!({"seq": 9, "time_ms": 0, "event": "member-join", "tags": {}});
+        assert!(line(&bare).ends_with("#9  member-join"), "{}", line(&bare));
     }
 }
