@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+pub use across::PerNode;
 pub use error::AgentError;
 pub use log_writer::{EventWriter, LogWriter};
 pub use logs::{FOLLOW_INTERVAL, MAX_FOLLOWERS};

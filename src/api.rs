@@ -3,6 +3,7 @@
 //! | method and path | what it does |
 //! |---|---|
 //! | `GET /` | the live dashboard page (see `dashboard`) |
+//! | `POST /v1/events` | `{"name": "...", "payload": "..."?}`: a user event (name 1 to 64 of letters, digits, `. _ -`; payload at most 512 bytes, else 400), recorded as `user` by every live member: `{name, results: [{node, done}|{node, error}], done, total}` |
 //! | `POST /v1/members/{id}/force-leave` | marks failed member `id` as left on every live member (each forgets its gossip state now and lists it as left, reason `forced`): `{member, results: [{node, done}|{node, error}], done, total}`; 409 while `id` is a live member |
 //! | `GET /v1/health` | `{"status":"ok", node, members, config_version}`; 503 with `status` `gossip_down`, `supervisor_gave_up` or `config_behind`, its `reason`, and every one in `problems` ([`crate::agent::health`]) |
 //! | `GET /v1/members` | live members: id, addr, generation, tags, and the config each holds (`config_version`, `config_checksum`, from its gossiped head; absent while it holds none) |
@@ -81,7 +82,7 @@ pub fn router(agent: Agent, access: Access) -> Router {
         .route("/", get(dashboard::page))
         .route("/v1/health", get(health))
         .route("/v1/members", get(members))
-        .route("/v1/events", get(events::events))
+        .route("/v1/events", get(events::events).post(user_event))
         .route("/v1/names", get(names))
         .route("/v1/workers", get(workers))
         .route("/v1/workers/{name}", delete(delete_worker))
@@ -167,15 +168,32 @@ async fn members(
     Ok(Json(Value::Array(members)))
 }
 
-/// `POST /v1/members/{id}/force-leave`: every live member marks failed member `id` as left.
-async fn force_leave(
+/// The body of `POST /v1/events`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEventBody {
+    name: String,
+    #[serde(default)]
+    payload: String,
+}
+
+/// `POST /v1/events`: a user event, recorded by every live member.
+async fn user_event(
     State(agent): State<Agent>,
-    Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let body: UserEventBody = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_request(format!("invalid request body: {err}")))?;
     let answers = agent
-        .force_leave(&id)
+        .user_event(&body.name, &body.payload)
         .await
         .map_err(|(status, message)| ApiError::with_status(status, message))?;
+    Ok(Json(per_node(json!({ "name": body.name }), answers)))
+}
+
+/// A fan-out's answer: `fields` plus `results` (`{node, done}` or `{node, error}`), `done` and
+/// `total`.
+fn per_node(mut fields: Value, answers: crate::agent::PerNode) -> Value {
     let total = answers.len();
     let results: Vec<Value> = answers
         .into_iter()
@@ -185,9 +203,22 @@ async fn force_leave(
         })
         .collect();
     let done = results.iter().filter(|r| r.get("error").is_none()).count();
-    Ok(Json(
-        json!({ "member": id, "results": results, "done": done, "total": total }),
-    ))
+    fields["results"] = json!(results);
+    fields["done"] = json!(done);
+    fields["total"] = json!(total);
+    fields
+}
+
+/// `POST /v1/members/{id}/force-leave`: every live member marks failed member `id` as left.
+async fn force_leave(
+    State(agent): State<Agent>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let answers = agent
+        .force_leave(&id)
+        .await
+        .map_err(|(status, message)| ApiError::with_status(status, message))?;
+    Ok(Json(per_node(json!({ "member": id }), answers)))
 }
 
 async fn names(State(agent): State<Agent>) -> Json<Value> {

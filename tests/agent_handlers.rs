@@ -326,3 +326,100 @@ fn sighup_replaces_the_handlers_for_the_events_that_follow() {
     assert!(!out.join("one-c").exists());
     assert!(!a.log_contains("need a restart"));
 }
+
+#[test]
+fn a_user_event_reaches_every_members_handlers_with_its_name_and_payload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let dir = out.display();
+    let json =
+        format!("cat > {dir}/$HERD_NODE_ID.json; env | grep -E '^HERD_' > {dir}/$HERD_NODE_ID.env");
+    let serf = format!(
+        "cat > {dir}/$SERF_SELF_NAME.serf; env | grep -E '^SERF_' > {dir}/$SERF_SELF_NAME.serf-env"
+    );
+    let file = agent_file(
+        tmp.path(),
+        &format!(
+            "[[handler]]\nevents = [\"user\"]\ncommand = \"sh\"\nargs = [\"-c\", {}]\n\n\
+             [[handler]]\nevents = [\"user\"]\ncommand = \"sh\"\nargs = [\"-c\", {}]\nformat = \"serf\"\n",
+            toml_str(&json),
+            toml_str(&serf)
+        ),
+    );
+    let a = Spec::new("a", tmp.path(), "user-events")
+        .args(&["--config", &file])
+        .start();
+    let b = Spec::new("b", tmp.path(), "user-events")
+        .seed(&a)
+        .args(&["--config", &file])
+        .start();
+    a.wait_members(2);
+    b.wait_members(2);
+
+    let sent = b.cli_ok(&["event", "deploy", "v1.2 to canary"]);
+    assert!(
+        sent.contains("user event deploy sent on 2/2 nodes"),
+        "{sent}"
+    );
+    for node in ["a", "b"] {
+        let line: Value =
+            serde_json::from_str(wait_file(&out.join(format!("{node}.json"))).trim()).unwrap();
+        assert_eq!(
+            (
+                line["event"].as_str(),
+                line["name"].as_str(),
+                line["payload"].as_str(),
+                line["from"].as_str()
+            ),
+            (
+                Some("user"),
+                Some("deploy"),
+                Some("v1.2 to canary"),
+                Some("b")
+            ),
+            "{line}"
+        );
+        wait_file(&out.join(format!("{node}.env")));
+        let env = env_of(&out.join(format!("{node}.env")));
+        assert_eq!(
+            (env["HERD_NAME"].as_str(), env["HERD_PAYLOAD"].as_str()),
+            ("deploy", "v1.2 to canary")
+        );
+        // Serf's form: the payload on stdin, the name in SERF_USER_EVENT.
+        let serf_env = out.join(format!("{node}.serf-env"));
+        wait_file(&serf_env);
+        let serf_env = env_of(&serf_env);
+        assert_eq!(
+            (
+                serf_env["SERF_EVENT"].as_str(),
+                serf_env["SERF_USER_EVENT"].as_str()
+            ),
+            ("user", "deploy")
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join(format!("{node}.serf"))).unwrap(),
+            "v1.2 to canary"
+        );
+    }
+
+    // Refused before anyone records it: a bad name, an oversized payload.
+    let out = a.cli(&["event", "two words"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HTTP 400"),
+        "{out:?}"
+    );
+    let out = a.cli(&["event", "big", &"x".repeat(513)]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("513 bytes; at most 512"),
+        "{out:?}"
+    );
+    let users = a.get("/v1/events?since=0")["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "user")
+        .count();
+    assert_eq!(users, 1);
+}

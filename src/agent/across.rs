@@ -9,6 +9,10 @@ use super::keys::{KeyOp, KeyState};
 use super::remote::{self, RemoteAnswer, RemoteRequest};
 use super::{status::WorkerInfo, Agent, WorkerAction, REMOTE_TIMEOUT};
 
+/// What each node answered to a request sent to every live member, in member order: what it
+/// did, or the HTTP status and message of its failure.
+pub type PerNode = Vec<(String, Result<String, (u16, String)>)>;
+
 impl Agent {
     /// Acts on worker `worker` of node `node` (this one, or another over RPC); returns its status
     /// afterwards. Errors carry the HTTP status they map to and a message naming what failed.
@@ -35,7 +39,7 @@ impl Agent {
             RemoteAnswer::Called(_)
             | RemoteAnswer::Keys(_)
             | RemoteAnswer::Logs(_)
-            | RemoteAnswer::Forced(_) => Err((
+            | RemoteAnswer::Did(_) => Err((
                 500,
                 format!("node {node:?} answered an action with another request's result"),
             )),
@@ -78,7 +82,7 @@ impl Agent {
             RemoteAnswer::Done(_)
             | RemoteAnswer::Keys(_)
             | RemoteAnswer::Logs(_)
-            | RemoteAnswer::Forced(_) => Err((
+            | RemoteAnswer::Did(_) => Err((
                 500,
                 format!("node {node:?} answered a call with another request's result"),
             )),
@@ -103,7 +107,7 @@ impl Agent {
             RemoteAnswer::Done(_)
             | RemoteAnswer::Called(_)
             | RemoteAnswer::Logs(_)
-            | RemoteAnswer::Forced(_) => Err((
+            | RemoteAnswer::Did(_) => Err((
                 500,
                 format!("node {node:?} answered a key request with another request's result"),
             )),
@@ -135,10 +139,7 @@ impl Agent {
     ///
     /// # Errors
     /// `id` is a live member of this node's view (409), or is this node (409): nothing changed.
-    pub async fn force_leave(
-        &self,
-        id: &str,
-    ) -> Result<Vec<(String, Result<String, (u16, String)>)>, (u16, String)> {
+    pub async fn force_leave(&self, id: &str) -> Result<PerNode, (u16, String)> {
         let members = self.node().members();
         if members.iter().any(|m| m.id() == id) {
             return Err((
@@ -146,30 +147,11 @@ impl Agent {
                 format!("{id:?} is a live member; only a failed member can be forced to leave (stop its agent to make it leave)"),
             ));
         }
-        let nodes: Vec<String> = members.iter().map(|m| m.id().to_string()).collect();
         let request = RemoteRequest::ForceLeave {
             node: id.to_string(),
         };
-        let ask = |node: String| {
-            let request = &request;
-            async move {
-                if node == self.node().id() {
-                    return self.inner.local.force_leave(id).await;
-                }
-                match self.ask_node(&node, request, REMOTE_TIMEOUT).await? {
-                    RemoteAnswer::Forced(what) => Ok(what),
-                    RemoteAnswer::Failed { status, message } => Err((status, message)),
-                    _ => Err((
-                        500,
-                        format!(
-                            "node {node:?} answered a force-leave with another request's result"
-                        ),
-                    )),
-                }
-            }
-        };
-        let answers = futures::future::join_all(nodes.iter().cloned().map(ask)).await;
-        Ok(nodes.into_iter().zip(answers).collect())
+        let here = self.inner.local.force_leave(id);
+        Ok(self.on_every_member(&request, "a force-leave", here).await)
     }
 
     /// Whether this node has a keyring.
@@ -194,5 +176,65 @@ impl Agent {
                 }
                 other => (502, format!("node {node:?}: {other}")),
             })
+    }
+
+    /// Sends user event `name` with `payload` to every live member, this node included: each
+    /// records it in its event log (`user`, with `from` this node), where handlers and
+    /// `events = true` workers see it. Once each, to the members live now. Answers per node.
+    ///
+    /// # Errors
+    /// An invalid name or a payload over
+    /// [`MAX_USER_PAYLOAD`](super::events::MAX_USER_PAYLOAD) bytes (both 400): sent to no one.
+    pub async fn user_event(&self, name: &str, payload: &str) -> Result<PerNode, (u16, String)> {
+        remote::check_user_event(name, payload)?;
+        let from = self.node().id().to_string();
+        let request = RemoteRequest::UserEvent {
+            name: name.to_string(),
+            payload: payload.to_string(),
+            from: from.clone(),
+        };
+        let here = async { self.inner.local.user_event(name, payload, &from) };
+        Ok(self.on_every_member(&request, "a user event", here).await)
+    }
+
+    /// Sends `request` to every live member but this one, and runs `here` for this one, all at
+    /// once; each answers what it did. Answers per node, in member order.
+    async fn on_every_member(
+        &self,
+        request: &RemoteRequest,
+        what: &str,
+        here: impl std::future::Future<Output = Result<String, (u16, String)>>,
+    ) -> PerNode {
+        let me = self.node().id().to_string();
+        let nodes: Vec<String> = self
+            .node()
+            .members()
+            .iter()
+            .map(|m| m.id().to_string())
+            .collect();
+        let others = nodes.iter().filter(|n| **n != me).map(|node| async move {
+            match self.ask_node(node, request, REMOTE_TIMEOUT).await? {
+                RemoteAnswer::Did(done) => Ok(done),
+                RemoteAnswer::Failed { status, message } => Err((status, message)),
+                _ => Err((
+                    500,
+                    format!("node {node:?} answered {what} with another request's result"),
+                )),
+            }
+        });
+        let (mine, theirs) = futures::join!(here, futures::future::join_all(others));
+        let mut theirs = theirs.into_iter();
+        nodes
+            .into_iter()
+            .map(|node| {
+                let answer = match node == me {
+                    true => mine.clone(),
+                    false => theirs
+                        .next()
+                        .unwrap_or_else(|| Err((500, "no answer".into()))),
+                };
+                (node, answer)
+            })
+            .collect()
     }
 }

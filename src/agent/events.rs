@@ -19,6 +19,7 @@
 //! | `config-adopted` | this node runs a new cluster config | `version`, `checksum`, `pushed_by`, `via` (`push`: pushed to this node; `gossip`: from a peer; `disk`: restored from the data dir) |
 //! | `name-owner-changed` | a global name got a new owner, or none | `name`, `owner` (or null) |
 //! | `events-lost` | the supervisor's events came faster than they were read | `count` |
+//! | `user` | an operator's event (`herd event NAME [PAYLOAD]`), sent to every live member | `name`, `payload`, `from` (the node it was sent through) |
 //!
 //! Every event also has `seq`, `time_ms` (milliseconds since the Unix epoch) and `node` (this
 //! agent's node). The log keeps the last [`EVENT_BUFFER`] events; a reader that asks for older
@@ -56,7 +57,11 @@ pub const EVENT_KINDS: &[&str] = &[
     "config-adopted",
     "name-owner-changed",
     "events-lost",
+    "user",
 ];
+
+/// The longest user event payload, in bytes (Serf's limit).
+pub const MAX_USER_PAYLOAD: usize = 512;
 
 /// One event as `GET /v1/events` and `herd events --json` show it.
 #[derive(Clone, Debug, PartialEq, Serialize)]

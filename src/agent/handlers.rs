@@ -13,12 +13,13 @@
 //! - **stdin**: the event as one JSON line, as `GET /v1/events` shows it, then end of file.
 //!   With `format = "serf"`, a member event is Serf's line instead:
 //!   `NAME\tIP\tROLE\tTAGS\n`, `ROLE` being the member's `role` tag and `TAGS` its tags as
-//!   `k=v,k=v`.
+//!   `k=v,k=v`; a `user` event is its payload, as Serf gives it.
 //! - **environment**: the agent's own, plus `HERD_EVENT` (the event's name), `HERD_NODE_ID`
 //!   (this agent's node), `HERD_EVENT_SEQ`, `HERD_EVENT_TIME_MS`, and each of the event's
 //!   fields as `HERD_` and the field's name in capitals (`HERD_MEMBER`, `HERD_WORKER`,
 //!   `HERD_REASON`, ...; the member's address is `HERD_MEMBER_ADDR`, tags are `HERD_TAGS` as
-//!   JSON). With `format = "serf"` also `SERF_EVENT` and `SERF_SELF_NAME`.
+//!   JSON). With `format = "serf"` also `SERF_EVENT` and `SERF_SELF_NAME` (and for a `user`
+//!   event `SERF_USER_EVENT`, its name).
 //!
 //! A run that takes longer than the handler's `timeout` has its process group killed
 //! (SIGKILL) and is logged. When the program has exited, whatever it left running in its
@@ -410,6 +411,10 @@ impl Runner {
         if self.config.format == HandlerFormat::Serf {
             cmd.env("SERF_EVENT", event.event)
                 .env("SERF_SELF_NAME", &self.node);
+            if event.event == "user" {
+                let name = event.fields.get("name").and_then(Value::as_str);
+                cmd.env("SERF_USER_EVENT", name.unwrap_or_default());
+            }
         }
         cmd
     }
@@ -418,6 +423,10 @@ impl Runner {
     fn stdin_for(&self, event: &Event) -> String {
         if self.config.format == HandlerFormat::Serf && event.event.starts_with("member-") {
             return serf_line(event);
+        }
+        if self.config.format == HandlerFormat::Serf && event.event == "user" {
+            let payload = event.fields.get("payload").and_then(Value::as_str);
+            return payload.unwrap_or_default().to_string();
         }
         let mut line = serde_json::to_string(event).unwrap_or_default();
         line.push('\n');

@@ -69,6 +69,12 @@ pub(crate) enum RemoteRequest {
     ForceLeave {
         node: String,
     },
+    /// Record a user event (`herd event NAME [PAYLOAD]`), sent through node `from`.
+    UserEvent {
+        name: String,
+        payload: String,
+        from: String,
+    },
 }
 
 /// The answer: the worker's status after an action, or a call's result; or an error with the
@@ -79,8 +85,8 @@ pub(crate) enum RemoteAnswer {
     Called(Value),
     Keys(KeyState),
     Logs(LogBatch),
-    /// A force-leave's outcome on the node: what it did.
-    Forced(String),
+    /// What a force-leave or a user event did on the node, for a person.
+    Did(String),
     Failed {
         status: u16,
         message: String,
@@ -178,6 +184,24 @@ impl Local {
         ))
     }
 
+    /// Records user event `name` with `payload`, sent through node `from`, after checking both
+    /// (a valid name; a payload of at most [`MAX_USER_PAYLOAD`](super::events::MAX_USER_PAYLOAD)
+    /// bytes). Says what it did.
+    pub(crate) fn user_event(
+        &self,
+        name: &str,
+        payload: &str,
+        from: &str,
+    ) -> Result<String, (u16, String)> {
+        check_user_event(name, payload)?;
+        self.events.push(
+            "user",
+            serde_json::json!({ "name": name, "payload": payload, "from": from }),
+        );
+        let node = self.node.upgrade().map(|n| n.id().to_string());
+        Ok(format!("{} recorded it", node.unwrap_or_default()))
+    }
+
     pub(crate) async fn ask<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
@@ -189,6 +213,28 @@ impl Local {
             .map_err(|_| AgentError::ShuttingDown)?;
         answer.await.map_err(|_| AgentError::ShuttingDown)
     }
+}
+
+/// Refuses a user event whose name is not a valid name (letters, digits, `. _ -`, at most 64)
+/// or whose payload is over [`MAX_USER_PAYLOAD`](super::events::MAX_USER_PAYLOAD) bytes.
+pub(crate) fn check_user_event(name: &str, payload: &str) -> Result<(), (u16, String)> {
+    if !crate::config::is_valid_name(name) {
+        return Err((
+            400,
+            format!("user event name {name:?} is not 1 to 64 of letters, digits, '.', '_', '-'"),
+        ));
+    }
+    let max = super::events::MAX_USER_PAYLOAD;
+    if payload.len() > max {
+        return Err((
+            400,
+            format!(
+                "the payload is {} bytes; at most {max} are allowed",
+                payload.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The HTTP status an agent error maps to; shared by the API and remote answers.
@@ -263,8 +309,16 @@ impl SystemHandler for RemoteHandler {
                     },
                 }
             }
+            RemoteRequest::UserEvent {
+                name,
+                payload,
+                from,
+            } => match self.local.user_event(&name, &payload, &from) {
+                Ok(what) => RemoteAnswer::Did(what),
+                Err((status, message)) => RemoteAnswer::Failed { status, message },
+            },
             RemoteRequest::ForceLeave { node } => match self.local.force_leave(&node).await {
-                Ok(what) => RemoteAnswer::Forced(what),
+                Ok(what) => RemoteAnswer::Did(what),
                 Err((status, message)) => RemoteAnswer::Failed { status, message },
             },
             RemoteRequest::Keys(op) => match self.local.keys(&op) {

@@ -35,8 +35,9 @@ pub enum HandlerFormat {
     /// The event as one JSON line, as `GET /v1/events` shows it.
     #[default]
     Json,
-    /// Serf's: a member event as the line `NAME\tADDR\tROLE\tTAGS` (tags as `k=v,k=v`), with
-    /// `SERF_EVENT` and `SERF_SELF_NAME` set; other events as the JSON line.
+    /// Serf's: a member event as the line `NAME\tADDR\tROLE\tTAGS` (tags as `k=v,k=v`), a user
+    /// event as its payload (with `SERF_USER_EVENT`), with `SERF_EVENT` and `SERF_SELF_NAME`
+    /// set; other events as the JSON line.
     Serf,
 }
 
@@ -239,7 +240,7 @@ command = "notify.sh"
              expected \"*\" or some of member-join, member-leave, member-failed, member-update, \
              worker-started, worker-ready, worker-exited, worker-restarting, worker-stopped, \
              worker-finished, worker-failed, worker-deleted, supervisor-gave-up, config-adopted, \
-             name-owner-changed, events-lost"
+             name-owner-changed, events-lost, user"
         );
         assert_eq!(
             error(base),

@@ -17,8 +17,14 @@ pub fn run(args: Args, api: &ApiArgs) -> anyhow::Result<()> {
     let client = Client::new(api)?;
     let path = format!("/v1/members/{}/force-leave", args.node);
     let answer = client.post(&path)?;
+    report(&answer, &format!("{} left", args.node), api)
+}
+
+/// Prints a fan-out's answer (`results`, `done`, `total`): what each node did, then
+/// `"{what} on DONE/TOTAL nodes"`; fails naming the nodes that failed (exit 3 when some did it).
+pub fn report(answer: &Value, what: &str, api: &ApiArgs) -> anyhow::Result<()> {
     if api.json {
-        print_json(&answer);
+        print_json(answer);
     }
     let results = answer["results"].as_array().cloned().unwrap_or_default();
     let failed: Vec<String> = results
@@ -32,10 +38,9 @@ pub fn run(args: Args, api: &ApiArgs) -> anyhow::Result<()> {
         }
     }
     let line = format!(
-        "{} left on {}/{} nodes",
-        args.node,
-        field(&answer, "done"),
-        field(&answer, "total")
+        "{what} on {}/{} nodes",
+        field(answer, "done"),
+        field(answer, "total")
     );
     let done = answer.get("done").and_then(Value::as_u64).unwrap_or(0);
     crate::output::fan_out_result(line, &failed, done, api.json)

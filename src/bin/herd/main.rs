@@ -36,6 +36,7 @@ mod logs;
 mod members;
 mod names;
 mod status;
+mod user_event;
 mod workers;
 
 use std::process::ExitCode;
@@ -67,6 +68,9 @@ enum Command {
     /// List the live members and the config version each holds; --all adds those that failed
     /// or left, with when.
     Members(members::Args),
+    /// Send a user event to every live member: its handlers and events = true workers see it
+    /// (herd event NAME [PAYLOAD]).
+    Event(user_event::Args),
     /// Mark a failed member as left on every node now (no longer gossiped to, listed as left,
     /// reason forced) instead of after the dead-node grace period of 1 h.
     ForceLeave(force_leave::Args),
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => block_on(demo::run(args)),
         Command::Members(args) => members::run(args, &api),
         Command::ForceLeave(args) => force_leave::run(args, &api),
+        Command::Event(args) => user_event::run(args, &api),
         Command::Names => names::run(&api),
         Command::Workers(args) => workers::run(args, &api),
         Command::Start(args) => action::run("start", args, &api),
