@@ -47,7 +47,6 @@
 //! [`EVENT_BUFFER`]: super::events::EVENT_BUFFER
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -55,22 +54,23 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::MetricType;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+mod metrics;
+mod to_workers;
+
+pub(crate) use metrics::HandlerMetrics;
+use to_workers::notify_workers;
+pub(crate) use to_workers::ConfigWatch;
+
 use super::events::{Event, EventLog};
-use crate::config::{HandlerConfig, HandlerFormat, VersionedConfig};
-use crate::log_limit::LogLimit;
+use crate::config::{HandlerConfig, HandlerFormat};
 use crate::supervisor::Supervisor;
 
 /// How much of a run's stdout, and of its stderr, is kept for the log.
@@ -503,130 +503,6 @@ async fn read_capped<R: AsyncRead + Unpin>(reader: Option<R>) -> Vec<u8> {
                 kept.extend_from_slice(&buf[..n.min(room)]);
             }
         }
-    }
-}
-
-/// The agent's config, as the core publishes it.
-pub(crate) type ConfigWatch = watch::Receiver<Option<Arc<VersionedConfig>>>;
-
-/// Gives each event of `log` to the running `events = true` workers of the config `current`
-/// holds, as `{"event": {...}}` lines on their stdin, until `cancel`. A worker whose stdin
-/// queue is full ([`crate::supervisor::NOTIFY_QUEUE`]) misses the event, counted in `dropped`.
-async fn notify_workers(
-    log: Arc<EventLog>,
-    sup: Supervisor,
-    current: ConfigWatch,
-    dropped: Dropped,
-    cancel: CancellationToken,
-) {
-    let mut newest = log.watch();
-    let mut cursor = log.newest();
-    let mut limit = LogLimit::new(Duration::from_secs(60));
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            changed = newest.changed() => if changed.is_err() { return },
-        }
-        loop {
-            let batch = log.since(cursor, BATCH);
-            cursor = batch.next;
-            if batch.events.is_empty() {
-                break;
-            }
-            let workers: Vec<String> = current
-                .borrow()
-                .as_ref()
-                .map(|c| {
-                    let workers = c.config().workers.iter();
-                    workers
-                        .filter(|w| w.events)
-                        .map(|w| w.name.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            if workers.is_empty() {
-                continue;
-            }
-            for event in &batch.events {
-                let message = serde_json::json!({ "event": event });
-                for worker in &workers {
-                    // Not here, or not running: nothing to tell.
-                    if let Ok(false) = sup.notify(worker, &message).await {
-                        *dropped
-                            .lock()
-                            .expect("dropped lock")
-                            .entry(worker.clone())
-                            .or_default() += 1;
-                        if limit.due(worker.clone()) {
-                            warn!(%worker, "the worker does not read its stdin: events for it are dropped");
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The handlers' counters, read at scrape time.
-pub(crate) struct HandlerMetrics {
-    stats: Arc<Mutex<Vec<Arc<Stats>>>>,
-    dropped: Dropped,
-}
-
-impl fmt::Debug for HandlerMetrics {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HandlerMetrics").finish_non_exhaustive()
-    }
-}
-
-impl Collector for HandlerMetrics {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let stats = self.stats.lock().expect("handler stats lock").clone();
-        let mut runs = encoder.encode_descriptor(
-            "handler_runs",
-            "Runs of each event handler, by outcome (ok, failed, timeout, spawn_error)",
-            None,
-            MetricType::Counter,
-        )?;
-        for s in &stats {
-            for (outcome, count) in Outcome::ALL.iter().zip(&s.runs) {
-                let labels = [("handler", s.name.as_str()), ("outcome", outcome.label())];
-                ConstCounter::new(count.load(Ordering::Relaxed))
-                    .encode(runs.encode_family(&labels)?)?;
-            }
-        }
-        let mut missed = encoder.encode_descriptor(
-            "handler_missed",
-            "Events a handler never ran for, for falling more than the event log's length behind",
-            None,
-            MetricType::Counter,
-        )?;
-        for s in &stats {
-            ConstCounter::new(s.missed.load(Ordering::Relaxed))
-                .encode(missed.encode_family(&[("handler", s.name.as_str())])?)?;
-        }
-        let mut delay = encoder.encode_descriptor(
-            "handler_delay",
-            "Time from an event's recording to the start of a handler's run for it",
-            Some(&prometheus_client::registry::Unit::Seconds),
-            MetricType::Histogram,
-        )?;
-        for s in &stats {
-            s.delay
-                .encode(delay.encode_family(&[("handler", s.name.as_str())])?)?;
-        }
-        let dropped = self.dropped.lock().expect("dropped lock").clone();
-        let mut family = encoder.encode_descriptor(
-            "worker_events_dropped",
-            "Events not given to an events = true worker because it did not read its stdin",
-            None,
-            MetricType::Counter,
-        )?;
-        for (worker, count) in &dropped {
-            ConstCounter::new(*count)
-                .encode(family.encode_family(&[("worker", worker.as_str())])?)?;
-        }
-        Ok(())
     }
 }
 
