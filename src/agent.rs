@@ -477,14 +477,7 @@ impl Agent {
             .await;
         nodes
             .iter()
-            .filter_map(|node| {
-                let head = sync::head_of(node)?;
-                let id = crate::config::ConfigId {
-                    version: head.version,
-                    checksum: head.checksum,
-                };
-                Some((node.id.clone(), id))
-            })
+            .filter_map(|node| Some((node.id.clone(), sync::config_id_of(node)?)))
             .collect()
     }
 
@@ -501,12 +494,7 @@ impl Agent {
             .iter()
             .filter_map(|node| {
                 let text = node.keys.get(crate::membership::keys::APPLIED)?;
-                let mut parts = text.splitn(3, ':');
-                let id = crate::config::ConfigId {
-                    version: parts.next()?.parse().ok()?,
-                    checksum: parts.next()?.parse().ok()?,
-                };
-                Some((node.id.clone(), (id, parts.next()?.to_string())))
+                Some((node.id.clone(), status::parse_applied(text)?))
             })
             .collect()
     }

@@ -643,12 +643,9 @@ impl Core {
         let value = status::encode(&workers);
         let mut publish = vec![(keys::WORKERS.to_string(), value)];
         if let Some(config) = self.config() {
-            let id = config.id();
             let state = status::applied(&desired, &workers);
-            publish.push((
-                keys::APPLIED.to_string(),
-                format!("{}:{}:{state}", id.version, id.checksum),
-            ));
+            let value = status::encode_applied(config.id(), state);
+            publish.push((keys::APPLIED.to_string(), value));
         }
         let _ = self.node.publish(publish, Vec::new()).await;
     }

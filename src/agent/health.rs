@@ -72,14 +72,7 @@ pub(crate) async fn watch_lag(
         let newest = nodes
             .iter()
             .filter(|n| n.id != node.id())
-            .filter_map(|n| {
-                let head = super::sync::head_of(n)?;
-                let id = ConfigId {
-                    version: head.version,
-                    checksum: head.checksum,
-                };
-                Some((id, n.id.clone()))
-            })
+            .filter_map(|n| Some((super::sync::config_id_of(n)?, n.id.clone())))
             .max();
         let mut lag = cell.lock().expect("lag lock");
         match newest {

@@ -167,6 +167,21 @@ pub(crate) fn applied(
     }
 }
 
+/// The `herd.applied` value: `version:checksum:state`.
+pub(crate) fn encode_applied(id: crate::config::ConfigId, state: &str) -> String {
+    format!("{}:{}:{state}", id.version, id.checksum)
+}
+
+/// Reads a `herd.applied` value ([`encode_applied`]).
+pub(crate) fn parse_applied(text: &str) -> Option<(crate::config::ConfigId, String)> {
+    let mut parts = text.splitn(3, ':');
+    let id = crate::config::ConfigId {
+        version: parts.next()?.parse().ok()?,
+        checksum: parts.next()?.parse().ok()?,
+    };
+    Some((id, parts.next()?.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

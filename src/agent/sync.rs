@@ -96,6 +96,15 @@ pub(crate) fn head_of(node: &NodeKeys) -> Option<Head> {
         .and_then(|h| Head::parse(h))
 }
 
+/// The config a node says it holds, by its head: version and checksum.
+pub(crate) fn config_id_of(node: &NodeKeys) -> Option<crate::config::ConfigId> {
+    let head = head_of(node)?;
+    Some(crate::config::ConfigId {
+        version: head.version,
+        checksum: head.checksum,
+    })
+}
+
 /// The encoded config a node publishes in full, if all of its chunks are there.
 pub(crate) fn assemble(node: &NodeKeys) -> Option<String> {
     let head = head_of(node)?;

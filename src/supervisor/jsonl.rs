@@ -77,6 +77,8 @@ pub(crate) struct Channel {
     worker: Arc<str>,
     next_id: AtomicU64,
     calls: Mutex<Calls>,
+    /// Lines for the writer: each call's line waits with its caller (one per pending call), and
+    /// notifications are held to [`NOTIFY_QUEUE`] by `notes`; the writer ends with the process.
     requests: mpsc::UnboundedSender<Queued>,
     /// Notifications queued and not yet taken by the writer.
     notes: Arc<AtomicUsize>,

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::client::{field, print_json, print_table, ApiArgs, Client};
+use crate::client::{age, field, print_json, print_table, ApiArgs, Client};
 
 /// Options of `herd members`.
 #[derive(clap::Args)]
@@ -38,18 +38,11 @@ pub fn print_members(members: &Value, first: &str) {
         .iter()
         .filter_map(|m| m.get("config_version").and_then(Value::as_u64))
         .max();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|m| {
             let status = match m.get("since_ms").and_then(Value::as_u64) {
-                Some(since) => format!(
-                    "{} {} ago",
-                    field(m, "status"),
-                    ago(now_ms.saturating_sub(since))
-                ),
+                Some(since) => format!("{} {} ago", field(m, "status"), age(since)),
                 None => field(m, "status"),
             };
             let workers = m.get("config_workers").and_then(Value::as_str);
@@ -66,16 +59,6 @@ pub fn print_members(members: &Value, first: &str) {
         })
         .collect();
     print_table(&[first, "ADDRESS", "STATUS", "CONFIG", "TAGS"], &rows);
-}
-
-/// A duration in ms, shortly: `42s`, `5m`, `2h`.
-fn ago(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=7199 => format!("{}m", s / 60),
-        _ => format!("{}h", s / 3600),
-    }
 }
 
 fn tags(member: &Value) -> String {
